@@ -1,0 +1,5 @@
+import sys
+
+from fersnet.cli import main
+
+sys.exit(main())

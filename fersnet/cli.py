@@ -1,0 +1,149 @@
+"""`fersnet <verb>`: one verb per pipeline step, each a thin call into library code.
+
+Heavy modules (torch, pandas, mlflow) are imported inside the verb that needs them, so
+`fersnet --help` and short jobs start fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+
+from fersnet import config as config_mod
+from fersnet.config import DATABASES, MODELS, PROFILES
+from fersnet.errors import FersnetError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    p.add_argument("--profile", choices=PROFILES, help="profile to use (default: params.yaml's `profile`)")
+
+
+def _db(p, required=True, multi=False):
+    if multi:
+        p.add_argument("--db", choices=DATABASES, action="append",
+                       help="database (repeatable; default: params `databases`)")
+    else:
+        p.add_argument("--db", choices=DATABASES, required=required, help="database key")
+
+
+def _fold(p):
+    p.add_argument("--fold", type=int, required=True, help="test fold, 0-based")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fersnet", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("synth", help="write the synthetic stand-in databases in their native layouts")
+    _common(p); _db(p, multi=True)
+    p.add_argument("--out", help="output folder (default: params synth.out); one sub-folder per database")
+
+    p = sub.add_parser("preprocess", help="read a database in its native layout, align, crop, assign folds")
+    _common(p); _db(p)
+    p.add_argument("--root", help="database root in its native layout (default: params data.<db>.root)")
+    p.add_argument("--out", help="output folder (default: params preprocess.out/<db>)")
+
+    p = sub.add_parser("train", help="train one model on one fold")
+    _common(p); _db(p)
+    p.add_argument("--model", choices=MODELS, required=True)
+    _fold(p)
+    p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), help="override train.device")
+    p.add_argument("--out", help="run folder (default: results/<db>/<model>/fold<k>)")
+
+    p = sub.add_parser("judge", help="train the standard FER model (judge) of one fold on real training images")
+    _common(p); _db(p); _fold(p)
+    p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"))
+
+    p = sub.add_parser("score", help="synthesize every test face into every other expression and score it")
+    _common(p); _db(p)
+    p.add_argument("--model", choices=("fersnet", "no_mtl", "no_convflu", "stargan"), required=True)
+    _fold(p)
+    p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"))
+
+    p = sub.add_parser("pool", help="pool synthesis scores (FID/KID) over the folds of each model")
+    _common(p); _db(p)
+
+    p = sub.add_parser("report", help="compile tables, figures, summary.json and report.pdf from results on disk")
+    _common(p)
+
+    p = sub.add_parser("compare", help="compare models per database from MLflow (mean +- std over folds)")
+    _common(p)
+    p.add_argument("--experiment", help="only this experiment (database key)")
+    p.add_argument("--filter", dest="tags", action="append", default=[], metavar="TAG=VALUE",
+                   help="only runs with this tag value (repeatable), e.g. profile=demo")
+
+    p = sub.add_parser("track", help="MLflow store: --init before the fan-out, --sync to re-log results from disk")
+    _common(p)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--init", action="store_true", help="create the store and experiments")
+    g.add_argument("--sync", action="store_true", help="(re)log every finished result on disk")
+    g.add_argument("--parent", nargs=2, metavar=("DB", "MODEL"), help="log fold mean/std to the parent run")
+
+    p = sub.add_parser("count-params", help="print parameter counts of every model at a profile's scale")
+    _common(p)
+    p.add_argument("--write", help="also write the table as Markdown to this file")
+    return ap
+
+
+# verb -> (module, function); each function takes (cfg, args) and returns a dict or None
+VERBS = {
+    "synth": ("fersnet.data.synth", "main"),
+    "preprocess": ("fersnet.data.preprocess", "main"),
+    "train": ("fersnet.training.train", "main"),
+    "judge": ("fersnet.metrics.judge", "main"),
+    "score": ("fersnet.metrics.score", "main"),
+    "pool": ("fersnet.metrics.score", "pool_main"),
+    "report": ("fersnet.reports.report", "main"),
+    "compare": ("fersnet.tracking.compare", "main"),
+    "track": ("fersnet.tracking.mlflow_log", "main"),
+    "count-params": ("fersnet.models.registry", "count_params_main"),
+}
+
+
+TRACKED = ("train", "judge", "score")
+
+
+def _track(cfg: dict, args) -> None:
+    """Mirror a finished job into MLflow. Never fails the job: the files on disk are the truth."""
+    try:
+        from fersnet.tracking.mlflow_log import log_job
+        log_job(cfg, args.verb, args)
+    except Exception as e:  # noqa: BLE001 - any tracking failure is only a warning
+        print(f"fersnet {args.verb}: warning: MLflow logging failed ({type(e).__name__}: {e}); "
+              "the results on disk are complete; re-log them later with `fersnet track --sync`",
+              file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        cfg = config_mod.load(args.params, args.profile)
+        module, func = VERBS[args.verb]
+        try:
+            fn = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError) as e:
+            if getattr(e, "name", None) and not str(getattr(e, "name")).startswith("fersnet"):
+                raise
+            print(f"fersnet {args.verb}: not available in this build ({e})", file=sys.stderr)
+            return 3
+        out = fn(cfg, args)
+        if args.verb in TRACKED and cfg["mlflow"]["enabled"]:
+            _track(cfg, args)
+    except FersnetError as e:
+        print(f"fersnet {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fersnet {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    if isinstance(out, dict) and out:
+        print(json.dumps(out, indent=2, default=str))
+    print(f"fersnet {args.verb}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""params.yaml: load, merge the selected profile, validate.
+
+The schema below is the one description of every key. Validation runs once at load
+and raises ConfigError naming the key and what is allowed, before any work starts.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fersnet.errors import FersnetError
+
+DATABASES = ("ckplus", "oulu", "mmi")
+MODELS = ("fersnet", "no_mtl", "no_convflu", "fes_da", "stargan")
+PROFILES = ("demo", "paper", "test")
+
+
+class ConfigError(FersnetError):
+    """A params.yaml problem, phrased for the user (names the key)."""
+
+
+# --- leaf specs ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Spec:
+    kind: str                      # int, float, bool, str, choice, list, path, optional
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple = ()
+    item: "Spec | None" = None
+    length: int | None = None
+    nullable: bool = False
+    lo_open: bool = False
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(map(str, self.choices))
+        if self.kind == "list":
+            n = f"{self.length} " if self.length else ""
+            return f"a list of {n}{self.item.describe()}"
+        rng = ""
+        if self.lo is not None or self.hi is not None:
+            lo = "" if self.lo is None else (f"> {self.lo}" if self.lo_open else f">= {self.lo}")
+            hi = "" if self.hi is None else f"<= {self.hi}"
+            rng = " " + " and ".join(x for x in (lo, hi) if x)
+        base = {"int": "an integer", "float": "a number", "bool": "true or false",
+                "str": "a string", "path": "a path"}[self.kind] + rng
+        return base + (" or null" if self.nullable else "")
+
+
+def Int(lo=None, hi=None, nullable=False):
+    return Spec("int", lo=lo, hi=hi, nullable=nullable)
+
+
+def Float(lo=None, hi=None, lo_open=False):
+    return Spec("float", lo=lo, hi=hi, lo_open=lo_open)
+
+
+def Choice(*choices):
+    return Spec("choice", choices=tuple(choices))
+
+
+def List(item, length=None):
+    return Spec("list", item=item, length=length)
+
+
+BOOL = Spec("bool")
+PATH = Spec("path")
+OPT_PATH = Spec("path", nullable=True)
+PROB = Float(0.0, 1.0)
+WEIGHT = Float(0.0)
+
+SCHEMA: dict[str, Any] = {
+    "profile": Choice(*PROFILES),
+    "seed": Int(0),
+    "databases": List(Choice(*DATABASES)),
+    "models": List(Choice(*MODELS)),
+    "n_folds": Int(2, 50),
+    "paths": {"results": PATH, "reports": PATH},
+    "data": {
+        "ckplus": {"root": PATH, "include_neutral": BOOL, "frames": Int(1, 30)},
+        "oulu": {"root": PATH, "camera": Choice("VL", "NI"),
+                 "lighting": Choice("Strong", "Weak", "Dark"), "frames": Int(1, 30)},
+        "mmi": {"root": PATH, "frames": Int(1, 30)},
+        "check_counts": Choice("warn", "error"),
+    },
+    "synth": {"out": PATH, "subjects": Int(10, 500), "frames": Int(4, 60),
+              "image_scale": Float(0.1, 1.0)},
+    "preprocess": {"out": PATH, "size": Int(16, 512), "margin": Float(0.0, 1.0),
+                   "grayscale": BOOL, "no_face": Choice("skip", "center"),
+                   "on_bad_file": Choice("error", "skip")},
+    "model": {"width": Float(0.0, 4.0, lo_open=True), "convflu_kernel": Choice(1, 3),
+              "condition": Choice("concat", "adain")},
+    "train": {
+        "crop": Int(8, 512), "epochs": Int(1), "batch_size": Int(1, 4096),
+        "lr": Float(0.0, 1.0, lo_open=True), "betas": List(PROB, length=2),
+        "weight_decay": WEIGHT, "lr_milestones": List(Int(1)), "lr_gamma": Float(0.0, 1.0, lo_open=True),
+        "d_steps": Int(1, 20), "lambda_cls": WEIGHT, "lambda_adv": WEIGHT, "lambda_l1": WEIGHT,
+        "lambda_cyc": WEIGHT, "lambda_expr": WEIGHT, "lambda_id": WEIGHT,
+        "identity_net": OPT_PATH, "selection": Choice("last", "val"),
+        "val_subjects": Float(0.0, 0.5, lo_open=True), "checkpoint_every": Int(1),
+        "device": Choice("auto", "cuda", "mps", "cpu"), "threads": Int(1, 256),
+    },
+    "fes_da": {"per_class": Spec("str"), "epochs": Int(1), "lr": Float(0.0, 1.0, lo_open=True)},
+    "stargan": {"lr": Float(0.0, 1.0, lo_open=True), "betas": List(PROB, length=2),
+                "n_critic": Int(1, 20), "lambda_cls": WEIGHT, "lambda_rec": WEIGHT,
+                "lambda_gp": WEIGHT, "res_blocks": Int(1, 12)},
+    "judge": {"epochs": Int(1), "batch_size": Int(1, 4096), "lr": Float(0.0, 1.0, lo_open=True)},
+    "fid": {"inception_weights": OPT_PATH, "require_inception": BOOL,
+            "dims": Choice(64, 192, 768, 2048), "kid_subset": Int(2)},
+    "mlflow": {"enabled": BOOL, "uri": Spec("str", nullable=True)},
+}
+
+
+# --- validation ---------------------------------------------------------------
+def _check_leaf(key: str, spec: Spec, value: Any) -> Any:
+    def bad():
+        return ConfigError(f"params: `{key}` is {value!r}; allowed: {spec.describe()}")
+
+    if value is None:
+        if spec.nullable:
+            return None
+        raise bad()
+    k = spec.kind
+    if k == "bool":
+        if not isinstance(value, bool):
+            raise bad()
+    elif k == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+    elif k == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        value = float(value)
+    elif k in ("str", "path"):
+        if not isinstance(value, str) or not value:
+            raise bad()
+    elif k == "choice":
+        if value not in spec.choices or isinstance(value, bool):
+            raise bad()
+    elif k == "list":
+        if not isinstance(value, list) or (spec.length is not None and len(value) != spec.length):
+            raise bad()
+        return [_check_leaf(f"{key}[{i}]", spec.item, v) for i, v in enumerate(value)]
+    if k in ("int", "float"):
+        if spec.lo is not None and (value <= spec.lo if spec.lo_open else value < spec.lo):
+            raise bad()
+        if spec.hi is not None and value > spec.hi:
+            raise bad()
+    return value
+
+
+def _validate(tree: Any, schema: dict, prefix: str = "", partial: bool = False) -> dict:
+    if not isinstance(tree, dict):
+        raise ConfigError(f"params: `{prefix.rstrip('.') or '<root>'}` must be a mapping, got {tree!r}")
+    out = {}
+    for key, value in tree.items():
+        full = prefix + str(key)
+        if key not in schema:
+            raise ConfigError(f"params: unknown key `{full}`; allowed here: {', '.join(schema)}")
+        spec = schema[key]
+        out[key] = (_validate(value, spec, full + ".", partial) if isinstance(spec, dict)
+                    else _check_leaf(full, spec, value))
+    if not partial:
+        missing = [prefix + k for k in schema if k not in tree]
+        if missing:
+            raise ConfigError(f"params: missing key(s) {', '.join(f'`{m}`' for m in missing)}")
+    return out
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _semantic_checks(cfg: dict) -> None:
+    if cfg["train"]["crop"] > cfg["preprocess"]["size"]:
+        raise ConfigError(f"params: `train.crop` ({cfg['train']['crop']}) must not exceed "
+                          f"`preprocess.size` ({cfg['preprocess']['size']})")
+    per_class = cfg["fes_da"]["per_class"]
+    if per_class != "balance" and not (per_class.isdigit() and int(per_class) > 0):
+        raise ConfigError(f"params: `fes_da.per_class` is {per_class!r}; allowed: 'balance' or a positive integer")
+    if not cfg["databases"]:
+        raise ConfigError("params: `databases` is empty; allowed: a list of " + ", ".join(DATABASES))
+    if cfg["fes_da"] and "fes_da" in cfg["models"] and "fersnet" not in cfg["models"]:
+        raise ConfigError("params: `models` lists fes_da without fersnet; fes_da fine-tunes fersnet")
+
+
+def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") -> dict:
+    """Validate a raw params mapping and return the resolved config of one profile."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    raw = dict(raw)
+    profiles = raw.pop("profiles", {}) or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{source}: `profiles` must be a mapping of profile name -> overrides")
+    base = _validate(raw, SCHEMA)
+    for name, over in profiles.items():
+        if name not in PROFILES:
+            raise ConfigError(f"params: unknown profile `profiles.{name}`; allowed: {', '.join(PROFILES)}")
+        _validate(over or {}, SCHEMA, prefix=f"profiles.{name}.", partial=True)
+    name = profile or base["profile"]
+    if name not in PROFILES:
+        raise ConfigError(f"params: profile {name!r} unknown; allowed: {', '.join(PROFILES)}")
+    cfg = _validate(deep_merge(base, profiles.get(name) or {}), SCHEMA)
+    cfg["profile"] = name
+    _semantic_checks(cfg)
+    return cfg
+
+
+def load(path: str | Path = "params.yaml", profile: str | None = None, overrides: dict | None = None) -> dict:
+    """Read params.yaml, merge the profile (argument, else the file's `profile`) and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if overrides:
+        raw = deep_merge(raw or {}, overrides)
+    return resolve(raw or {}, profile, source=str(path))
+
+
+def dumps(cfg: dict) -> str:
+    """The resolved config as stable JSON (saved with every run)."""
+    return json.dumps(cfg, indent=2, sort_keys=True)

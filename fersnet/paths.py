@@ -1,0 +1,61 @@
+"""The one place that builds paths. The CLI, the Snakefile and dvc.yaml all use these.
+
+Layout (docs/architecture.md):
+    <synth.out>/<db>/...                          raw databases, native layout (stand-in)
+    <preprocess.out>/<db>/                        images.npy, meta.csv, report.md, contact_sheet.png
+    <paths.results>/<db>/<model>/fold<k>/         one training job
+    <paths.results>/<db>/<model>/fold<k>/synthesis/   scored synthesis of that job
+    <paths.results>/<db>/judge/fold<k>/           the standard FER model of that fold
+    <paths.reports>/                              tables, figures, summary.json, report.pdf
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+# file names inside the folders above
+IMAGES = "images.npy"
+META = "meta.csv"
+PREP_REPORT = "report.md"
+PREP_SUMMARY = "summary.json"
+CONTACT_SHEET = "contact_sheet.png"
+
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.csv"
+PREDICTIONS = "predictions.csv"
+METRICS = "metrics.json"
+DONE = "metrics.json"          # a job is complete when its metrics file exists (written last)
+
+SYNTH_IMAGES = "images.npy"
+SYNTH_INDEX = "index.csv"
+SYNTH_GRID = "grid.png"
+SCORES = "scores.json"
+
+
+def raw_dir(cfg: dict, db: str) -> Path:
+    """Root of a database in its native layout (synthetic stand-in or a user's copy)."""
+    return Path(cfg["data"][db]["root"])
+
+
+def synth_dir(cfg: dict, db: str) -> Path:
+    return Path(cfg["synth"]["out"]) / db
+
+
+def processed_dir(cfg: dict, db: str) -> Path:
+    return Path(cfg["preprocess"]["out"]) / db
+
+
+def run_dir(cfg: dict, db: str, model: str, fold: int) -> Path:
+    return Path(cfg["paths"]["results"]) / db / model / f"fold{int(fold)}"
+
+
+def judge_dir(cfg: dict, db: str, fold: int) -> Path:
+    return run_dir(cfg, db, "judge", fold)
+
+
+def synthesis_dir(cfg: dict, db: str, model: str, fold: int) -> Path:
+    return run_dir(cfg, db, model, fold) / "synthesis"
+
+
+def reports_dir(cfg: dict) -> Path:
+    return Path(cfg["paths"]["reports"])

@@ -1,0 +1,91 @@
+"""params.yaml is validated at load: unknown keys, wrong types, impossible values name the key."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from fersnet import config
+from fersnet.config import ConfigError
+
+from conftest import ROOT
+
+
+@pytest.fixture
+def raw():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_shipped_params_resolve_for_every_profile():
+    for profile in config.PROFILES:
+        cfg = config.load(ROOT / "params.yaml", profile=profile)
+        assert cfg["profile"] == profile
+        assert cfg["train"]["crop"] <= cfg["preprocess"]["size"]
+
+
+def test_profile_overrides_merge_over_base(raw):
+    cfg = config.resolve(raw, "test")
+    assert cfg["model"]["width"] == raw["profiles"]["test"]["model"]["width"]
+    assert cfg["train"]["lr"] == raw["train"]["lr"]  # untouched keys keep the base value
+
+
+def test_floats_written_with_dot_are_floats(raw):
+    assert isinstance(config.resolve(raw)["train"]["lr"], float)
+
+
+@pytest.mark.parametrize("key, value, words", [
+    (("train", "lr"), "1e-4", "train.lr"),                 # YAML 1.1 reads 1e-4 as a string
+    (("train", "epochs"), 0, "train.epochs"),
+    (("train", "betas"), [0.5], "train.betas"),
+    (("model", "convflu_kernel"), 5, "one of 1, 3"),
+    (("databases",), ["ckplus", "affectnet"], "databases[1]"),
+    (("preprocess", "no_face"), "guess", "skip, center"),
+    (("train", "batch_size"), True, "train.batch_size"),
+])
+def test_bad_value_names_key_and_allowed(raw, key, value, words):
+    node = raw
+    for k in key[:-1]:
+        node = node[k]
+    node[key[-1]] = value
+    with pytest.raises(ConfigError, match=None) as e:
+        config.resolve(raw)
+    assert words in str(e.value)
+
+
+def test_unknown_key_is_an_error(raw):
+    raw["train"]["learning_rate"] = 0.1
+    with pytest.raises(ConfigError, match="unknown key `train.learning_rate`"):
+        config.resolve(raw)
+
+
+def test_unknown_key_inside_a_profile_is_an_error(raw):
+    raw["profiles"]["paper"]["train"]["epoch"] = 3
+    with pytest.raises(ConfigError, match="profiles.paper.train.epoch"):
+        config.resolve(raw)
+
+
+def test_missing_key_is_an_error(raw):
+    del raw["train"]["lr"]
+    with pytest.raises(ConfigError, match="missing key.*train.lr"):
+        config.resolve(raw)
+
+
+def test_crop_larger_than_stored_face_is_impossible(raw):
+    raw["train"]["crop"] = raw["preprocess"]["size"] + 1
+    with pytest.raises(ConfigError, match="train.crop"):
+        config.resolve(raw)
+
+
+def test_unknown_profile_is_an_error(raw):
+    with pytest.raises(ConfigError, match="allowed: demo, paper, test"):
+        config.resolve(copy.deepcopy(raw), "fast")
+
+
+def test_cli_reports_config_error_and_exits_nonzero(tmp_path, capsys):
+    from fersnet.cli import main
+    bad = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text().replace("seed: 0", "seed: -1")
+    bad.write_text(text)
+    assert main(["synth", "--params", str(bad)]) == 2
+    assert "`seed`" in capsys.readouterr().err
