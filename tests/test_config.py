@@ -89,3 +89,17 @@ def test_cli_reports_config_error_and_exits_nonzero(tmp_path, capsys):
     bad.write_text(text)
     assert main(["synth", "--params", str(bad)]) == 2
     assert "`seed`" in capsys.readouterr().err
+
+
+def test_cli_fold_lists_parse_ranges_and_lists():
+    from fersnet.cli import _fold_list
+    assert _fold_list("3") == [3]
+    assert _fold_list("0,2,5") == [0, 2, 5]
+    assert _fold_list("0-3,7") == [0, 1, 2, 3, 7]
+
+
+def test_cli_rejects_fold_out_of_range(capsys):
+    from fersnet.cli import main
+    assert main(["train", "--params", str(ROOT / "params.yaml"), "--db", "ckplus",
+                 "--model", "fersnet", "--fold", "12"]) == 2
+    assert "n_folds" in capsys.readouterr().err
