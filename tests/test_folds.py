@@ -1,4 +1,4 @@
-"""Fold rule (docs/datasets.md): sorted subject IDs, index k -> fold k mod 10."""
+"""The fold rule (datasets.md §4): sorted subject IDs, index k -> fold k mod n_folds."""
 from __future__ import annotations
 
 import pandas as pd
@@ -7,24 +7,82 @@ import pytest
 from fersnet.data.folds import assign_folds, check_disjoint, split
 from fersnet.errors import DataError
 
-
-def test_subjects_sorted_ascending_go_round_robin():
-    folds = assign_folds(["S010", "S005", "S501", "S022"], n_folds=3)
-    assert folds == {"S005": 0, "S010": 1, "S022": 2, "S501": 0}
-
-
-def test_every_subject_in_exactly_one_fold():
-    subs = [f"P{i:03d}" for i in range(1, 81)]
-    folds = assign_folds(subs + subs, 10)
-    assert len(folds) == 80 and sorted(set(folds.values())) == list(range(10))
-    assert all(list(folds.values()).count(k) == 8 for k in range(10))
+# datasets.md §4: the public CK+ split's first fold (our fold 0) holds exactly these subjects.
+CK_FOLD0 = ["S005", "S035", "S054", "S064", "S074", "S084", "S094", "S106", "S116", "S130", "S147", "S501"]
+CK_FOLD_SIZES = [33, 39, 40, 35, 30, 37, 29, 29, 33, 22]     # sequences per fold, 327 in all
 
 
-def test_split_refuses_a_subject_on_both_sides():
-    meta = pd.DataFrame({"subject": ["S1", "S1", "S2"], "fold": [0, 1, 1]})
-    with pytest.raises(DataError, match="S1"):
-        split(meta, 0)
+def ckplus_like_subjects() -> list[str]:
+    """118 CK+-like IDs: the fold-0 subjects at sorted positions 0, 10, ..., 110, nine fillers
+    between each pair, then the high IDs S502-S506, S895, S999 that the real list ends with."""
+    ids = []
+    for lo, hi in zip(CK_FOLD0, CK_FOLD0[1:]):
+        a, b = int(lo[1:]), int(hi[1:])
+        fillers = [a + round((b - a) * (i + 1) / 10) for i in range(9)]
+        ids += [lo] + [f"S{n:03d}" for n in fillers]
+    ids += ["S501", "S502", "S503", "S504", "S505", "S506", "S895", "S999"]
+    assert len(ids) == len(set(ids)) == 118
+    return ids
 
 
-def test_check_disjoint_passes_for_disjoint_sets():
-    check_disjoint(["S1", "S2"], ["S3"])
+def ckplus_like_sequences(subjects: list[str]) -> dict[str, int]:
+    """Labelled sequences per subject (1-6 each, as in CK+), summing to the public fold sizes."""
+    counts = {}
+    by_fold = [subjects[k::10] for k in range(10)]
+    for members, total in zip(by_fold, CK_FOLD_SIZES):
+        base, extra = divmod(total, len(members))
+        for i, s in enumerate(members):
+            counts[s] = base + (i < extra)
+    return counts
+
+
+def test_ckplus_subject_ids_reproduce_the_public_fold_sizes_and_first_fold():
+    subjects = ckplus_like_subjects()
+    seqs = ckplus_like_sequences(subjects)
+    shuffled = subjects[::-1][::3] + subjects[::-1][1::3] + subjects[::-1][2::3]   # order must not matter
+    folds = assign_folds(shuffled, 10)
+    assert sorted((s for s, f in folds.items() if f == 0), key=lambda s: int(s[1:])) == CK_FOLD0
+    sizes = [sum(seqs[s] for s, f in folds.items() if f == k) for k in range(10)]
+    assert sizes == CK_FOLD_SIZES and sum(sizes) == 327
+    assert [sum(f == k for f in folds.values()) for k in range(10)] == [12] * 8 + [11] * 2
+
+
+def test_subject_ids_sort_as_numbers_even_with_unequal_widths():
+    folds = assign_folds(["S10", "S9", "S100", "S011"], n_folds=2)
+    assert folds == {"S9": 0, "S10": 1, "S011": 0, "S100": 1}
+
+
+def test_oulu_subjects_fill_each_of_ten_folds_with_eight():
+    folds = assign_folds([f"P{i:03d}" for i in range(80, 0, -1)], 10)
+    assert [sum(f == k for f in folds.values()) for k in range(10)] == [8] * 10
+    assert [s for s, f in sorted(folds.items()) if f == 0] == [f"P{i:03d}" for i in range(1, 80, 10)]
+
+
+def test_no_subject_lands_in_two_folds_and_split_is_subject_disjoint():
+    subjects = ckplus_like_subjects()
+    folds = assign_folds(subjects + subjects[:5], 10)   # repeated IDs keep one fold
+    meta = pd.DataFrame({"subject": subjects * 2, "fold": [folds[s] for s in subjects] * 2})
+    for k in range(10):
+        train, test = split(meta, k, 10)
+        assert not set(meta.subject[train]) & set(meta.subject[test])
+        assert len(train) + len(test) == len(meta)
+
+
+def test_split_raises_when_a_subject_is_on_both_sides():
+    meta = pd.DataFrame({"subject": ["S005", "S005", "S010"], "fold": [0, 1, 1]})
+    with pytest.raises(DataError, match="S005.*both training and test"):
+        split(meta, 0, 2)
+
+
+def test_check_disjoint_names_the_shared_subject():
+    with pytest.raises(DataError, match="S501"):
+        check_disjoint(["S005", "S501"], ["S501", "S999"])
+    check_disjoint(["S005"], ["S999"])
+
+
+def test_split_refuses_an_empty_or_out_of_range_fold():
+    meta = pd.DataFrame({"subject": ["S005", "S010"], "fold": [0, 1]})
+    with pytest.raises(DataError, match="no test images"):
+        split(meta, 2)
+    with pytest.raises(DataError, match="out of range"):
+        split(meta, 5, 2)

@@ -4,7 +4,8 @@ images.npy  uint8 (N, H, W, C), C = 1 (grayscale) or 3, H = W = preprocess.size
 meta.csv    one row per image, same order: subject, sequence, frame, label (class index),
             expression (class name), fold, source (raw file; MMI: video#frame), face (how
             the face was found: landmarks, detector or center)
-summary.json  db, classes (index = label), counts, skipped files, settings used
+summary.json  db, classes (index = label), counts ({fold: {class: n}}: pandas.DataFrame(counts)
+            is the class x fold table), skipped files, no-face list, settings used (protocol)
 """
 from __future__ import annotations
 

@@ -1,0 +1,323 @@
+"""`fersnet preprocess`: native layout -> aligned faces, folds and a report (docs/architecture.md).
+
+Reads a database with its reader (fersnet/data/readers), aligns and crops every protocol
+frame (CK+ from its landmarks, Oulu-CASIA and MMI with the face detector), assigns the
+subject-independent folds and writes `data/processed/<db>/`: images.npy, meta.csv,
+summary.json, report.md and contact_sheet.png. Everything is computed in memory first and
+written to a temporary sibling folder that is renamed into place, so a failed run leaves
+no half-written folder and an existing good one untouched. The raw data is only read.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fersnet import paths
+from fersnet.data import faces, labels, readers
+from fersnet.data.folds import assign_folds
+from fersnet.data.readers import BadFile, BadInput, FrameRecord, Reading
+from fersnet.errors import DataError
+from fersnet.names import DATABASE
+
+FACE_METHOD = {"ckplus": "landmarks", "oulu": "detector", "mmi": "detector"}
+SHEET_PER_CLASS = 8
+SHEET_CELL = 64
+
+
+def main(cfg: dict, args) -> dict:
+    """CLI verb: `fersnet preprocess --db <db> [--root DIR] [--out DIR]`."""
+    return preprocess(cfg, args.db, root=getattr(args, "root", None), out=getattr(args, "out", None))
+
+
+def preprocess(cfg: dict, db: str, root=None, out=None) -> dict:
+    """Read, align, crop and fold one database; write `out` (default data/processed/<db>/).
+
+    Returns a short summary (counts, skips, the count-check warning, where it was written).
+    """
+    t0 = time.perf_counter()
+    root = Path(root if root is not None else cfg["data"][db]["root"])
+    out = Path(out if out is not None else paths.processed_dir(cfg, db))
+    _refuse_out_in_root(root, out)
+    bad = BadInput(cfg["preprocess"]["on_bad_file"])
+    reading = readers.read(cfg, db, root, bad)
+    if not reading.records:
+        raise DataError(f"{root}: no frame of the {DATABASE[db]} protocol found"
+                        + (f" ({len(bad.skipped)} bad file(s) skipped, first: {bad.skipped[0]['file']}: "
+                           f"{bad.skipped[0]['reason']})" if bad.skipped else "")
+                        + f"; see docs/datasets/{db}.md for the expected layout")
+    warning = count_check(cfg, db, root, reading.n_sequences, len(reading.subjects))
+    folds = assign_folds(reading.subjects, cfg["n_folds"])
+    images, rows, no_face = _faces(cfg, db, reading, folds, bad)
+    if not images:
+        raise DataError(f"{root}: every protocol frame was skipped (bad files: {len(bad.skipped)}, "
+                        f"no face: {len(no_face)}); nothing to write")
+    import pandas as pd
+    meta = pd.DataFrame(rows, columns=["subject", "sequence", "frame", "label", "expression", "fold",
+                                       "source", "face"])
+    summary = _summary(cfg, db, root, reading, meta, bad, no_face, warning)
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    _write_atomically(out, lambda tmp: _write_outputs(tmp, np.stack(images), meta, summary, reading))
+    return {"db": db, "out": str(out), "n_images": summary["n_images"],
+            "n_sequences": summary["n_sequences"], "n_subjects": summary["n_subjects"],
+            "skipped": len(summary["skipped"]), "no_face": len(no_face),
+            "count_warning": warning, "seconds": summary["seconds"]}
+
+
+def _refuse_out_in_root(root: Path, out: Path) -> None:
+    # Renaming the output into place must never replace or add to the raw database.
+    r, o = root.resolve(), out.resolve()
+    if o == r or o in r.parents or r in o.parents:
+        raise DataError(f"{out}: the output folder must lie outside the database root {root} "
+                        "(the raw data is never modified)")
+
+
+def count_check(cfg: dict, db: str, root: Path, n_sequences: int, n_subjects: int) -> str | None:
+    """Compare with the published protocol counts; warn on stderr (or raise) when they differ."""
+    want_seq, want_subj = labels.PROTOCOL_COUNTS[db]
+    if (n_sequences, n_subjects) == (want_seq, want_subj):
+        return None
+    msg = (f"{DATABASE[db]}: found {n_sequences} protocol sequences from {n_subjects} subjects under "
+           f"{root}; the published protocol has {want_seq} sequences from {want_subj} subjects.")
+    if _is_under(root, Path(cfg["synth"]["out"])):
+        msg += (f" The counts differ, as expected for the synthetic stand-in (the root is under "
+                f"synth.out = {cfg['synth']['out']}), which is smaller by design.")
+    else:
+        msg += (" If this is a copy of the synthetic stand-in, that is expected; otherwise check that the "
+                f"root holds the complete database in its native layout (docs/datasets/{db}.md).")
+    if cfg["data"]["check_counts"] == "error":
+        raise DataError(msg + " Stopping because data.check_counts is `error`.")
+    print(f"WARNING: {msg}", file=sys.stderr)
+    return msg
+
+
+def _is_under(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def _faces(cfg: dict, db: str, reading: Reading, folds: dict, bad: BadInput):
+    """Aligned faces and meta rows of every record, sequence by sequence."""
+    pp = cfg["preprocess"]
+    classes = labels.classes(cfg, db)
+    images, rows, no_face = [], [], []
+    for _, group in itertools.groupby(reading.records, key=lambda r: (r.subject, r.sequence)):
+        loaded = _load(list(group), bad)
+        for rec, crop, how in _crop_sequence(db, loaded, pp, reading):
+            if how is None:
+                no_face.append({"file": rec.source, "action": "skipped"})
+                continue
+            if how == "center":
+                no_face.append({"file": rec.source, "action": "center crop"})
+            images.append(faces.to_channels(crop, pp["grayscale"]))
+            rows.append(dict(subject=rec.subject, sequence=rec.sequence, frame=rec.frame,
+                             label=classes.index(rec.expression), expression=rec.expression,
+                             fold=folds[rec.subject], source=rec.source, face=how))
+    return images, rows, no_face
+
+
+def _load(records: list[FrameRecord], bad: BadInput) -> list[tuple[FrameRecord, np.ndarray]]:
+    out = []
+    for rec in records:
+        try:
+            out.append((rec, rec.load()))
+        except BadFile as e:
+            bad(e.file, e.reason)
+    return out
+
+
+def _crop_sequence(db: str, loaded, pp: dict, reading: Reading):
+    """Yield (record, crop or None, how) for one sequence; how in landmarks/detector/center/None."""
+    size, margin = pp["size"], pp["margin"]
+    if not loaded:
+        return
+    if db == "ckplus":
+        for rec, img in loaded:
+            yield rec, faces.align_by_landmarks(img, rec.landmarks, size, margin), "landmarks"
+        return
+    recs, imgs = [r for r, _ in loaded], [i for _, i in loaded]
+    anchor = reading.anchor(recs[0].subject, recs[0].sequence)
+    found = None
+    if db == "mmi":
+        extra = [] if anchor is None else [anchor]
+        choice, turned, found = faces.frontal_view(imgs + extra, dual=recs[0].view == 2)
+        imgs, anchor_box = turned[:len(imgs)], (found[-1] if extra else None)
+        found = found[:len(imgs)]
+        _note_view(reading, recs[0], choice, any(b is not None for b in found) or anchor_box is not None)
+    boxes = faces.detect_sequence(imgs, found)
+    if all(box is None for box, _ in boxes) and anchor is not None:
+        box = anchor_box if db == "mmi" else faces.find_face(anchor)
+        boxes = [(box, box is not None)] * len(imgs)
+    reading.borrowed += sum(b for _, b in boxes)
+    for rec, img, (box, _) in zip(recs, imgs, boxes):
+        if box is not None:
+            yield rec, faces.crop_box(img, box, size, margin), "detector"
+        elif pp["no_face"] == "center":
+            yield rec, faces.crop_center(img, size), "center"
+        else:
+            yield rec, None, None
+
+
+def _note_view(reading: Reading, rec: FrameRecord, choice: str, hits: bool) -> None:
+    session = rec.source.split("#")[0]
+    if rec.view == 2:
+        reading.notes.append(f"{session}: dual view, kept the {choice} half"
+                             + ("" if hits else " (no face in either half: left half by default)"))
+    elif choice != "none":
+        reading.notes.append(f"{session}: stored rotated, turned {choice} (face found after turning)")
+
+
+def _summary(cfg, db, root, reading, meta, bad, no_face, warning) -> dict:
+    classes = labels.classes(cfg, db)
+    n_folds = cfg["n_folds"]
+    # {fold: {class: n}}, so that pandas.DataFrame(summary["counts"]) is the class x fold table
+    # (the same orientation as DataFrame.to_dict() of that table, as in tests/conftest.py)
+    counts = {str(k): {c: int(((meta.expression == c) & (meta.fold == k)).sum()) for c in classes}
+              for k in range(n_folds)}
+    want_seq, want_subj = labels.PROTOCOL_COUNTS[db]
+    return {
+        "db": db, "classes": classes, "n_images": int(len(meta)),
+        "n_sequences": int(meta[["subject", "sequence"]].drop_duplicates().shape[0]),
+        "n_subjects": int(meta.subject.nunique()), "counts": counts,
+        "skipped": bad.skipped, "no_face": no_face,
+        "protocol": _protocol(cfg, db, root, reading),
+        "expected_counts": {"sequences": want_seq, "subjects": want_subj},
+        "found_counts": {"sequences": reading.n_sequences, "subjects": len(reading.subjects)},
+        "count_warning": warning,
+        "faces": {k: int(v) for k, v in meta.face.value_counts().items()},
+        "borrowed_boxes": reading.borrowed,
+        "excluded": dict(reading.excluded), "ignored_files": len(reading.ignored),
+        "subjects_per_fold": {str(k): sorted(meta.subject[meta.fold == k].unique().tolist(),
+                                             key=readers.natural_key) for k in range(n_folds)},
+    }
+
+
+def _protocol(cfg: dict, db: str, root: Path, reading: Reading) -> dict:
+    pp = cfg["preprocess"]
+    data = {k: v for k, v in cfg["data"][db].items() if k != "root"}
+    frames = {"ckplus": "last", "oulu": "last", "mmi": "middle"}[db]
+    return {"root": str(root), "base": str(reading.base), "selection": f"{frames} {data['frames']} frames",
+            **data, "alignment": FACE_METHOD[db], "size": pp["size"], "margin": pp["margin"],
+            "grayscale": pp["grayscale"], "no_face": pp["no_face"], "on_bad_file": pp["on_bad_file"],
+            "n_folds": cfg["n_folds"], "fold_rule": "sorted subject IDs; index k -> fold k mod n_folds",
+            "check_counts": cfg["data"]["check_counts"]}
+
+
+def _write_atomically(out: Path, write) -> None:
+    """Run write(tmp) on a temporary sibling folder, then swap it in for `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    try:
+        write(tmp)
+        if out.exists():
+            out.rename(old)
+        try:
+            tmp.rename(out)
+        except OSError:
+            if old.exists():
+                old.rename(out)
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_outputs(folder: Path, images: np.ndarray, meta, summary: dict, reading: Reading) -> None:
+    import cv2
+    np.save(folder / paths.IMAGES, images)
+    meta.to_csv(folder / paths.META, index=False)
+    (folder / paths.PREP_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    (folder / paths.PREP_REPORT).write_text(report_markdown(summary, reading))
+    if not cv2.imwrite(str(folder / paths.CONTACT_SHEET), contact_sheet(images, meta, summary)):
+        raise DataError(f"{folder / paths.CONTACT_SHEET}: could not be written")
+
+
+def report_markdown(summary: dict, reading: Reading) -> str:
+    """report.md: protocol, count check, counts per class x fold, faces, skips and notes."""
+    db, classes = summary["db"], summary["classes"]
+    folds = sorted(summary["counts"], key=int)
+    lines = [f"# Preprocessing report: {DATABASE[db]} (`{db}`)", "",
+             f"- root: `{summary['protocol']['root']}`",
+             f"- {summary['n_images']} images, {summary['n_sequences']} sequences, "
+             f"{summary['n_subjects']} subjects, {len(classes)} classes",
+             f"- protocol: " + ", ".join(f"{k} = {v}" for k, v in summary["protocol"].items()
+                                          if k not in ("root", "base")),
+             f"- time: {summary.get('seconds', 0):.1f} s", "", "## Count check", ""]
+    exp, found = summary["expected_counts"], summary["found_counts"]
+    lines.append(f"Found {found['sequences']} sequences / {found['subjects']} subjects; the published "
+                 f"protocol has {exp['sequences']} / {exp['subjects']}.")
+    warning = summary["count_warning"]
+    lines += ["", f"**WARNING: {warning}**" if warning else "Counts match.", ""]
+    lines += ["## Images per class x fold", "",
+              "| class | " + " | ".join(folds) + " | total |",
+              "|---|" + "---:|" * (len(folds) + 1)]
+    for c in classes:
+        row = [summary["counts"][k][c] for k in folds]
+        lines.append(f"| {c} | " + " | ".join(map(str, row)) + f" | {sum(row)} |")
+    totals = [sum(summary["counts"][k].values()) for k in folds]
+    lines.append("| **all** | " + " | ".join(map(str, totals)) + f" | {sum(totals)} |")
+    lines += ["", "## Faces", "", ", ".join(f"{k}: {v}" for k, v in summary["faces"].items()), ""]
+    if summary["borrowed_boxes"]:
+        lines += [f"{summary['borrowed_boxes']} frame(s) without a detection used the box of the nearest "
+                  "frame of the same sequence where the detector found the face (or of its first, "
+                  "neutral frame when no selected frame had one).", ""]
+    lines += _listing("Frames without a detected face", summary["no_face"],
+                      lambda d: f"`{d['file']}`: {d['action']}")
+    lines += _listing("Skipped bad files", summary["skipped"], lambda d: f"`{d['file']}`: {d['reason']}")
+    lines += ["## Left out by the protocol (not errors)", ""]
+    lines += [f"- {k}: {v}" for k, v in summary["excluded"].items()] or ["None."]
+    lines += ["", "## Notes", ""] + ([f"- {n}" for n in reading.notes] or ["None."]) + [""]
+    return "\n".join(lines)
+
+
+def _listing(title: str, items: list, fmt) -> list[str]:
+    lines = [f"## {title} ({len(items)})", ""]
+    lines += [f"- {fmt(d)}" for d in items] or ["None."]
+    return lines + [""]
+
+
+def contact_sheet(images: np.ndarray, meta, summary: dict) -> np.ndarray:
+    """A BGR sheet: one row per class, up to SHEET_PER_CLASS faces of distinct subjects.
+
+    Centre-cropped faces (no face found) get a red frame, so misses stand out.
+    """
+    import cv2
+    classes, cell, label_w = summary["classes"], SHEET_CELL, 120
+    sheet = np.full((24 + cell * len(classes), label_w + cell * SHEET_PER_CLASS, 3), 255, np.uint8)
+    cv2.putText(sheet, f"{DATABASE[summary['db']]}: {summary['n_images']} faces, red = centre crop",
+                (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for r, c in enumerate(classes):
+        y = 24 + r * cell
+        rows = meta.index[meta.expression == c]
+        cv2.putText(sheet, f"{c} ({len(rows)})", (4, y + cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+        for col, i in enumerate(_sample_rows(meta, rows)):
+            face = images[i]
+            code = cv2.COLOR_GRAY2BGR if face.shape[-1] == 1 else cv2.COLOR_RGB2BGR
+            face = cv2.cvtColor(face, code)
+            face = cv2.resize(face, (cell - 2, cell - 2), interpolation=cv2.INTER_CUBIC)
+            x = label_w + col * cell
+            sheet[y + 1:y + cell - 1, x + 1:x + cell - 1] = face
+            if meta.face[i] == "center":
+                cv2.rectangle(sheet, (x + 1, y + 1), (x + cell - 2, y + cell - 2), (0, 0, 255), 2)
+    return sheet
+
+
+def _sample_rows(meta, rows) -> list[int]:
+    # one face per subject (its last, apex-most, frame of the class), spread over the subjects
+    last = meta.loc[rows].drop_duplicates("subject", keep="last").index.tolist()
+    if len(last) <= SHEET_PER_CLASS:
+        return last
+    picks = np.linspace(0, len(last) - 1, SHEET_PER_CLASS).round().astype(int)
+    return [last[p] for p in picks]

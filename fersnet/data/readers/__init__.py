@@ -1,0 +1,184 @@
+"""Readers of CK+, Oulu-CASIA and MMI in their native layouts (docs/datasets/*.md).
+
+Each reader walks one layout, picks the protocol's frames and returns a `Reading`: one
+`FrameRecord` per frame (pixels are loaded later, except MMI's, which come out of a video),
+the protocol's subjects (for the fold rule) and what it left out and why. Bad input goes
+through a `BadInput`, which applies `preprocess.on_bad_file`: stop with a `DataError`
+naming the file, or record a skip that the preprocessing report lists.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fersnet.errors import DataError
+
+# Files the databases' own distributions and desktop tools leave around (datasets.md §1-2).
+JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
+
+
+class BadFile(DataError):
+    """One bad input file; the message names it and says what is wrong."""
+
+    def __init__(self, file, reason: str):
+        self.file, self.reason = str(file), reason
+        super().__init__(f"{file}: {reason}")
+
+
+class BadInput:
+    """Applies `preprocess.on_bad_file` to every bad file: raise (`error`) or count and list (`skip`)."""
+
+    def __init__(self, policy: str = "error"):
+        if policy not in ("error", "skip"):
+            raise ValueError(policy)
+        self.policy = policy
+        self.skipped: list[dict] = []
+
+    def __call__(self, file, reason: str) -> None:
+        if self.policy == "error":
+            raise BadFile(file, reason)
+        self.skipped.append({"file": str(file), "reason": reason})
+
+
+@dataclass
+class FrameRecord:
+    """One frame of the protocol, before alignment."""
+    subject: str
+    sequence: str
+    frame: int
+    expression: str
+    source: str                            # relative to Reading.base; MMI: Sessions/<id>/<name>.avi#<frame>
+    path: Path                             # the raw file (image, or the video for MMI)
+    landmarks: np.ndarray | None = None    # (68, 2) x, y in pixels (CK+)
+    pixels: np.ndarray | None = None       # decoded frame (MMI videos), uint8 BGR
+    view: int = 0                          # MMI track view: 0 frontal, 2 dual (two views side by side)
+
+    def load(self) -> np.ndarray:
+        """The frame as uint8 BGR (H, W, 3); a corrupt or truncated file raises BadFile."""
+        if self.pixels is not None:
+            return self.pixels
+        return read_image(self.path)
+
+
+@dataclass
+class Reading:
+    """What a reader found under a root."""
+    db: str
+    base: Path                              # folder the `source` paths are relative to
+    records: list[FrameRecord] = field(default_factory=list)
+    excluded: Counter = field(default_factory=Counter)   # left out by the protocol, by reason (not errors)
+    ignored: list[str] = field(default_factory=list)     # junk files (.DS_Store, Thumbs.db, other extensions)
+    notes: list[str] = field(default_factory=list)       # things the report should say
+    borrowed: int = 0                                    # detector misses that used a neighbour's box
+    # first (neutral onset) frame of each sequence, (subject, sequence) -> Path or BGR image: where
+    # the detector misses a strong apex in every selected frame, the neutral face still gives the box
+    anchors: dict = field(default_factory=dict)
+
+    def anchor(self, subject: str, sequence: str) -> np.ndarray | None:
+        """The sequence's first frame (BGR) if the reader kept one and it decodes, else None."""
+        item = self.anchors.get((subject, sequence))
+        if item is None or isinstance(item, np.ndarray):
+            return item
+        try:
+            return read_image(item)
+        except BadFile:
+            return None   # a bad first frame is not part of the protocol; just no fallback box
+
+    @property
+    def subjects(self) -> list[str]:
+        """Subjects with at least one protocol sequence: the fold rule runs over these."""
+        return sorted({r.subject for r in self.records})
+
+    @property
+    def n_sequences(self) -> int:
+        return len({(r.subject, r.sequence) for r in self.records})
+
+
+def read(cfg: dict, db: str, root, bad: BadInput) -> Reading:
+    """Read database `db` under `root` with the configured protocol."""
+    from fersnet.data.readers import ckplus, mmi, oulu
+    readers = {"ckplus": ckplus.read, "oulu": oulu.read, "mmi": mmi.read}
+    if db not in readers:
+        raise DataError(f"unknown database {db!r}; allowed: {', '.join(readers)}")
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: database root not found (params data.{db}.root or --root)")
+    if not root.is_dir():
+        raise DataError(f"{root}: database root is not a folder")
+    return readers[db](cfg, root, bad)
+
+
+def is_junk(path: Path, suffix: str | None = None) -> bool:
+    """True for desktop junk and, when `suffix` is given, files of any other extension."""
+    if path.name.lower() in JUNK_NAMES or path.name.startswith("._"):
+        return True
+    return suffix is not None and path.suffix.lower() != suffix
+
+
+def subfolders(folder: Path) -> list[Path]:
+    """Sub-folders sorted with numbers compared as numbers (S5 < S10)."""
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: natural_key(p.name))
+
+
+def natural_key(name: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def frame_number(path: Path) -> int | None:
+    """The frame number of a file name: its last run of digits (S005_001_00000011.png -> 11, 007.jpeg -> 7)."""
+    digits = re.findall(r"\d+", path.stem)
+    return int(digits[-1]) if digits else None
+
+
+def numbered_frames(folder: Path, suffix: str, ignored: list[str]) -> list[tuple[int, Path]]:
+    """Frames of a sequence folder sorted numerically (never lexically); junk goes to `ignored`."""
+    frames = []
+    for p in folder.iterdir():
+        if p.is_dir():
+            continue
+        n = frame_number(p)
+        if is_junk(p, suffix) or n is None:
+            ignored.append(str(p))
+            continue
+        frames.append((n, p))
+    return sorted(frames)
+
+
+def _truncation(path: Path, data: bytes) -> str | None:
+    # OpenCV decodes a truncated JPEG with only a warning (grey fill), so check the end
+    # markers ourselves: JPEG ends with EOI (FF D9), PNG with the IEND chunk.
+    tail = data.rstrip(b"\x00")[-16:]
+    if path.suffix.lower() in (".jpg", ".jpeg") and not tail.endswith(b"\xff\xd9"):
+        return "truncated JPEG (no end-of-image marker)"
+    if path.suffix.lower() == ".png" and b"IEND" not in tail:
+        return "truncated PNG (no IEND chunk)"
+    return None
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A PNG/JPEG as uint8 BGR (H, W, 3); gray and 16-bit inputs are converted. Raises BadFile."""
+    import cv2
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise BadFile(path, f"cannot read ({e.strerror or e})") from None
+    if not data:
+        raise BadFile(path, "empty file")
+    problem = _truncation(Path(path), data)
+    if problem:
+        raise BadFile(path, problem)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
+        raise BadFile(path, "corrupt image (OpenCV cannot decode it)")
+    return img
+
+
+def count_junk_note(reading: Reading) -> None:
+    if reading.ignored:
+        reading.notes.append(f"{len(reading.ignored)} junk or foreign file(s) ignored "
+                             f"(e.g. {reading.ignored[0]})")
