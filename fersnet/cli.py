@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         cfg = config_mod.load(args.params, args.profile)
+        if len(getattr(args, "fold", None) or []) > 1 and getattr(args, "out", None):
+            raise FersnetError("--out names one run folder; give a single --fold with it")
         for k in getattr(args, "fold", None) or []:
             if k >= cfg["n_folds"]:
                 raise FersnetError(f"--fold {k}: out of range 0..{cfg['n_folds'] - 1} (params `n_folds`)")

@@ -94,7 +94,7 @@ SCHEMA: dict[str, Any] = {
                    "grayscale": BOOL, "no_face": Choice("skip", "center"),
                    "on_bad_file": Choice("error", "skip")},
     "model": {"width": Float(0.0, 4.0, lo_open=True), "convflu_kernel": Choice(1, 3),
-              "condition": Choice("concat", "adain")},
+              "condition": Choice("concat", "adain"), "output": Choice("direct", "residual")},
     "train": {
         "crop": Int(8, 512), "epochs": Int(1), "batch_size": Int(1, 4096),
         "lr": Float(0.0, 1.0, lo_open=True), "betas": List(PROB, length=2),
@@ -109,10 +109,13 @@ SCHEMA: dict[str, Any] = {
     "stargan": {"lr": Float(0.0, 1.0, lo_open=True), "betas": List(PROB, length=2),
                 "n_critic": Int(1, 20), "lambda_cls": WEIGHT, "lambda_rec": WEIGHT,
                 "lambda_gp": WEIGHT, "res_blocks": Int(1, 12)},
-    "judge": {"epochs": Int(1), "batch_size": Int(1, 4096), "lr": Float(0.0, 1.0, lo_open=True)},
+    "judge": {"epochs": Int(1), "batch_size": Int(1, 4096), "lr": Float(0.0, 1.0, lo_open=True),
+              "weight_decay": WEIGHT, "width": Float(0.0, 4.0, lo_open=True)},
     "fid": {"inception_weights": OPT_PATH, "require_inception": BOOL,
-            "dims": Choice(64, 192, 768, 2048), "kid_subset": Int(2)},
-    "mlflow": {"enabled": BOOL, "uri": Spec("str", nullable=True)},
+            "dims": Choice(64, 192, 768, 2048), "kid_subset": Int(2), "kid_subsets": Int(1, 10000),
+            "batch_size": Int(1, 4096), "download": BOOL},
+    "mlflow": {"enabled": BOOL, "uri": Spec("str", nullable=True), "log_jobs": BOOL},
+    "orchestration": {"gpu_jobs_per_device": Int(1, 16)},
 }
 
 

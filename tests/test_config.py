@@ -103,3 +103,10 @@ def test_cli_rejects_fold_out_of_range(capsys):
     assert main(["train", "--params", str(ROOT / "params.yaml"), "--db", "ckplus",
                  "--model", "fersnet", "--fold", "12"]) == 2
     assert "n_folds" in capsys.readouterr().err
+
+
+def test_cli_refuses_one_out_folder_for_several_folds(capsys, tmp_path):
+    from fersnet.cli import main
+    assert main(["train", "--params", str(ROOT / "params.yaml"), "--db", "ckplus", "--model", "fersnet",
+                 "--fold", "0-1", "--out", str(tmp_path / "run")]) == 2
+    assert "single --fold" in capsys.readouterr().err

@@ -1,0 +1,155 @@
+"""The training loop shared by every model: epochs of `task.train_step`, evaluation, checkpoints.
+
+Exact resume: each epoch's randomness (batch plan and torch's global RNG used inside the step)
+comes from a seed derived from (seed, fold, epoch), and checkpoints are taken at epoch
+boundaries, so a run restarted from the checkpoint of epoch k replays epochs k+1.. exactly as
+an uninterrupted run would (on CPU).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from fersnet.errors import TrainingError
+from fersnet.training import checkpoint as ckpt_mod
+from fersnet.training.batches import DeviceBatcher, PairIndex, derive_seed, make_plan, n_batches
+
+
+@dataclass
+class Hooks:
+    """Test hooks: `on_batch(epoch, step, batch)` may alter a batch; `after_epoch(epoch)` may stop the run."""
+
+    on_batch: Callable | None = None
+    after_epoch: Callable | None = None
+
+
+@dataclass
+class LoopSpec:
+    """What one run of the loop needs besides the task."""
+
+    batcher: DeviceBatcher
+    pairs: PairIndex
+    n_classes: int
+    epochs: int
+    seed: int
+    fold: int
+    test_rows: np.ndarray
+    val_rows: np.ndarray          # empty unless selection is `val`
+    lr_factor: Callable[[int], float]
+    checkpoint_every: int
+    save: Callable[[dict], None]  # writes checkpoint + history
+    label: str = ""
+    hooks: Hooks = field(default_factory=Hooks)
+
+
+def multistep_factor(milestones: list[int], gamma: float) -> Callable[[int], float]:
+    """MultiStepLR as a function of the (1-based) epoch: gamma ** (milestones passed)."""
+    def factor(epoch: int) -> float:
+        return gamma ** sum(1 for m in milestones if epoch > m)
+    return factor
+
+
+@torch.no_grad()
+def predict(task, batcher: DeviceBatcher, rows) -> np.ndarray | None:
+    """Softmax probabilities (n, classes) of the centre crops of rows; None without a FER branch."""
+    if not task.has_classifier or len(rows) == 0:
+        return None
+    task.eval()
+    probs = []
+    for x in batcher.center(rows):
+        with task.autocast():
+            logits = task.classify(x)
+        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+    return torch.cat(probs).numpy()
+
+
+def accuracy(probs: np.ndarray | None, labels: np.ndarray) -> float | None:
+    if probs is None:
+        return None
+    return float((probs.argmax(1) == labels).mean())
+
+
+def check_finite(out: dict, epoch: int, step: int) -> None:
+    """Stop on a NaN/inf loss, naming epoch, step and the loss (the last good checkpoint stays)."""
+    values = torch.stack([v.float().reshape(()) for v in out.values()])
+    if bool(torch.isfinite(values).all()):
+        return
+    bad = [k for k, v in out.items() if not bool(torch.isfinite(v).all())]
+    raise TrainingError(f"non-finite loss at epoch {epoch}, step {step}: {', '.join(bad)}; "
+                        "the last good checkpoint is kept (lower the learning rate?)")
+
+
+def _progress(total: int, label: str, initial: int):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=label, unit="step", leave=False,
+                disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+def run(task, spec: LoopSpec, state: dict) -> dict:
+    """Train from state['epoch'] + 1 to spec.epochs; `state` is the checkpoint dict (updated in place)."""
+    labels = spec.batcher.data.labels_cpu
+    steps = n_batches(len(spec.pairs.rows), spec.batcher.batch_size)
+    bar = _progress(spec.epochs * steps, spec.label, state["epoch"] * steps)
+    try:
+        for epoch in range(state["epoch"] + 1, spec.epochs + 1):
+            row = _train_epoch(task, spec, epoch, steps, bar)
+            _evaluate_epoch(task, spec, state, epoch, row, labels)
+            state["history"].append(row)
+            state["epoch"] = epoch
+            if epoch % spec.checkpoint_every == 0 or epoch == spec.epochs:
+                state["model"] = task.state_dict()
+                state["optimizers"] = {k: o.state_dict() for k, o in task.optimizers.items()}
+                state["rng"] = torch.get_rng_state()
+                spec.save(state)
+            if spec.hooks.after_epoch:
+                spec.hooks.after_epoch(epoch)
+    finally:
+        bar.close()
+    return state
+
+
+def _train_epoch(task, spec: LoopSpec, epoch: int, steps: int, bar) -> dict:
+    t0 = time.perf_counter()
+    torch.manual_seed(derive_seed(spec.seed, spec.fold, epoch, 1))
+    gen = torch.Generator().manual_seed(derive_seed(spec.seed, spec.fold, epoch, 0))
+    data = spec.batcher.data
+    plan = make_plan(spec.pairs, data.labels_cpu, spec.n_classes, data.size, spec.batcher.crop, gen)
+    task.set_lr_factor(spec.lr_factor(epoch))
+    task.train()
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    for step, batch in enumerate(spec.batcher.batches(plan)):
+        batch["step"] = (epoch - 1) * steps + step
+        if spec.hooks.on_batch:
+            spec.hooks.on_batch(epoch, step, batch)
+        out = task.train_step(batch)
+        check_finite(out, epoch, step)
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0) + v.float()
+            counts[k] = counts.get(k, 0) + 1
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix({k: f"{float(v):.3f}" for k, v in out.items() if k.endswith("/loss") or k == "C/loss_ce"})
+    row: dict = {"epoch": epoch}
+    row.update({k: float(sums[k]) / counts[k] for k in sorted(sums) if k != "train_acc"})
+    row["train_acc"] = float(sums["train_acc"]) / counts["train_acc"] if "train_acc" in sums else None
+    row["lr"] = task.current_lr()
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def _evaluate_epoch(task, spec: LoopSpec, state: dict, epoch: int, row: dict, labels) -> None:
+    """Test accuracy (diagnostic only) and, with selection `val`, the validation choice."""
+    row["test_acc_diagnostic"] = accuracy(predict(task, spec.batcher, spec.test_rows), labels[spec.test_rows])
+    if len(spec.val_rows) and task.has_classifier:
+        val = accuracy(predict(task, spec.batcher, spec.val_rows), labels[spec.val_rows])
+        row["val_acc"] = val
+        if state.get("best_val") is None or val > state["best_val"]:
+            state["best_val"] = val
+            state["selected_epoch"] = epoch
+            state["selected"] = ckpt_mod.clone_state(task.state_dict())

@@ -1,0 +1,249 @@
+"""`fersnet train`: one model on one fold -> results/<db>/<model>/fold<k>/ (docs/architecture.md).
+
+Files: config.json (resolved config + job), checkpoint.pt (every `train.checkpoint_every`
+epochs), history.csv, predictions.csv, and metrics.json written last: its presence means the job
+is complete, and a complete job started again does nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from fersnet import paths
+from fersnet.errors import FersnetError, TrainingError
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def main(cfg: dict, args) -> dict:
+    """CLI entry: train --db --model --fold [--device] [--out]."""
+    metrics = train_job(cfg, args.db, args.model, args.fold, out=getattr(args, "out", None),
+                        device=getattr(args, "device", None))
+    return {k: metrics.get(k) for k in ("db", "model", "fold", "accuracy", "selected_epoch", "seconds", "device")}
+
+
+def resolve_device(name: str | None):
+    """train.device: auto picks CUDA, then MPS, then CPU; an unavailable explicit choice is an error."""
+    import torch
+
+    name = name or "auto"
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("`train.device` is cuda but no CUDA device is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise TrainingError("`train.device` is mps but MPS is not available")
+    return torch.device(name)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def fingerprint(cfg: dict, db: str, model: str, fold: int) -> str:
+    """Hash of everything that determines the result; a checkpoint from other settings is refused."""
+    # keys that change where or how fast a job runs, not its result
+    ignored = ("device", "threads", "checkpoint_every", "gpu_jobs_per_device")
+    train = {k: v for k, v in cfg["train"].items() if k not in ignored}
+    keys = {"db": db, "model": model, "fold": fold, "seed": cfg["seed"], "model_cfg": cfg["model"],
+            "train": train, "fes_da": cfg["fes_da"] if model == "fes_da" else None,
+            "stargan": cfg["stargan"] if model == "stargan" else None,
+            "preprocess": {k: cfg["preprocess"][k] for k in ("size", "grayscale", "margin")}}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def val_split(meta, train_rows: np.ndarray, share: float, seed: int, fold: int):
+    """Hold out a share of the training *subjects* for model selection (never the test fold)."""
+    from fersnet.training.batches import derive_seed
+
+    subjects = np.array(sorted(set(meta["subject"].to_numpy()[train_rows].astype(str))))
+    rng = np.random.default_rng(derive_seed(seed, fold, 3))
+    n_val = min(len(subjects) - 1, max(1, int(round(share * len(subjects)))))
+    val_subj = set(rng.choice(subjects, size=n_val, replace=False))
+    is_val = np.isin(meta["subject"].to_numpy()[train_rows].astype(str), list(val_subj))
+    return train_rows[~is_val], train_rows[is_val]
+
+
+def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, hooks=None) -> dict:
+    """Train `model` on fold `fold` of `db`; returns metrics (existing ones if the job is complete)."""
+    run_dir = Path(out) if out else paths.run_dir(cfg, db, model, fold)
+    if (run_dir / paths.METRICS).is_file():      # complete: return before importing torch
+        return json.loads((run_dir / paths.METRICS).read_text())
+    import torch
+
+    from fersnet.data.dataset import load_processed
+    from fersnet.models import registry
+    from fersnet.training import checkpoint as ck
+    from fersnet.training.batches import DeviceBatcher, DeviceData, PairIndex, derive_seed
+    from fersnet.training.loop import Hooks, LoopSpec, multistep_factor, predict, run
+
+    tr = cfg["train"]
+    dev = resolve_device(device or tr["device"])
+    if dev.type == "cpu":
+        torch.set_num_threads(tr["threads"])
+    torch.use_deterministic_algorithms(dev.type == "cpu", warn_only=True)
+
+    data_all = load_processed(cfg, db)
+    n_classes, channels, size = len(data_all.classes), data_all.channels, data_all.images.shape[1]
+    if tr["crop"] > size:
+        raise FersnetError(f"params: `train.crop` ({tr['crop']}) exceeds the stored face size {size} "
+                           f"of {paths.processed_dir(cfg, db)}")
+    train_rows, test_rows = data_all.split(fold)
+    val_rows = np.zeros(0, np.int64)
+    if tr["selection"] == "val":
+        train_rows, val_rows = val_split(data_all.meta, train_rows, tr["val_subjects"], cfg["seed"], fold)
+    labels = data_all.meta["label"].to_numpy().astype(np.int64)
+    subjects = data_all.meta["subject"].to_numpy().astype(str)
+    images = data_all.images
+
+    # models are initialised from a seed of their own, so the result is a function of (seed, fold)
+    torch.manual_seed(derive_seed(cfg["seed"], fold, 2))
+    task = registry.build(model, cfg, n_classes, channels)
+    epochs, lr_factor, extra = tr["epochs"], multistep_factor(tr["lr_milestones"], tr["lr_gamma"]), {}
+    if model == "fes_da":
+        task, images, labels, subjects, train_rows, extra = _prepare_fes_da(
+            cfg, db, fold, task, images, labels, subjects, train_rows, n_classes, dev, data_all.classes)
+        epochs, lr_factor = cfg["fes_da"]["epochs"], (lambda epoch: 1.0)
+    task.to(dev)
+    if dev.type == "cuda":
+        task.to(memory_format=torch.channels_last)
+        task.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+
+    data = DeviceData.from_arrays(images, labels, subjects, dev)
+    batcher = DeviceBatcher(data, tr["crop"], tr["batch_size"])
+    fp = fingerprint(cfg, db, model, fold)
+    meta = {"model": model, "n_classes": n_classes, "channels": channels, "crop": tr["crop"],
+            "classes": list(data_all.classes)}
+    state = _start_or_resume(run_dir, fp, meta, task, ck)
+    _write_config(run_dir, cfg, db, model, fold, dev, ck)
+
+    def save(st: dict) -> None:
+        ck.save(run_dir / paths.CHECKPOINT, st)
+        ck.atomic_write_csv(run_dir / paths.HISTORY, st["history"])
+
+    spec = LoopSpec(batcher=batcher, pairs=PairIndex.build(data, train_rows), n_classes=n_classes,
+                    epochs=epochs, seed=cfg["seed"], fold=fold, test_rows=test_rows, val_rows=val_rows,
+                    lr_factor=lr_factor, checkpoint_every=tr["checkpoint_every"], save=save,
+                    label=f"{db}/{model}/fold{fold}", hooks=hooks or Hooks())
+    state = run(task, spec, state)
+    if state["epoch"] < epochs:     # stopped by a hook: the checkpoint is the result so far
+        return {}
+
+    if state.get("selected") is not None:
+        task.load_state_dict(state["selected"])
+    probs = predict(task, batcher, test_rows)
+    _write_predictions(run_dir, data_all, test_rows, probs, ck)
+    metrics = _metrics(cfg, db, model, fold, data_all.classes, labels[test_rows], probs, state, dev)
+    metrics.update(extra)
+    ck.atomic_write_json(run_dir / paths.METRICS, metrics)
+    return metrics
+
+
+def _start_or_resume(run_dir: Path, fp: str, meta: dict, task, ck) -> dict:
+    """A fresh state, or the checkpoint's (model and optimizers restored) when it matches these settings."""
+    path = run_dir / paths.CHECKPOINT
+    if not path.is_file():
+        return {"epoch": 0, "meta": meta, "fingerprint": fp, "history": [], "selected": None,
+                "selected_epoch": None, "best_val": None}
+    state = ck.load(path)
+    if state.get("fingerprint") != fp:
+        raise TrainingError(f"{path}: checkpoint was made with other settings (params changed); "
+                            f"delete {run_dir} to train again")
+    task.load_state_dict(state["model"])
+    for k, opt in task.optimizers.items():
+        opt.load_state_dict(state["optimizers"][k])
+    return state
+
+
+def _write_config(run_dir: Path, cfg: dict, db: str, model: str, fold: int, dev, ck) -> None:
+    job = {"db": db, "model": model, "fold": fold, "device": str(dev), "git_commit": git_commit(),
+           "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    ck.atomic_write_json(run_dir / paths.CONFIG, {**cfg, "job": job})
+
+
+def _write_predictions(run_dir: Path, data_all, test_rows, probs, ck) -> None:
+    meta = data_all.meta
+    rows = []
+    for i, r in enumerate(test_rows):
+        row = {"index": int(r), "subject": str(meta["subject"].iloc[r]), "true": int(meta["label"].iloc[r])}
+        if probs is not None:
+            row["pred"] = int(probs[i].argmax())
+            row.update({f"prob_{c}": round(float(p), 6) for c, p in zip(data_all.classes, probs[i])})
+        rows.append(row)
+    columns = ["index", "subject", "true"] + (["pred"] + [f"prob_{c}" for c in data_all.classes]
+                                              if probs is not None else [])
+    ck.atomic_write_csv(run_dir / paths.PREDICTIONS, rows, columns)
+
+
+def _metrics(cfg, db, model, fold, classes, y_true, probs, state, dev) -> dict:
+    history = state["history"]
+    tests = [(h["test_acc_diagnostic"], h["epoch"]) for h in history if h.get("test_acc_diagnostic") is not None]
+    best = max(tests, key=lambda t: (t[0], -t[1])) if tests else (None, None)
+    selection = cfg["train"]["selection"] if state.get("selected") is not None else "last"
+    out = {"db": db, "model": model, "fold": fold, "classes": list(classes), "accuracy": None,
+           "per_class_recall": None, "confusion": None, "n_test": int(len(y_true)),
+           "selected_epoch": state.get("selected_epoch") or state["epoch"], "selection": selection,
+           "best_epoch_test_accuracy": best[0], "best_epoch": best[1],
+           "best_epoch_note": "diagnostic only: chosen on the test fold (R2021's optimistic selection)",
+           "epochs": state["epoch"], "seconds": round(sum(h["seconds"] for h in history), 3),
+           "device": str(dev)}
+    if probs is not None:
+        pred = probs.argmax(1)
+        k = len(classes)
+        conf = np.zeros((k, k), dtype=int)
+        np.add.at(conf, (y_true, pred), 1)
+        support = conf.sum(1)
+        out["accuracy"] = float((pred == y_true).mean())
+        out["per_class_recall"] = {c: (float(conf[i, i] / support[i]) if support[i] else None)
+                                   for i, c in enumerate(classes)}
+        out["confusion"] = conf.tolist()
+    return out
+
+
+def _prepare_fes_da(cfg, db, fold, task, images, labels, subjects, train_rows, n_classes, dev, classes):
+    """Load the fold's fersnet, add balanced synthetic faces, and switch to fine-tuning the FER side."""
+    from fersnet.models.registry import generator_state
+    from fersnet.models.tasks import FerFinetuneTask
+    from fersnet.training import checkpoint as ck
+    from fersnet.training import fes_da as fes_da_mod
+
+    src_dir = paths.run_dir(cfg, db, "fersnet", fold)
+    if not (src_dir / paths.METRICS).is_file() or not (src_dir / paths.CHECKPOINT).is_file():
+        raise TrainingError(f"{src_dir}: no finished fersnet run; fes_da fine-tunes it, so run "
+                            f"`fersnet train --db {db} --model fersnet --fold {fold}` first")
+    state = ck.load(src_dir / paths.CHECKPOINT)
+    if state["meta"]["n_classes"] != n_classes or state["meta"]["crop"] != cfg["train"]["crop"]:
+        raise TrainingError(f"{src_dir / paths.CHECKPOINT}: made for {state['meta']['n_classes']} classes / "
+                            f"crop {state['meta']['crop']}, not {n_classes} / {cfg['train']['crop']}")
+    try:
+        task.gen.load_state_dict(generator_state(state.get("selected") or state["model"]))
+    except RuntimeError as e:
+        raise TrainingError(f"{src_dir / paths.CHECKPOINT}: does not fit the current `model` settings "
+                            f"({str(e).splitlines()[0]}); retrain fersnet for this fold") from None
+    task.to(dev)
+    syn_imgs, syn_labels, syn_src, need = fes_da_mod.augment(task, images, labels, train_rows, n_classes,
+                                                             cfg, fold, dev)
+    n = len(images)
+    images = np.concatenate([images, syn_imgs]) if len(syn_imgs) else images
+    labels = np.concatenate([labels, syn_labels])
+    subjects = np.concatenate([subjects, subjects[syn_src]])
+    train_rows = np.concatenate([train_rows, np.arange(n, n + len(syn_imgs))])
+    ft = FerFinetuneTask(task.gen, cfg, n_classes)
+    extra = {"fes_da": {"source_run": str(src_dir), "per_class": cfg["fes_da"]["per_class"],
+                        "added": {c: int(k) for c, k in zip(classes, need)},
+                        "n_train_real": int(len(train_rows) - len(syn_imgs)),
+                        "n_train_synthetic": int(len(syn_imgs))}}
+    return ft, images, labels, subjects, train_rows, extra

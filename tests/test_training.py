@@ -1,0 +1,284 @@
+"""The training job: contract files, determinism, exact resume, NaN guard, selection, FES-DA, generators."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import write_processed
+from fersnet import paths
+from fersnet.errors import TrainingError
+from fersnet.training import batches as B
+from fersnet.training.loop import Hooks
+from fersnet.training.train import train_job
+
+VOLATILE = ("seconds",)
+
+
+@pytest.fixture
+def tiny(test_cfg):
+    """test profile on a 10-subject fixture database (6 classes), 2 short epochs."""
+    write_processed(Path(test_cfg["preprocess"]["out"]) / "ckplus", n_subjects=10, size=24)
+    cfg = copy.deepcopy(test_cfg)
+    cfg["train"].update(crop=16, batch_size=32, epochs=2)
+    return cfg
+
+
+def _stable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in VOLATILE}
+
+
+def _history(run: Path) -> pd.DataFrame:
+    return pd.read_csv(run / paths.HISTORY).drop(columns=["seconds"])
+
+
+def test_device_batches_equal_per_item_dataloader_batches():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 10, 10, 1), dtype=np.uint8)
+    labels = np.repeat(np.arange(3), 4)
+    subjects = np.tile(["a", "b", "c", "d"], 3)
+    data = B.DeviceData.from_arrays(images, labels, subjects, "cpu")
+    pairs = B.PairIndex.build(data, np.arange(12))
+    plan = B.make_plan(pairs, data.labels_cpu, 3, 10, 6, torch.Generator().manual_seed(1))
+    fast = list(B.DeviceBatcher(data, 6, 4).batches(plan))
+    loader = torch.utils.data.DataLoader(B.PlanDataset(images, plan, 6), batch_size=4, drop_last=True)
+    slow = list(loader)
+    assert len(fast) == len(slow) == 3
+    for a, b in zip(fast, slow):
+        for key in ("x", "xt", "s", "t", "has_t"):
+            torch.testing.assert_close(a[key], b[key])
+    assert bool(plan.flip.any()) and not bool(plan.flip.all())
+
+
+def test_pairs_are_the_same_subject_with_another_expression():
+    labels = np.array([0, 1, 2, 0, 1, 0])
+    subjects = np.array(["a", "a", "a", "b", "b", "c"])     # c has a single expression
+    data = B.DeviceData.from_arrays(np.zeros((6, 4, 4, 1), np.uint8), labels, subjects, "cpu")
+    pairs = B.PairIndex.build(data, np.arange(6))
+    for seed in range(5):
+        plan = B.make_plan(pairs, labels, 3, 4, 4, torch.Generator().manual_seed(seed))
+        for src, tgt, s, t, has in zip(plan.src, plan.tgt, plan.s, plan.t, plan.has_t):
+            assert int(t) != int(s)
+            if bool(has):
+                assert subjects[int(tgt)] == subjects[int(src)] and labels[int(tgt)] == int(t)
+            else:
+                assert subjects[int(src)] == "c"
+
+
+def test_train_job_writes_the_contract_files(tiny):
+    metrics = train_job(tiny, "ckplus", "fersnet", 0)
+    run = paths.run_dir(tiny, "ckplus", "fersnet", 0)
+    for name in (paths.CONFIG, paths.CHECKPOINT, paths.HISTORY, paths.PREDICTIONS, paths.METRICS):
+        assert (run / name).is_file(), name
+    assert json.loads((run / paths.METRICS).read_text()) == metrics
+    for key in ("db", "model", "fold", "classes", "accuracy", "per_class_recall", "confusion", "n_test",
+                "selected_epoch", "selection", "best_epoch_test_accuracy", "best_epoch", "epochs", "seconds", "device"):
+        assert key in metrics, key
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["epochs"] == 2 and metrics["selected_epoch"] == 2
+    assert sum(map(sum, metrics["confusion"])) == metrics["n_test"]
+    hist = pd.read_csv(run / paths.HISTORY)
+    assert list(hist["epoch"]) == [1, 2]
+    for col in ("C/loss_ce", "G/loss_adv", "G/loss_l1", "G/loss_cyc", "D/loss", "train_acc",
+                "test_acc_diagnostic", "gate/fer_z_l1", "gate/fes_r_l3", "lr", "seconds"):
+        assert col in hist.columns, col
+    preds = pd.read_csv(run / paths.PREDICTIONS)
+    assert list(preds.columns[:4]) == ["index", "subject", "true", "pred"] and len(preds) == metrics["n_test"]
+    assert np.allclose(preds.filter(like="prob_").sum(axis=1), 1.0, atol=1e-4)
+    job = json.loads((run / paths.CONFIG).read_text())["job"]
+    assert job["db"] == "ckplus" and job["model"] == "fersnet" and job["fold"] == 0 and "git_commit" in job
+
+
+def test_checkpoint_round_trips_with_weights_only(tiny):
+    from fersnet.models import registry
+    train_job(tiny, "ckplus", "no_convflu", 1)
+    ckpt = torch.load(paths.run_dir(tiny, "ckplus", "no_convflu", 1) / paths.CHECKPOINT, weights_only=True)
+    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
+    task = registry.build("no_convflu", tiny, ckpt["meta"]["n_classes"], ckpt["meta"]["channels"])
+    task.load_state_dict(ckpt["model"])
+    for key, opt in task.optimizers.items():
+        opt.load_state_dict(ckpt["optimizers"][key])
+    torch.testing.assert_close(task.state_dict()["gen.head.fc.weight"], ckpt["model"]["gen.head.fc.weight"])
+
+
+def test_same_seed_gives_identical_metrics(tiny, tmp_path):
+    cfg = copy.deepcopy(tiny)
+    cfg["train"]["lambda_expr"] = 0.1          # every loss term on
+    a = train_job(cfg, "ckplus", "fersnet", 0, out=tmp_path / "a")
+    b = train_job(cfg, "ckplus", "fersnet", 0, out=tmp_path / "b")
+    assert _stable(a) == _stable(b)
+    pd.testing.assert_frame_equal(_history(tmp_path / "a"), _history(tmp_path / "b"))
+    assert "G/loss_expr" in _history(tmp_path / "a").columns
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_after(epoch_to_kill):
+    def after_epoch(epoch):
+        if epoch == epoch_to_kill:
+            raise Killed
+    return after_epoch
+
+
+def _kill_mid_epoch(epoch_to_kill, step_to_kill):
+    def on_batch(epoch, step, batch):
+        if (epoch, step) == (epoch_to_kill, step_to_kill):
+            raise Killed
+    return on_batch
+
+
+@pytest.mark.parametrize("model", ["fersnet", "stargan"])
+def test_resume_after_interruption_gives_identical_metrics(tiny, tmp_path, model):
+    cfg = copy.deepcopy(tiny)
+    cfg["train"]["epochs"] = 3
+    whole = train_job(cfg, "ckplus", model, 0, out=tmp_path / "whole")
+    run = tmp_path / "killed"
+    with pytest.raises(Killed):                # killed between epochs 1 and 2 ...
+        train_job(cfg, "ckplus", model, 0, out=run, hooks=Hooks(after_epoch=_kill_after(1)))
+    with pytest.raises(Killed):                # ... and again in the middle of epoch 3
+        train_job(cfg, "ckplus", model, 0, out=run, hooks=Hooks(on_batch=_kill_mid_epoch(3, 2)))
+    assert not (run / paths.METRICS).exists()
+    assert torch.load(run / paths.CHECKPOINT, weights_only=True)["epoch"] == 2
+    resumed = train_job(cfg, "ckplus", model, 0, out=run)
+    assert _stable(resumed) == _stable(whole)
+    pd.testing.assert_frame_equal(_history(run), _history(tmp_path / "whole"))
+
+
+def test_finished_job_started_again_does_nothing(tiny):
+    first = train_job(tiny, "ckplus", "no_mtl", 0)
+    run = paths.run_dir(tiny, "ckplus", "no_mtl", 0)
+    stamp = (run / paths.CHECKPOINT).stat().st_mtime_ns
+    assert train_job(tiny, "ckplus", "no_mtl", 0) == first
+    assert (run / paths.CHECKPOINT).stat().st_mtime_ns == stamp
+
+
+def test_nan_loss_stops_the_job_naming_epoch_and_step(tiny):
+    def poison(epoch, step, batch):
+        if (epoch, step) == (2, 1):
+            batch["x"][:] = float("nan")
+    with pytest.raises(TrainingError, match=r"epoch 2, step 1"):
+        train_job(tiny, "ckplus", "fersnet", 0, hooks=Hooks(on_batch=poison))
+    run = paths.run_dir(tiny, "ckplus", "fersnet", 0)
+    assert not (run / paths.METRICS).exists()
+    ckpt = torch.load(run / paths.CHECKPOINT, weights_only=True)
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_checkpoint_from_other_settings_is_refused(tiny):
+    with pytest.raises(Killed):
+        train_job(tiny, "ckplus", "fersnet", 0, hooks=Hooks(after_epoch=_kill_after(1)))
+    changed = copy.deepcopy(tiny)
+    changed["train"]["lambda_l1"] = 2.0
+    with pytest.raises(TrainingError, match="other settings"):
+        train_job(changed, "ckplus", "fersnet", 0)
+
+
+def test_validation_selection_never_uses_the_test_fold(tiny):
+    cfg = copy.deepcopy(tiny)
+    cfg["train"].update(selection="val", val_subjects=0.2, epochs=3)
+    metrics = train_job(cfg, "ckplus", "fersnet", 0)
+    hist = pd.read_csv(paths.run_dir(cfg, "ckplus", "fersnet", 0) / paths.HISTORY)
+    assert metrics["selection"] == "val"
+    best_val = hist["val_acc"].max()
+    assert metrics["selected_epoch"] == int(hist.loc[hist["val_acc"] == best_val, "epoch"].min())
+    assert metrics["best_epoch"] == int(hist.loc[hist["test_acc_diagnostic"].idxmax(), "epoch"])
+
+
+def test_validation_subjects_come_from_training_subjects_only(tiny):
+    from fersnet.data.dataset import load_processed
+    from fersnet.training.train import val_split
+    p = load_processed(tiny, "ckplus")
+    train, test = p.split(3)
+    kept, val = val_split(p.meta, train, 0.2, 0, 3)
+    subj = p.meta["subject"].to_numpy()
+    assert set(subj[val]) and not set(subj[val]) & set(subj[test]) and not set(subj[val]) & set(subj[kept])
+    assert sorted(np.concatenate([kept, val])) == sorted(train)
+
+
+def test_stargan_job_has_no_accuracy(tiny):
+    metrics = train_job(tiny, "ckplus", "stargan", 0)
+    assert metrics["accuracy"] is None and metrics["confusion"] is None
+    hist = pd.read_csv(paths.run_dir(tiny, "ckplus", "stargan", 0) / paths.HISTORY)
+    assert {"D/loss_gp", "D/loss_cls", "G/loss_rec"} <= set(hist.columns)
+
+
+def test_fes_da_refuses_without_a_fersnet_run(tiny):
+    with pytest.raises(TrainingError, match="fersnet"):
+        train_job(tiny, "ckplus", "fes_da", 0)
+
+
+def test_fes_da_balances_classes(tiny):
+    folder = Path(tiny["preprocess"]["out"]) / "ckplus"
+    meta = pd.read_csv(folder / "meta.csv", dtype={"subject": str, "sequence": str})
+    images = np.load(folder / "images.npy")
+    keep = ~((meta["label"] == 2) & (meta["frame"] > 0)).to_numpy()     # class 2: 1 frame, others 3
+    meta[keep].to_csv(folder / "meta.csv", index=False)
+    np.save(folder / "images.npy", images[keep])
+    train_job(tiny, "ckplus", "fersnet", 0)
+    metrics = train_job(tiny, "ckplus", "fes_da", 0)
+    info = metrics["fes_da"]
+    from fersnet.data.dataset import load_processed
+    p = load_processed(tiny, "ckplus")
+    train, _ = p.split(0)
+    counts = np.bincount(p.meta["label"].to_numpy()[train], minlength=6)
+    added = np.array([info["added"][c] for c in p.classes])
+    assert (counts + added == counts.max()).all() and added[2] > 0 and added.sum() == info["n_train_synthetic"]
+    assert metrics["accuracy"] is not None and metrics["model"] == "fes_da"
+
+
+def test_fes_da_with_a_number_adds_that_many_faces_per_class(tiny):
+    from fersnet.training.fes_da import synthetic_counts
+    assert list(synthetic_counts(np.array([0, 0, 1]), 3, "4")) == [4, 4, 4]
+    assert list(synthetic_counts(np.array([0, 0, 0, 1, 2, 2]), 3, "balance")) == [0, 2, 1]
+
+
+def test_load_generator_renders_faces_for_every_generator_model(tiny):
+    from fersnet.models.registry import load_generator
+    cfg = copy.deepcopy(tiny)
+    cfg["train"]["epochs"] = 1
+    for model in ("fersnet", "no_mtl", "no_convflu", "stargan", "fes_da"):
+        train_job(cfg, "ckplus", model, 0)
+        gen = load_generator(paths.run_dir(cfg, "ckplus", model, 0), "cpu")
+        out = gen(torch.rand(3, 1, 16, 16), torch.tensor([0, 2, 5]))
+        assert out.shape == (3, 1, 16, 16) and 0.0 <= float(out.min()) and float(out.max()) <= 1.0, model
+
+
+def test_cli_train_reports_missing_data_without_traceback(tiny, tmp_path, capsys):
+    import yaml
+    from fersnet.cli import main
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["preprocess"]["out"] = str(tmp_path / "nowhere")
+    raw["paths"]["results"] = str(tmp_path / "results")
+    raw["mlflow"]["enabled"] = False
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    code = main(["train", "--params", str(params), "--profile", "test", "--db", "ckplus",
+                 "--model", "fersnet", "--fold", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "images.npy" in err and "Traceback" not in err
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")     # TorchScript is deprecated in torch >= 2.9
+def test_identity_loss_uses_a_user_torchscript_embedding(tiny, tmp_path):
+    embed = torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten()))
+    embed.save(str(tmp_path / "embed.pt"))
+    cfg = copy.deepcopy(tiny)
+    cfg["train"].update(epochs=1, lambda_id=0.05, identity_net=str(tmp_path / "embed.pt"))
+    train_job(cfg, "ckplus", "fersnet", 0)
+    hist = pd.read_csv(paths.run_dir(cfg, "ckplus", "fersnet", 0) / paths.HISTORY)
+    assert np.isfinite(hist["G/loss_id"]).all() and (hist["G/loss_id"] > 0).all()
+
+
+def test_identity_loss_without_a_network_is_a_clear_error(tiny):
+    from fersnet.errors import FersnetError
+    cfg = copy.deepcopy(tiny)
+    cfg["train"]["lambda_id"] = 0.05
+    with pytest.raises(FersnetError, match="identity_net"):
+        train_job(cfg, "ckplus", "fersnet", 0)
