@@ -1,0 +1,265 @@
+"""The standard FER model (`judge`) that scores synthesized faces (docs/scoring.md).
+
+torchvision's ResNet-18 with its stem adapted to small faces (3x3 conv, stride 1, no
+max-pool, `in_channels` = data channels), trained from scratch on one fold's real
+training images only, with random crop + horizontal flip. `judge.width` scales the
+64-128-256-512 channels so that the CPU demo stays at seconds per fold; at 1.0 the
+network is exactly torchvision's ResNet-18 with the adapted stem.
+
+    fersnet judge --db <db> --fold <k>  ->  results/<db>/judge/fold<k>/
+        config.json, checkpoint.pt, history.csv, metrics.json (written last)
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from fersnet import paths
+from fersnet.errors import DataError, FersnetError
+from fersnet.metrics.common import centre_crop, resolve_device, staged_outputs, to_tensor, write_json
+
+
+def build_judge(in_channels: int, n_classes: int, width: float = 1.0):
+    """ResNet-18 (torchvision's ResNet with BasicBlock x [2, 2, 2, 2]) with a small-image stem."""
+    import torch
+    from torch import nn
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    class JudgeNet(ResNet):
+        def __init__(self):
+            self._width = width
+            self._first_layer = True
+            super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=n_classes)
+            stem = self.layer1[0].conv1.in_channels
+            # 3x3 stride-1 stem and no max-pool: a 7x7/2 conv plus pooling would shrink a
+            # 32-pixel face to 8 pixels before the first residual block (CIFAR-style ResNet).
+            self.conv1 = nn.Conv2d(in_channels, stem, kernel_size=3, stride=1, padding=1, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+            self.bn1 = nn.BatchNorm2d(stem)
+            self.maxpool = nn.Identity()
+            self.fc = nn.Linear(self.layer4[-1].conv2.out_channels, n_classes)
+
+        def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+            scaled = max(1, int(round(planes * self._width)))
+            if self._first_layer:  # the stem's width follows layer1's
+                self.inplanes = scaled
+                self._first_layer = False
+            return super()._make_layer(block, scaled, blocks, stride, dilate)
+
+        def features(self, x: torch.Tensor) -> torch.Tensor:
+            """Penultimate (global-average-pooled) features, used for the judge's Frechet distance."""
+            x = self.relu(self.bn1(self.conv1(x)))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return torch.flatten(self.avgpool(x), 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.features(x))
+
+    return JudgeNet()
+
+
+def _augment(batch, crop: int, gen):
+    """Random crop + horizontal flip of a float (B, C, H, W) batch (the training augmentation)."""
+    import torch
+    b, _, h, w = batch.shape
+    tops = torch.randint(0, h - crop + 1, (b,), generator=gen).tolist()
+    lefts = torch.randint(0, w - crop + 1, (b,), generator=gen).tolist()
+    flips = torch.rand(b, generator=gen).lt(0.5).tolist()
+    out = []
+    for img, t, l, f in zip(batch, tops, lefts, flips):
+        img = img[:, t:t + crop, l:l + crop]
+        out.append(img.flip(-1) if f else img)
+    return torch.stack(out)
+
+
+def _batches(n: int, batch_size: int, gen):
+    """Shuffled index batches; a trailing batch of one is dropped (BatchNorm needs two)."""
+    import torch
+    order = torch.randperm(n, generator=gen)
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        if len(idx) >= 2:
+            yield idx
+
+
+def predict(model, images: np.ndarray, device: str = "cpu", batch_size: int = 256) -> np.ndarray:
+    """Logits (N, classes) of uint8 (N, h, w, C) images already at the judge's input size."""
+    import torch
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            out.append(model(to_tensor(images[i:i + batch_size], device)).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, model.fc.out_features), np.float32)
+
+
+def features(model, images: np.ndarray, device: str = "cpu", batch_size: int = 256) -> np.ndarray:
+    """Penultimate features (N, d) of uint8 (N, h, w, C) images at the judge's input size."""
+    import torch
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            out.append(model.features(to_tensor(images[i:i + batch_size], device)).cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def confusion_matrix(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts with rows = true class, columns = predicted class."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(true, int), np.asarray(pred, int)), 1)
+    return cm
+
+
+def _train_epochs(model, x_train, y_train, cfg: dict, crop: int, gen, log):
+    import torch
+    from torch import nn
+    jcfg = cfg["judge"]
+    opt = torch.optim.Adam(model.parameters(), lr=jcfg["lr"], weight_decay=jcfg["weight_decay"])
+    history = []
+    for epoch in range(1, jcfg["epochs"] + 1):
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for idx in _batches(len(x_train), jcfg["batch_size"], gen):
+            x = _augment(x_train[idx], crop, gen)
+            y = y_train[idx]
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                from fersnet.errors import TrainingError
+                raise TrainingError(f"judge: non-finite loss at epoch {epoch}; lower `judge.lr`")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(idx)
+        row = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+               "lr": jcfg["lr"], "seconds": round(time.perf_counter() - t0, 3)}
+        history.append(row)
+        log(f"judge epoch {epoch}: loss {row['loss']:.4f} train_acc {row['train_acc']:.3f}")
+    return history
+
+
+def recalibrate_batchnorm(model, x_train, crop: int, batch_size: int) -> None:
+    """Replace BatchNorm running statistics by exact averages over the training centre crops.
+
+    With a few dozen optimizer steps (the CPU demo) the default momentum 0.1 leaves the
+    running statistics far from the trained weights' activations, and eval-mode accuracy
+    collapses to chance; one no-grad pass with a cumulative average fixes that.
+    """
+    import torch
+    from torch import nn
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None          # cumulative moving average over the whole pass
+    h, w = x_train.shape[-2:]
+    top, left = (h - crop) // 2, (w - crop) // 2
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(x_train), batch_size):
+            chunk = x_train[i:i + batch_size, :, top:top + crop, left:left + crop]
+            if len(chunk) >= 2:
+                model(chunk)
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    model.eval()
+
+
+def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=None) -> dict:
+    """Train the judge of one fold on its real training images; returns metrics.json's content.
+
+    A finished judge (metrics.json present) is not retrained: the call returns its metrics.
+    """
+    import torch
+    from fersnet.data.dataset import load_processed
+
+    out = paths.judge_dir(cfg, db, fold)
+    if (out / paths.METRICS).is_file():
+        return json.loads((out / paths.METRICS).read_text())
+    t_start = time.perf_counter()
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    data = load_processed(cfg, db)
+    n_folds = int(cfg["n_folds"])
+    if not 0 <= int(fold) < n_folds:
+        raise DataError(f"fold {fold} out of range 0..{n_folds - 1} (params `n_folds`)")
+    train_rows, test_rows = data.split(fold)   # subject-disjoint (checked in folds.split)
+    crop = int(cfg["train"]["crop"])
+    if crop > data.images.shape[1]:
+        raise DataError(f"{paths.processed_dir(cfg, db)}: images are {data.images.shape[1]} px, smaller "
+                        f"than `train.crop` ({crop}); re-run `fersnet preprocess --db {db}`")
+    device = resolve_device(cfg, device)
+    torch.set_num_threads(int(cfg["train"]["threads"]))
+    seed = int(cfg["seed"]) * 1000 + int(fold)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+
+    classes = list(data.classes)
+    labels = data.meta["label"].to_numpy().astype(np.int64)
+    model = build_judge(data.channels, len(classes), cfg["judge"]["width"]).to(device)
+    x_train = to_tensor(data.images[train_rows], device)
+    y_train = torch.from_numpy(labels[train_rows]).to(device)
+    history = _train_epochs(model, x_train, y_train, cfg, crop, gen, log)
+    recalibrate_batchnorm(model, x_train, crop, int(cfg["judge"]["batch_size"]))
+
+    logits = predict(model, centre_crop(data.images[test_rows], crop), device)
+    pred = logits.argmax(1)
+    true = labels[test_rows]
+    cm = confusion_matrix(true, pred, len(classes))
+    recall = {c: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None) for i, c in enumerate(classes)}
+    arch = {"in_channels": data.channels, "n_classes": len(classes), "width": float(cfg["judge"]["width"]),
+            "crop": crop}
+    metrics = {
+        "db": db, "model": "judge", "fold": int(fold), "classes": classes,
+        "accuracy": float((pred == true).mean()), "per_class_recall": recall,
+        "confusion": cm.tolist(), "n_test": int(len(test_rows)), "n_train": int(len(train_rows)),
+        "epochs": int(cfg["judge"]["epochs"]), "seconds": round(time.perf_counter() - t_start, 3),
+        "device": device,
+    }
+    config_out = dict(cfg, job={"db": db, "model": "judge", "fold": int(fold), "device": device,
+                                "started": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+                      judge_arch=arch)
+    with staged_outputs(out, paths.METRICS) as tmp:
+        (tmp / paths.CONFIG).write_text(json.dumps(config_out, indent=2, sort_keys=True))
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save({"model": state, "epoch": int(cfg["judge"]["epochs"]), "arch": arch}, tmp / paths.CHECKPOINT)
+        with open(tmp / paths.HISTORY, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(history[0]))
+            w.writeheader()
+            w.writerows(history)
+        write_json(tmp / paths.METRICS, metrics)
+    return metrics
+
+
+def load_judge(judge_dir: str | Path, device: str = "cpu"):
+    """The trained judge of a folder, in eval mode: images float (B, C, h, w) in [0, 1] -> logits."""
+    import torch
+    judge_dir = Path(judge_dir)
+    ckpt_path = judge_dir / paths.CHECKPOINT
+    if not (judge_dir / paths.METRICS).is_file() or not ckpt_path.is_file():
+        raise FersnetError(f"{judge_dir}: no finished judge (metrics.json/checkpoint.pt missing); "
+                           "run `fersnet judge --db <db> --fold <k>` first")
+    try:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        arch = ckpt["arch"]
+        model = build_judge(int(arch["in_channels"]), int(arch["n_classes"]), float(arch["width"]))
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, ValueError, OSError) as e:
+        raise FersnetError(f"{ckpt_path}: not a judge checkpoint of this version ({e}); "
+                           "delete the folder and re-run `fersnet judge`") from None
+    model.crop = int(arch["crop"])
+    return model.to(device).eval()
+
+
+def main(cfg: dict, args) -> dict:
+    """`fersnet judge --db <db> --fold <k>`."""
+    m = train_judge(cfg, args.db, args.fold, device=getattr(args, "device", None))
+    return {"db": m["db"], "fold": m["fold"], "accuracy": m["accuracy"], "n_test": m["n_test"],
+            "seconds": m["seconds"], "dir": str(paths.judge_dir(cfg, args.db, args.fold))}

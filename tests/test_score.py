@@ -1,0 +1,153 @@
+"""Scoring synthesis: judge accuracy, paired similarity, the score job and pooling over folds."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from conftest import write_processed
+from fersnet import paths
+from fersnet.errors import FersnetError
+from fersnet.metrics import fid as fidlib
+from fersnet.metrics.judge import train_judge
+from fersnet.metrics.score import judge_accuracy, pool_main, pooled_path, score_job, synthesis_plan
+from fersnet.metrics.similarity import paired_similarity, psnr, ssim
+
+THREE = ["happy", "sadness", "surprise"]
+QUIET = {"log": lambda msg: None}
+
+
+@pytest.fixture
+def small(test_cfg, tmp_path, monkeypatch):
+    """10 subjects x 3 classes (one test subject per fold), a trained judge for fold 0 and a
+    torch hub folder without Inception weights."""
+    write_processed(Path(test_cfg["preprocess"]["out"]) / "ckplus", classes=THREE, n_subjects=10,
+                    size=test_cfg["preprocess"]["size"])
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    test_cfg["judge"]["epochs"] = 3
+    train_judge(test_cfg, "ckplus", 0, **QUIET)
+    return test_cfg
+
+
+def class_mean_generator(cfg):
+    """Stand-in generator: the mean real training face of the target class (ignores the input)."""
+    images = np.load(paths.processed_dir(cfg, "ckplus") / "images.npy").astype(np.float32) / 255
+    meta = pd.read_csv(paths.processed_dir(cfg, "ckplus") / "meta.csv")
+    crop, size = cfg["train"]["crop"], images.shape[1]
+    o = (size - crop) // 2
+    means = torch.stack([torch.from_numpy(images[(meta["label"] == k).to_numpy(), o:o + crop, o:o + crop].mean(0))
+                         for k in range(meta["label"].max() + 1)]).permute(0, 3, 1, 2)
+    return lambda x, t: means[t.cpu()].to(x.device)
+
+
+def test_judge_accuracy_counts_predictions_equal_to_the_target():
+    pred = np.array([0, 1, 2, 2, 0, 1])
+    target = np.array([0, 1, 1, 2, 2, 1])
+    out = judge_accuracy(pred, target, ["anger", "happy", "fear", "sadness"])
+    assert out["judge_accuracy"] == pytest.approx(4 / 6)
+    assert out["judge_accuracy_per_target"] == {"anger": 1.0, "happy": pytest.approx(2 / 3),
+                                                "fear": 0.5, "sadness": None}
+
+
+def test_synthesis_plan_makes_every_target_except_the_source_expression():
+    src, tgt = synthesis_plan(np.array([0, 2, 1]), 3)
+    assert list(zip(src.tolist(), tgt.tolist())) == [(0, 1), (0, 2), (1, 0), (1, 1), (2, 0), (2, 2)]
+
+
+def test_ssim_and_psnr_equal_scikit_image_on_the_same_pair():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (20, 20, 1), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-30, 30, a.shape), 0, 255).astype(np.uint8)
+    assert ssim(a, b) == pytest.approx(structural_similarity(a[..., 0], b[..., 0], data_range=255))
+    assert psnr(a, b) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255))
+    c, d = np.repeat(a, 3, -1), np.repeat(b, 3, -1)
+    assert ssim(c, d) == pytest.approx(structural_similarity(c, d, data_range=255, channel_axis=-1))
+
+
+def test_paired_similarity_compares_only_with_the_same_subjects_real_target_faces():
+    rng = np.random.default_rng(1)
+    real = rng.integers(0, 256, (3, 16, 16, 1), dtype=np.uint8)
+    synth = np.stack([real[1], real[0]])          # S1 -> label 1 is exact; S2 has no label-0 face
+    out = paired_similarity(synth, ["S1", "S2"], [1, 0], real, ["S1", "S1", "S2"], [0, 1, 1])
+    assert out["n_pairs"] == 1
+    assert out["ssim"] == pytest.approx(1.0) and out["psnr"] == 100.0
+    assert np.isnan(out["per_face_ssim"][1])
+
+
+def test_score_job_writes_the_contract_files_and_records_fid_as_unavailable(small):
+    cfg = small
+    scores = score_job(cfg, "ckplus", "fersnet", 0, generator=class_mean_generator(cfg), **QUIET)
+    out = paths.synthesis_dir(cfg, "ckplus", "fersnet", 0)
+    crop = cfg["train"]["crop"]
+    images = np.load(out / "images.npy")
+    index = pd.read_csv(out / "index.csv")
+    assert images.dtype == np.uint8 and images.shape == (18, crop, crop, 1)     # 9 faces x 2 targets
+    assert list(index.columns) == ["row", "index", "subject", "source_label", "target_label"]
+    assert (index["source_label"] != index["target_label"]).all()
+    assert (out / "grid.png").stat().st_size > 1000
+    on_disk = json.loads((out / "scores.json").read_text())
+    assert on_disk == scores
+    assert scores["fid_n18"] is None and scores["kid_n18"] is None and scores["fid"] is None
+    assert "fid.inception_weights" in scores["fid_unavailable"]
+    # class means of the real faces are what the judge learned to recognize
+    assert scores["judge_accuracy"] > 0.5
+    assert scores["n_pairs"] == 18 and 0 < scores["ssim"] <= 1
+    assert scores["judge_fid_n18"] >= 0
+    # a finished job is not redone
+    stamp = (out / "images.npy").stat().st_mtime_ns
+    assert score_job(cfg, "ckplus", "fersnet", 0, generator=lambda x, t: x, **QUIET) == scores
+    assert (out / "images.npy").stat().st_mtime_ns == stamp
+
+
+def test_required_but_missing_inception_is_a_clear_error_and_writes_nothing(small):
+    cfg = small
+    cfg["fid"]["require_inception"] = True
+    with pytest.raises(FersnetError, match="require_inception"):
+        score_job(cfg, "ckplus", "fersnet", 0, generator=lambda x, t: x, **QUIET)
+    out = paths.synthesis_dir(cfg, "ckplus", "fersnet", 0)
+    assert not (out / "scores.json").exists() and not (out / "images.npy").exists()
+
+
+def test_local_weights_give_fid_kid_per_fold_and_pooled_over_folds(small, tmp_path):
+    cfg = small
+    weights = tmp_path / "fid_inception_random.pth"
+    torch.manual_seed(0)
+    torch.save(fidlib.fid_inception_architecture().state_dict(), weights)
+    cfg["fid"]["inception_weights"] = str(weights)
+    cfg["fid"]["require_inception"] = True
+    cfg["fid"]["kid_subsets"] = 5
+    cfg["models"] = ["fersnet"]
+    train_judge(cfg, "ckplus", 1, **QUIET)
+    per_fold = [score_job(cfg, "ckplus", "fersnet", k, generator=class_mean_generator(cfg), **QUIET)
+                for k in (0, 1)]
+    for s in per_fold:
+        assert s["fid_n18"] == s["fid"] and s["fid"] >= 0 and "fid_unavailable" not in s
+        assert s["kid_subset_size"] == 9 and s["inception"]["source"] == "local"
+        assert "inception_warning" in s                      # random weights are not the official file
+    pool_main(cfg, SimpleNamespace(db="ckplus"))
+    pooled = json.loads(pooled_path(cfg, "ckplus", "fersnet").read_text())
+    assert pooled["folds"] == [0, 1] and pooled["complete"] is False
+    assert pooled["n_synthetic"] == 36 and pooled["fid_n36"] == pooled["fid"] >= 0
+    feats = [np.load(paths.synthesis_dir(cfg, "ckplus", "fersnet", k) / "features.npz") for k in (0, 1)]
+    expect = fidlib.fid_from_features(np.concatenate([f["inception_synthetic"] for f in feats]).astype(float),
+                                      np.concatenate([f["inception_real"] for f in feats]).astype(float))
+    assert pooled["fid"] == pytest.approx(expect)
+    assert pooled["judge_accuracy"] == pytest.approx(np.mean([s["judge_accuracy"] for s in per_fold]))
+
+
+def test_score_job_uses_the_trained_generator_of_the_run_folder(small):
+    from fersnet.training.train import train_job
+    cfg = small
+    with pytest.raises(FersnetError, match="fersnet train"):
+        score_job(cfg, "ckplus", "stargan", 0, **QUIET)
+    train_job(cfg, "ckplus", "fersnet", 0)
+    scores = score_job(cfg, "ckplus", "fersnet", 0, **QUIET)
+    images = np.load(paths.synthesis_dir(cfg, "ckplus", "fersnet", 0) / "images.npy")
+    assert scores["n_synthetic"] == len(images) == 18
+    assert 0 <= scores["judge_accuracy"] <= 1
