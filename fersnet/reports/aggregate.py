@@ -1,0 +1,367 @@
+"""Read the result files on disk (docs/architecture.md) and aggregate them over folds.
+
+The report reads files only, never MLflow: `results/<db>/<model>/fold<k>/metrics.json`,
+`history.csv`, `predictions.csv`, `synthesis/scores.json` and `synthesis_pooled.json`.
+A fold whose metrics.json is absent, unreadable or lacks an accuracy is *missing*: it is
+counted and shown as missing in every table, never silently averaged away.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from fersnet import paths
+
+# Models with a FER branch, in the ablation's row order (paper: w/o MTL, w/o ConvFLU, FERSNet, w. FES-DA).
+FER_MODELS = ("no_mtl", "no_convflu", "fersnet", "fes_da")
+# Models that synthesize faces (no_mtl stands for its single-task FES generator), synthesis row order.
+GEN_MODELS = ("fersnet", "no_mtl", "no_convflu", "stargan")
+REFERENCE = "fersnet"        # the paired tests compare FERSNet against each ablation
+
+STD_DDOF = 1                 # sample std over folds; stated in every caption
+# Wilcoxon signed-rank: zero differences are dropped (Wilcoxon's own rule, scipy's default);
+# scipy picks the exact null distribution when it can and the normal approximation with ties.
+WILCOXON_ZERO_METHOD = "wilcox"
+
+# sized metric names (StyleGAN2-ADA style, docs/scoring.md): fid_n1536, kid_n1536, judge_fid_n1536
+_METRIC_N = re.compile(r"^(fid|kid|judge_fid|judge_fd)_n(\d+)$")
+
+
+@dataclass
+class Problem:
+    """A result file that exists but cannot be used; listed in the report and summary."""
+
+    file: str
+    reason: str
+
+
+@dataclass
+class Collected:
+    """Everything the tables and figures need, read once from disk."""
+
+    folds: pd.DataFrame                 # one row per expected (db, model, fold); see collect_folds
+    synthesis: pd.DataFrame             # one row per expected (db, generator, fold); see collect_synthesis
+    pooled: dict                        # (db, model) -> parsed synthesis_pooled.json
+    judges: pd.DataFrame                # one row per expected (db, fold): judge accuracy on real faces
+    problems: list = field(default_factory=list)
+
+
+def warn(message: str) -> None:
+    """A non-fatal problem, said on stderr (the report still builds and lists it)."""
+    print(f"fersnet report: warning: {message}", file=sys.stderr)
+
+
+def read_json(path: Path, problems: list) -> dict | None:
+    """A JSON object from `path`, or None (with a Problem recorded) when it is absent or unusable."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        problems.append(Problem(str(path), f"not valid JSON ({e})"))
+        return None
+    if not isinstance(data, dict):
+        problems.append(Problem(str(path), "expected a JSON object"))
+        return None
+    return data
+
+
+def is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def to_percent(value, confusion=None) -> float | None:
+    """An accuracy as a percentage, whether the file stores a fraction or a percentage.
+
+    The contract leaves the scale open. When the confusion matrix is there it decides
+    (its trace/total is the fraction); otherwise a value <= 1 is read as a fraction, since an
+    accuracy below 1 % is far below chance for 6-8 classes.
+    """
+    if not is_number(value):
+        return None
+    value = float(value)
+    if confusion is not None:
+        cm = np.asarray(confusion, dtype=float)
+        if cm.ndim == 2 and cm.sum() > 0:
+            frac = np.trace(cm) / cm.sum()
+            if abs(value - frac) < 1e-6:
+                return 100.0 * value
+            if abs(value - 100.0 * frac) < 1e-4:
+                return value
+    return 100.0 * value if value <= 1.0 else value
+
+
+def _nan_if_none(x):
+    return np.nan if x is None else x
+
+
+def _confusion(m: dict) -> np.ndarray | None:
+    cm = m.get("confusion")
+    try:
+        arr = np.asarray(cm, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or not np.isfinite(arr).all():
+        return None
+    return arr
+
+
+def read_fold(cfg: dict, db: str, model: str, fold: int, problems: list) -> dict:
+    """One fold's row: status ok / missing (no folder) / incomplete (no metrics.json) / failed."""
+    run = paths.run_dir(cfg, db, model, fold)
+    row = dict(db=db, model=model, fold=fold, status="missing", accuracy=np.nan,
+               best_epoch_test_accuracy=np.nan, selected_epoch=np.nan, best_epoch=np.nan,
+               n_test=np.nan, selection=None, classes=None, confusion=None, run_dir=str(run))
+    if not run.is_dir():
+        return row
+    metrics_path = run / paths.METRICS
+    if not metrics_path.is_file():
+        row["status"] = "incomplete"
+        return row
+    n_before = len(problems)
+    m = read_json(metrics_path, problems)
+    if m is None:
+        row["status"] = "failed"
+        return row
+    cm = _confusion(m)
+    acc = to_percent(m.get("accuracy"), cm)
+    if model != "stargan" and acc is None:
+        problems.append(Problem(str(metrics_path), f"`accuracy` is {m.get('accuracy')!r}; expected a number"))
+    if len(problems) > n_before:
+        row["status"] = "failed"
+        return row
+    classes = m.get("classes")
+    row.update(status="ok", accuracy=np.nan if acc is None else acc,
+               best_epoch_test_accuracy=_nan_if_none(to_percent(m.get("best_epoch_test_accuracy"))),
+               selected_epoch=m.get("selected_epoch") if is_number(m.get("selected_epoch")) else np.nan,
+               best_epoch=m.get("best_epoch") if is_number(m.get("best_epoch")) else np.nan,
+               n_test=m.get("n_test") if is_number(m.get("n_test")) else np.nan,
+               selection=m.get("selection"),
+               classes=list(classes) if isinstance(classes, list) else None,
+               confusion=cm)
+    return row
+
+
+def collect_folds(cfg: dict, problems: list) -> pd.DataFrame:
+    """Every expected (database, model, fold) of cfg, with its status and metrics (accuracy in %)."""
+    rows = [read_fold(cfg, db, model, k, problems)
+            for db in cfg["databases"] for model in cfg["models"] for k in range(cfg["n_folds"])]
+    return pd.DataFrame(rows)
+
+
+def _metric_with_n(scores: dict, name: str) -> tuple[float | None, int | None, float | None]:
+    """(value, n, std) of `fid_n<N>`/`kid_n<N>` in a scores dict; a value may be a number or {mean, std}."""
+    for key, value in scores.items():
+        match = _METRIC_N.match(str(key))
+        if not match or match.group(1) != name:
+            continue
+        n = int(match.group(2))
+        std = scores.get(f"{key}_std")
+        if isinstance(value, dict):
+            std = value.get("std", std)
+            value = value.get("mean", value.get("value"))
+        if is_number(value):
+            return float(value), n, float(std) if is_number(std) else None
+    # score.py also writes the plain key (`fid`, `kid`, `kid_std`) next to the sized one
+    value, std = scores.get(name), scores.get(f"{name}_std")
+    if is_number(value):
+        return float(value), None, float(std) if is_number(std) else None
+    return None, None, None
+
+
+def parse_scores(scores: dict) -> dict:
+    """The synthesis metrics the report uses, from a scores.json or synthesis_pooled.json dict."""
+    fid, fid_n, _ = _metric_with_n(scores, "fid")
+    kid, kid_n, kid_std = _metric_with_n(scores, "kid")
+    jfd, jfd_n, _ = _metric_with_n(scores, "judge_fid")
+    if jfd is None:                       # the scoring brief's spelling
+        jfd, jfd_n, _ = _metric_with_n(scores, "judge_fd")
+    reason = scores.get("fid_unavailable")
+    folds = scores.get("folds")
+    return dict(judge_accuracy=to_percent(scores.get("judge_accuracy")),
+                fid=fid, fid_n=fid_n, kid=kid, kid_n=kid_n, kid_std=kid_std, judge_fd=jfd, judge_fd_n=jfd_n,
+                n_folds_pooled=len(folds) if isinstance(folds, list) else None,
+                ssim=float(scores["ssim"]) if is_number(scores.get("ssim")) else None,
+                psnr=float(scores["psnr"]) if is_number(scores.get("psnr")) else None,
+                n_pairs=scores.get("n_pairs") if is_number(scores.get("n_pairs")) else None,
+                fid_unavailable=str(reason) if reason else None)
+
+
+def collect_synthesis(cfg: dict, problems: list) -> pd.DataFrame:
+    """One row per expected (database, generator, fold) with its parsed scores.json (status ok/missing)."""
+    rows = []
+    for db in cfg["databases"]:
+        for model in (m for m in GEN_MODELS if m in cfg["models"]):
+            for k in range(cfg["n_folds"]):
+                path = paths.synthesis_dir(cfg, db, model, k) / paths.SCORES
+                s = read_json(path, problems)
+                row = dict(db=db, model=model, fold=k, status="ok" if s is not None else "missing")
+                row.update(parse_scores(s or {}))
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pooled_path(cfg: dict, db: str, model: str) -> Path:
+    """results/<db>/<model>/synthesis_pooled.json (docs/architecture.md, written by `fersnet pool`)."""
+    return Path(cfg["paths"]["results"]) / db / model / "synthesis_pooled.json"
+
+
+def collect_pooled(cfg: dict, problems: list) -> dict:
+    """(db, model) -> parsed pooled synthesis scores, for the pairs whose file exists."""
+    out = {}
+    for db in cfg["databases"]:
+        for model in (m for m in GEN_MODELS if m in cfg["models"]):
+            data = read_json(pooled_path(cfg, db, model), problems)
+            if data is not None:
+                out[(db, model)] = parse_scores(data)
+    return out
+
+
+def collect_judges(cfg: dict, problems: list) -> pd.DataFrame:
+    """The judge's accuracy (%) on the real test faces of every expected (database, fold)."""
+    rows = []
+    for db in cfg["databases"]:
+        for k in range(cfg["n_folds"]):
+            m = read_json(paths.judge_dir(cfg, db, k) / paths.METRICS, problems) or {}
+            rows.append(dict(db=db, fold=k, accuracy=_nan_if_none(to_percent(m.get("accuracy"), _confusion(m)))))
+    return pd.DataFrame(rows)
+
+
+def collect(cfg: dict) -> Collected:
+    """Read every result file the report uses; problems are warned about and kept in the result."""
+    problems: list[Problem] = []
+    folds = collect_folds(cfg, problems)
+    synthesis = collect_synthesis(cfg, problems)
+    pooled = collect_pooled(cfg, problems)
+    judges = collect_judges(cfg, problems)
+    for p in problems:
+        warn(f"{p.file}: {p.reason}; counted as missing")
+    return Collected(folds, synthesis, pooled, judges, problems)
+
+
+def summarise(values) -> dict:
+    """mean, sample std (ddof=1; NaN for one value) and count of the finite values."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    n = int(v.size)
+    mean = float(v.mean()) if n else math.nan
+    std = float(v.std(ddof=STD_DDOF)) if n > STD_DDOF else math.nan
+    return dict(mean=mean, std=std, n=n)
+
+
+def fold_values(folds: pd.DataFrame, db: str, model: str, column: str = "accuracy") -> dict:
+    """fold -> value of the usable folds of (db, model)."""
+    sel = folds[(folds.db == db) & (folds.model == model) & (folds.status == "ok")]
+    return {int(r.fold): float(getattr(r, column)) for r in sel.itertuples()
+            if np.isfinite(getattr(r, column))}
+
+
+def accuracy_stats(folds: pd.DataFrame, db: str, model: str, column: str = "accuracy") -> dict:
+    """Mean, std (ddof=1) and number of folds of one (db, model) column over its usable folds."""
+    return summarise(fold_values(folds, db, model, column).values())
+
+
+def paired_tests(reference: dict, other: dict) -> dict:
+    """Paired Wilcoxon signed-rank and paired t-test of `reference` vs `other` over their common folds.
+
+    Folds share training subjects, so they are not independent samples: the p-values are a
+    descriptive guide, not a formal test (see docs/reports.md). With 10 folds the exact
+    two-sided Wilcoxon p cannot go below 2/2^10 ~ 0.002. All-zero differences give p = 1
+    (no evidence of a difference); a t-test on constant non-zero differences is undefined (NaN).
+    """
+    common = sorted(set(reference) & set(other))
+    x = np.array([reference[k] for k in common])
+    y = np.array([other[k] for k in common])
+    out = dict(n_pairs=len(common), p_wilcoxon=math.nan, p_ttest=math.nan,
+               mean_diff=float((x - y).mean()) if common else math.nan)
+    if len(common) < 2:
+        return out
+    d = x - y
+    if np.allclose(d, 0.0):
+        out.update(p_wilcoxon=1.0, p_ttest=1.0)
+        return out
+    out["p_wilcoxon"] = float(stats.wilcoxon(x, y, zero_method=WILCOXON_ZERO_METHOD).pvalue)
+    if np.ptp(d) > 0:
+        out["p_ttest"] = float(stats.ttest_rel(x, y).pvalue)
+    return out
+
+
+def summed_confusion(folds: pd.DataFrame, db: str, model: str) -> tuple[np.ndarray | None, list, int]:
+    """Confusion counts of (db, model) summed over usable folds with the same classes: (counts, classes, folds)."""
+    sel = folds[(folds.db == db) & (folds.model == model) & (folds.status == "ok")]
+    total, classes, used = None, None, 0
+    for r in sel.itertuples():
+        if r.confusion is None:
+            continue
+        cls = r.classes or [str(i) for i in range(len(r.confusion))]
+        if total is None:
+            total, classes = np.zeros_like(r.confusion), cls
+        if cls != classes or r.confusion.shape != total.shape:
+            warn(f"{r.run_dir}: classes differ from the other folds; left out of the confusion matrix")
+            continue
+        total = total + r.confusion
+        used += 1
+    return total, classes or [], used
+
+
+def row_normalised(counts: np.ndarray) -> np.ndarray:
+    """Rows (true classes) as % of their total; an empty row stays 0."""
+    sums = counts.sum(axis=1, keepdims=True)
+    return np.divide(100.0 * counts, sums, out=np.zeros_like(counts, dtype=float), where=sums > 0)
+
+
+def read_history(cfg: dict, db: str, model: str) -> pd.DataFrame:
+    """All folds' history.csv of (db, model) stacked, with a `fold` column (empty if none)."""
+    frames = []
+    for k in range(cfg["n_folds"]):
+        path = paths.run_dir(cfg, db, model, k) / paths.HISTORY
+        if not path.is_file():
+            continue
+        try:
+            h = pd.read_csv(path)
+        except (OSError, ValueError) as e:
+            warn(f"{path}: unreadable ({e}); left out of the curves")
+            continue
+        if "epoch" not in h.columns:
+            warn(f"{path}: no `epoch` column; left out of the curves")
+            continue
+        frames.append(h.assign(fold=k))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def prediction_pairs(cfg: dict, folds: pd.DataFrame, db: str, model: str = REFERENCE) -> pd.DataFrame:
+    """`actual,predicted` class names of every test prediction of (db, model), over usable folds."""
+    frames = []
+    sel = folds[(folds.db == db) & (folds.model == model) & (folds.status == "ok")]
+    for r in sel.itertuples():
+        path = Path(r.run_dir) / paths.PREDICTIONS
+        if not path.is_file():
+            warn(f"{path}: missing; fold left out of the confusion plot data")
+            continue
+        try:
+            p = pd.read_csv(path)
+        except (OSError, ValueError) as e:
+            warn(f"{path}: unreadable ({e}); fold left out of the confusion plot data")
+            continue
+        if not {"true", "pred"} <= set(p.columns):
+            warn(f"{path}: needs columns `true` and `pred`; fold left out of the confusion plot data")
+            continue
+        frames.append(pd.DataFrame({"actual": [_class_name(v, r.classes) for v in p["true"]],
+                                    "predicted": [_class_name(v, r.classes) for v in p["pred"]]}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["actual", "predicted"])
+
+
+def _class_name(value, classes) -> str:
+    """A label index mapped to its class name (values that are already names pass through)."""
+    try:
+        i = int(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return classes[i] if classes and 0 <= i < len(classes) else str(i)

@@ -1,0 +1,223 @@
+"""`fersnet report`: tables, figures, statistics, summary.json and report.pdf from the results on disk.
+
+Everything is built in a temporary folder inside reports/ and moved into place only when the
+whole build (including pdflatex, when installed) succeeded, so a failed run leaves the previous
+report intact and nothing half-written. summary.json, the DVC metric, is moved last.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jinja2
+
+from fersnet import names, paths
+from fersnet.errors import DataError, FersnetError
+from fersnet.reports import aggregate as agg
+from fersnet.reports import figures, published, tables
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "reports" / "report.tex.j2"
+SUMMARY = "summary.json"
+OUTPUTS = ("tables", "figures", "plots", "report.tex", "report.pdf")   # moved into reports/, then SUMMARY
+PDFLATEX_TIMEOUT_S = 300
+
+
+def main(cfg: dict, args) -> dict:
+    """CLI entry point (`fersnet report`)."""
+    summary = build_report(cfg)
+    out = paths.reports_dir(cfg)
+    return {"reports": str(out), "pdf": summary["pdf"], "problems": summary["n_problems"]}
+
+
+def build_report(cfg: dict) -> dict:
+    """Build every table, figure and the PDF under paths.reports_dir(cfg); returns the summary dict."""
+    col = agg.collect(cfg)
+    if not (col.folds.status == "ok").any() and not (col.synthesis.status == "ok").any():
+        raise DataError(f"{cfg['paths']['results']}: no finished results (no metrics.json or scores.json) for "
+                        f"databases {', '.join(cfg['databases'])}; run `fersnet train` (or snakemake) first")
+    out = paths.reports_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
+    try:
+        context, summary = write_contents(cfg, col, tmp)
+        (tmp / "report.tex").write_text(render_template(context))
+        summary["pdf"] = compile_pdf(tmp, out)
+        (tmp / SUMMARY).write_text(json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
+        install(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def write_contents(cfg: dict, col: agg.Collected, root: Path) -> tuple[dict, dict]:
+    """Write tables/, figures/ and plots/ under `root`; return the template context and the summary."""
+    tdir, fdir = root / "tables", root / "figures"
+    tdir.mkdir()
+    fdir.mkdir()
+    dbs = cfg["databases"]
+
+    def table(name: str, tex: str | None) -> str | None:
+        if tex is None:
+            return None
+        (tdir / f"{name}.tex").write_text(tex)
+        return f"tables/{name}"
+
+    def figure(name: str, path) -> str | None:
+        return f"figures/{name}" if path else None
+
+    ablation_tex, tests = tables.ablation(cfg, col)
+    context = dict(
+        profile=cfg["profile"], n_folds=cfg["n_folds"],
+        databases=", ".join(names.DATABASE[d] for d in dbs),
+        synthetic=[names.DATABASE[d] for d in dbs if "synthetic" in Path(cfg["data"][d]["root"]).parts],
+        problems=[dict(file=tables.tex_escape(p.file), reason=tables.tex_escape(p.reason)) for p in col.problems],
+        completeness=table("completeness", tables.completeness(cfg, col)),
+        fer_accuracy=table("fer_accuracy", tables.fer_accuracy(cfg, col)),
+        ablation=table("ablation", ablation_tex),
+        protocol=table("protocol", tables.protocol(cfg, col)),
+        fold_accuracy_width={1: 0.45, 2: 0.75}.get(len(dbs), 1.0),     # one panel per database
+        fold_accuracy=figure("fold_accuracy.png", figures.fold_accuracy(cfg, col, fdir / "fold_accuracy.png")),
+        per_db=[],
+    )
+    synthesis_numbers = {}
+    for db in dbs:
+        syn_tex, synthesis_numbers[db] = tables.synthesis(cfg, col, db) if _has_generators(cfg) else (None, {})
+        grid = figures.synthesis_grid(cfg, db, fdir / f"synthesis_grid_{db}.png")
+        context["per_db"].append(dict(
+            key=db, name=names.DATABASE[db],
+            confusion=table(f"confusion_{db}", tables.confusion(cfg, col, db)),
+            heatmap=figure(f"confusion_{db}.png",
+                           figures.confusion_heatmap(cfg, col, db, fdir / f"confusion_{db}.png")),
+            synthesis=table(f"synthesis_{db}", syn_tex),
+            grid=f"figures/synthesis_grid_{db}.png" if grid else None,
+            grid_fold=grid[1] if grid else None,
+            curves=figure(f"training_curves_{db}.png",
+                          figures.training_curves(cfg, db, fdir / f"training_curves_{db}.png")),
+            gates=figure(f"gates_{db}.png", figures.gate_means(cfg, db, fdir / f"gates_{db}.png")),
+        ))
+    write_confusion_plots(cfg, col, root / "plots")
+    return context, build_summary(cfg, col, tests, synthesis_numbers)
+
+
+def _has_generators(cfg: dict) -> bool:
+    return any(m in cfg["models"] for m in agg.GEN_MODELS)
+
+
+def write_confusion_plots(cfg: dict, col: agg.Collected, folder: Path) -> None:
+    """plots/confusion_<db>.csv: `actual,predicted`, one row per FERSNet test prediction (DVC confusion plot).
+
+    Written for every database, header-only when there are no predictions yet, so the plot
+    definitions in dvc.yaml always find their file.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for db in cfg["databases"]:
+        agg.prediction_pairs(cfg, col.folds, db).to_csv(folder / f"confusion_{db}.csv", index=False)
+
+
+def build_summary(cfg: dict, col: agg.Collected, tests: dict, synthesis_numbers: dict) -> dict:
+    """summary.json (the DVC metric): per database and model, the fold statistics in %."""
+    summary: dict = {"profile": cfg["profile"], "n_folds_expected": cfg["n_folds"], "std_ddof": agg.STD_DDOF,
+                     "n_problems": len(col.problems)}
+    for db in cfg["databases"]:
+        per_model = {}
+        for model in cfg["models"]:
+            entry: dict = {}
+            if model in agg.FER_MODELS:
+                acc = agg.accuracy_stats(col.folds, db, model)
+                best = agg.accuracy_stats(col.folds, db, model, "best_epoch_test_accuracy")
+                entry.update(accuracy_mean=acc["mean"], accuracy_std=acc["std"], n_folds=acc["n"],
+                             best_epoch_test_accuracy_mean=best["mean"])
+                if model == agg.REFERENCE:
+                    entry["paper_accuracy"] = published.FERSNET_NO_PRETRAIN[db]   # real data, not re-run
+                if (db, model) in tests:
+                    t = tests[(db, model)]
+                    entry.update(p_wilcoxon_vs_fersnet=t["p_wilcoxon"], p_ttest_vs_fersnet=t["p_ttest"],
+                                 n_pairs_vs_fersnet=t["n_pairs"])
+            else:
+                sel = col.folds[(col.folds.db == db) & (col.folds.model == model)]
+                entry["n_folds"] = int((sel.status == "ok").sum())
+            syn = synthesis_numbers.get(db, {}).get(model)
+            if syn:
+                entry.update({f"synthesis_{k}": v for k, v in syn.items() if k not in ("fid_unavailable", "n_folds")})
+                entry["synthesis_n_folds"] = syn["n_folds"]
+                entry["synthesis_fid_available"] = syn["fid_unavailable"] is None and math.isfinite(syn["fid"])
+            per_model[model] = entry
+        summary[db] = per_model
+    return summary
+
+
+def _json_safe(x):
+    """NaN/inf -> null (JSON has no NaN), numpy scalars -> Python numbers."""
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def render_template(context: dict) -> str:
+    """reports/report.tex.j2 rendered with LaTeX-friendly Jinja delimiters (((* block *)), ((( var ))))."""
+    if not TEMPLATE.is_file():
+        raise FersnetError(f"{TEMPLATE}: the report template is missing (it is committed with the project)")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)), undefined=jinja2.StrictUndefined,
+        block_start_string="((*", block_end_string="*))", variable_start_string="(((",
+        variable_end_string=")))", comment_start_string="((=", comment_end_string="=))",
+        trim_blocks=True, lstrip_blocks=True, autoescape=False, keep_trailing_newline=True)
+    try:
+        return env.get_template(TEMPLATE.name).render(**context)
+    except jinja2.TemplateError as e:
+        raise FersnetError(f"{TEMPLATE}: template error: {e}") from None
+
+
+def compile_pdf(folder: Path, out: Path) -> str:
+    """pdflatex report.tex twice (cross-references) in `folder`; 'compiled' or why it was skipped.
+
+    A LaTeX error is fatal: the log is kept as reports/report.log and the error names it.
+    """
+    exe = shutil.which("pdflatex")
+    if exe is None:
+        reason = ("skipped: pdflatex not installed (apt-get install texlive-latex-base "
+                  "texlive-latex-recommended texlive-latex-extra; see docs/reports.md)")
+        print(f"fersnet report: warning: report.pdf {reason}", file=sys.stderr)
+        return reason
+    cmd = [exe, "-interaction=nonstopmode", "-halt-on-error", "report.tex"]
+    env = dict(os.environ, TEXMFOUTPUT=str(folder))
+    for _ in range(2):
+        try:
+            run = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, errors="replace",
+                                 timeout=PDFLATEX_TIMEOUT_S, env=env)
+        except subprocess.TimeoutExpired:
+            raise FersnetError(f"pdflatex on {out / 'report.tex'} took over {PDFLATEX_TIMEOUT_S}s") from None
+        if run.returncode != 0:
+            log = folder / "report.log"
+            if log.is_file():
+                shutil.copyfile(log, out / "report.log")
+            first = next((ln for ln in run.stdout.splitlines() if ln.startswith("!")), "see the log")
+            raise FersnetError(f"pdflatex failed on report.tex: {first} (full log: {out / 'report.log'})")
+    return "compiled"
+
+
+def install(tmp: Path, out: Path) -> None:
+    """Move the built outputs from `tmp` into `out`, replacing the old ones; summary.json last."""
+    for name in OUTPUTS + (SUMMARY,):
+        src, dst = tmp / name, out / name
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        elif dst.exists():
+            dst.unlink()                      # e.g. a stale report.pdf when pdflatex was skipped
+        if src.exists():
+            os.replace(src, dst)
+    stale_log = out / "report.log"
+    if stale_log.exists():
+        stale_log.unlink()

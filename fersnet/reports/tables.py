@@ -1,0 +1,307 @@
+"""LaTeX tables (pandas Styler.to_latex, booktabs rules) from the aggregated fold results.
+
+Every table compiles standalone with only `booktabs` (tests/test_report.py wraps each one in a
+minimal document). Cells are display strings made from numbers; bold comes from the numeric
+values (max for accuracy/SSIM, min for FID/KID), never from the strings.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+
+from fersnet import names
+from fersnet.reports import aggregate as agg
+from fersnet.reports import published
+
+DASH = "---"                          # LaTeX em dash: a model/database with no usable fold
+NA = "n/a"
+BOLD = "textbf:--rwrap;"              # Styler css -> \textbf{cell}
+UP, DOWN = r"$\uparrow$", r"$\downarrow$"
+YES, NO = r"$\surd$", r"$\times$"     # pre-training marks without extra packages (only booktabs)
+
+_TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex_escape(text: str) -> str:
+    """Plain text (file names, error reasons) made safe for LaTeX."""
+    text = "".join(_TEX_SPECIALS.get(c, c) for c in str(text))
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+def fmt_mean_std(s: dict, expected: int, decimals: int = 2) -> str:
+    """`97.12 $\\pm$ 1.20`, with `(k/N)` when only k of the N expected folds are usable; DASH when none."""
+    if s["n"] == 0:
+        return DASH
+    text = f"{s['mean']:.{decimals}f}"
+    if math.isfinite(s["std"]):
+        text += rf" $\pm$ {s['std']:.{decimals}f}"
+    if s["n"] < expected:
+        text += f" ({s['n']}/{expected})"
+    return text
+
+
+def fmt_p(p: float) -> str:
+    """A p-value with 3 decimals (`$<$0.001` below that); DASH when undefined."""
+    if p is None or not math.isfinite(p):
+        return DASH
+    return r"$<$0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def bold_mask(values: pd.DataFrame, best: str = "max", axis: int = 0) -> pd.DataFrame:
+    """True where a cell holds the best finite value of its column (axis=0) or row (axis=1)."""
+    v = values.astype(float)
+    target = v.max(axis=axis) if best == "max" else v.min(axis=axis)
+    return v.eq(target, axis=1 - axis) & v.notna()
+
+
+def render(display: pd.DataFrame, caption: str, label: str, bold: pd.DataFrame | None = None,
+           column_format: str | None = None, note: str | None = None, clines: str | None = None) -> str:
+    """A booktabs LaTeX table from display strings; `bold` marks cells to set in bold."""
+    styler = display.style.format(escape=None, na_rep=DASH)
+    if bold is not None:
+        css = pd.DataFrame(np.where(bold.reindex_like(display).fillna(False).to_numpy(dtype=bool), BOLD, ""),
+                           index=display.index, columns=display.columns)
+        styler = styler.apply(lambda _: css, axis=None)
+    n_index = display.index.nlevels
+    column_format = column_format or "l" * n_index + "c" * display.shape[1]
+    tex = styler.to_latex(hrules=True, caption=caption, label=label, position="htbp",
+                          position_float="centering", column_format=column_format,
+                          multicol_align="c", multirow_align="naive", clines=clines)
+    # Group separators as booktabs rules across the whole table (pandas draws \\cline over the index only).
+    tex = re.sub(r"\\cline\{[0-9-]+\}\n(?=\\bottomrule)", "", tex)
+    tex = re.sub(r"\\cline\{[0-9-]+\}", r"\\midrule", tex)
+    # A smaller font and tighter columns keep the widest table (ablation, 3 databases) inside A4.
+    tex = tex.replace("\\centering\n", "\\centering\n\\small\\setlength{\\tabcolsep}{4pt}\n", 1)
+    if note:
+        tex = tex.replace("\\end{table}", f"\\par\\smallskip\n{{\\footnotesize\\raggedright {note}\\par}}\n\\end{{table}}")
+    return tex
+
+
+def _fer_models(cfg: dict) -> list[str]:
+    return [m for m in agg.FER_MODELS if m in cfg["models"]]
+
+
+def _gen_models(cfg: dict) -> list[str]:
+    return [m for m in agg.GEN_MODELS if m in cfg["models"]]
+
+
+def _fold_note(expected: int) -> str:
+    return (f"Mean $\\pm$ sample standard deviation (ddof={agg.STD_DDOF}) over the {expected} "
+            f"subject-independent test folds; ($k$/{expected}): only $k$ folds finished; {DASH}: none.")
+
+
+def fer_accuracy(cfg: dict, col: agg.Collected) -> str:
+    """Table 1: FER accuracy (%) per database of our re-run models, and the paper's reported block."""
+    dbs, n = cfg["databases"], cfg["n_folds"]
+    acc_head = f"Accuracy (\\%) {UP}"
+    columns = pd.MultiIndex.from_tuples([("", "Pre-train"), ("", "Setting")]
+                                        + [(acc_head, names.DATABASE[db]) for db in dbs])
+    rows, values = [], []
+    for model in _fer_models(cfg):
+        s = [agg.accuracy_stats(col.folds, db, model) for db in dbs]
+        rows.append((("Re-run", names.MODEL[model]), [NO, "single"] + [fmt_mean_std(x, n) for x in s]))
+        values.append([np.nan, np.nan] + [x["mean"] for x in s])
+    for r in (r for r in published.REPORTED if any(db in r.accuracy for db in dbs)):
+        cells = [r.accuracy.get(db, DASH) for db in dbs]          # as printed in the paper
+        rows.append((("Reported", tex_escape(r.method)), [YES if r.pretrain else NO, r.setting] + cells))
+        values.append([np.nan] * (2 + len(dbs)))
+    index = pd.MultiIndex.from_tuples([r[0] for r in rows])
+    display = pd.DataFrame([r[1] for r in rows], index=index, columns=columns)
+    numeric = pd.DataFrame(values, index=index, columns=columns)
+    bold = bold_mask(numeric)                       # only the re-run block has numbers to compare
+    caption = ("FER accuracy per database. Re-run: this benchmark, best re-run model in bold. "
+               + _fold_note(n) + " Reported: numbers published by " + published.SOURCE
+               + ", copied as printed and \\emph{not re-run} here (different data: the real databases).")
+    return render(display, caption, "tab:fer_accuracy", bold=bold, clines="skip-last;index")
+
+
+def ablation(cfg: dict, col: agg.Collected) -> tuple[str, dict]:
+    """Table 2: the ablation with paired tests of FERSNet against each variant; also returns the tests."""
+    dbs, n = cfg["databases"], cfg["n_folds"]
+    models = _fer_models(cfg)
+    cols = []
+    for db in dbs:
+        cols += [(names.DATABASE[db], f"Acc. (\\%) {UP}"), (names.DATABASE[db], "$p_W$"), (names.DATABASE[db], "$p_t$")]
+    columns = pd.MultiIndex.from_tuples(cols)
+    display = pd.DataFrame(DASH, index=[names.MODEL[m] for m in models], columns=columns)
+    numeric = pd.DataFrame(np.nan, index=display.index, columns=columns)
+    tests: dict = {}
+    for db in dbs:
+        d = names.DATABASE[db]
+        ref = agg.fold_values(col.folds, db, agg.REFERENCE)
+        for model in models:
+            row = names.MODEL[model]
+            s = agg.accuracy_stats(col.folds, db, model)
+            display.loc[row, (d, f"Acc. (\\%) {UP}")] = fmt_mean_std(s, n)
+            numeric.loc[row, (d, f"Acc. (\\%) {UP}")] = s["mean"]
+            if model == agg.REFERENCE:
+                display.loc[row, (d, "$p_W$")] = display.loc[row, (d, "$p_t$")] = "ref."
+                continue
+            t = agg.paired_tests(ref, agg.fold_values(col.folds, db, model))
+            tests[(db, model)] = t
+            display.loc[row, (d, "$p_W$")] = fmt_p(t["p_wilcoxon"])
+            display.loc[row, (d, "$p_t$")] = fmt_p(t["p_ttest"])
+    caption = ("Ablation: FER accuracy of FERSNet and its variants, best in bold. " + _fold_note(n)
+               + " $p_W$: Wilcoxon signed-rank, $p_t$: paired $t$-test, both two-sided, of FERSNet against "
+               "each variant over the folds both finished (scipy.stats; zero differences dropped; all-zero "
+               f"differences give $p=1$; {DASH}: fewer than 2 paired folds or undefined).")
+    note = ("Caveat: the folds share training subjects, so they are not independent samples and the "
+            f"$p$-values are descriptive only. With {n} folds the exact two-sided Wilcoxon $p$ cannot fall "
+            f"below $2/2^{{{n}}}\\approx {2 / 2 ** n:.3g}$.")
+    return render(display, caption, "tab:ablation", bold=bold_mask(numeric), note=note), tests
+
+
+def confusion(cfg: dict, col: agg.Collected, db: str, model: str = agg.REFERENCE) -> str | None:
+    """Table 3: row-normalised confusion matrix (%) of (db, model) summed over folds; None when no fold."""
+    counts, classes, used = agg.summed_confusion(col.folds, db, model)
+    if counts is None or used == 0:
+        return None
+    pct = agg.row_normalised(counts)
+    short = [names.EXPRESSION_SHORT.get(c, tex_escape(c)) for c in classes]
+    full = [names.EXPRESSION.get(c, tex_escape(c)) for c in classes]
+    display = pd.DataFrame([[f"{v:.1f}" for v in row] for row in pct], index=full,
+                           columns=pd.MultiIndex.from_product([["Predicted (\\%)"], short]))
+    bold = pd.DataFrame(np.eye(len(classes), dtype=bool), index=display.index, columns=display.columns)
+    caption = (f"Confusion matrix of {names.MODEL[model]} on {names.DATABASE[db]}: rows are the true "
+               f"expressions, each row in \\% of its {int(counts.sum())} test images summed over {used}/"
+               f"{cfg['n_folds']} folds; the diagonal (recall) in bold. "
+               + ", ".join(f"{s}: {f}" for s, f in zip(short, full)) + ".")
+    return render(display, caption, f"tab:confusion_{db}", bold=bold)
+
+
+def _n_header(ns: set) -> str:
+    ns = sorted(int(n) for n in ns if n is not None and n == n)
+    return f" ($n$={'/'.join(map(str, ns))})" if ns else ""
+
+
+def _fid_kid_cells(pooled: dict | None, s: pd.DataFrame, n: int) -> dict:
+    """FID and KID cells of one generator: pooled over folds when available, else the fold mean (dagger)."""
+    if pooled and pooled["fid"] is not None:
+        k = pooled.get("n_folds_pooled")
+        folds = f" ({k}/{n})" if k is not None and k < n else ""
+        kid = DASH
+        if pooled["kid"] is not None:
+            kid = f"{pooled['kid']:.4f}" + (rf" $\pm$ {pooled['kid_std']:.4f}" if pooled["kid_std"] is not None else "")
+        return dict(fid=f"{pooled['fid']:.2f}{folds}", kid=kid + folds, fid_val=pooled["fid"],
+                    kid_val=np.nan if pooled["kid"] is None else pooled["kid"],
+                    fid_n={pooled["fid_n"]}, kid_n={pooled["kid_n"]}, dagger=False)
+    if s.fid.notna().any():
+        f, k = agg.summarise(s.fid.dropna()), agg.summarise(s.kid.dropna())
+        return dict(fid=fmt_mean_std(f, n) + r"$^{\dagger}$",
+                    kid=fmt_mean_std(k, n, 4) + r"$^{\dagger}$" if k["n"] else DASH,
+                    fid_val=f["mean"], kid_val=k["mean"] if k["n"] else np.nan,
+                    fid_n=set(s.fid_n.dropna()), kid_n=set(s.kid_n.dropna()), dagger=True)
+    return dict(fid=DASH, kid=DASH, fid_val=np.nan, kid_val=np.nan, fid_n=set(), kid_n=set(), dagger=False)
+
+
+def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
+    """Table 4: synthesis quality of each generator on `db`; also returns the numbers for summary.json.
+
+    Judge accuracy, judge FD and SSIM are mean +- std over folds (scores.json). FID and KID come
+    from the pooled file over all folds when `fersnet pool` wrote it (the better estimate: FID is
+    biased by sample size), otherwise mean +- std over folds, marked with a dagger. A scored
+    generator without FID (no Inception weights) reads n/a with a footnote saying how to get them.
+    """
+    n = cfg["n_folds"]
+    syn = col.synthesis[(col.synthesis.db == db) & (col.synthesis.status == "ok")]
+    rows, numbers, reasons = [], {}, []
+    fid_ns, kid_ns, jfd_ns, any_dagger = set(), set(), set(), False
+    for model in _gen_models(cfg):
+        s = syn[syn.model == model]
+        judge = agg.summarise(s.judge_accuracy.dropna())
+        jfd = agg.summarise(s.judge_fd.dropna())
+        ssim = agg.summarise(s.ssim.dropna())
+        c = _fid_kid_cells(col.pooled.get((db, model)), s, n)
+        fid_ns |= c["fid_n"]; kid_ns |= c["kid_n"]; jfd_ns |= set(s.judge_fd_n.dropna())
+        any_dagger |= c["dagger"]
+        reason = None
+        if c["fid"] == DASH and not s.empty:
+            # only a scored model can lack FID for want of Inception weights; an unscored one stays DASH
+            reason = next(iter(s.fid_unavailable.dropna()), None) or (col.pooled.get((db, model)) or {}).get("fid_unavailable")
+            if reason:
+                reasons.append(reason)
+                c["fid"] = c["kid"] = NA + "$^{a}$"
+        rows.append((names.GENERATOR[model],
+                     [fmt_mean_std(judge, n), c["fid"], c["kid"], fmt_mean_std(jfd, n), fmt_mean_std(ssim, n, 3)],
+                     [judge["mean"], c["fid_val"], c["kid_val"], jfd["mean"], ssim["mean"]]))
+        numbers[model] = dict(judge_accuracy_mean=judge["mean"], judge_accuracy_std=judge["std"],
+                              n_folds=judge["n"], fid=c["fid_val"], kid=c["kid_val"], judge_fd_mean=jfd["mean"],
+                              ssim_mean=ssim["mean"], ssim_std=ssim["std"], fid_unavailable=reason)
+    real = agg.summarise(col.judges[col.judges.db == db].accuracy.dropna())
+    if real["n"]:
+        # the judge on real test faces: the ceiling a perfect synthesis could reach
+        rows.append(("\\emph{Real test faces}", [fmt_mean_std(real, n)] + [DASH] * 4, [np.nan] * 5))
+    columns = [f"Judge acc. (\\%) {UP}", f"FID {DOWN}{_n_header(fid_ns)}", f"KID {DOWN}{_n_header(kid_ns)}",
+               f"Judge FD {DOWN}{_n_header(jfd_ns)}", f"SSIM {UP}"]
+    index = [r[0] for r in rows]
+    display = pd.DataFrame([r[1] for r in rows], index=index, columns=columns)
+    numeric = pd.DataFrame([r[2] for r in rows], index=index, columns=columns)
+    bold = pd.concat([bold_mask(numeric.iloc[:, [0, 4]], "max"), bold_mask(numeric.iloc[:, [1, 2, 3]], "min")],
+                     axis=1)[columns]
+    caption = (f"Expression synthesis on {names.DATABASE[db]}: every test face into every other expression. "
+               "Judge acc.: share of synthesized faces that the judge (a standard FER model trained on the "
+               "fold's real training faces) classifies as the target expression. FID/KID: Inception "
+               "features of synthesized vs.\\ real test faces, pooled over all folds ($n$: sample size in "
+               "the metric's name; KID $\\pm$ std over subsets). Judge FD: Fr\\'echet distance on the judge's "
+               "own features (domain-specific, per fold). SSIM: against the subject's real image of "
+               "the target expression. Best generator in bold; \\emph{Real test faces}: the judge's accuracy "
+               "on the real test faces, the ceiling for judge accuracy. " + _fold_note(n))
+    notes = []
+    if any_dagger:
+        notes.append(r"$^{\dagger}$ No pooled file (\texttt{fersnet pool}): mean $\pm$ std of the per-fold values.")
+    if reasons:
+        unique = list(dict.fromkeys(_shorten(r) for r in reasons))
+        notes.append("$^{a}$ FID/KID unavailable: " + tex_escape(" ".join(unique[:2]))
+                     + r" To compute them, set \texttt{fid.inception\_weights} in params.yaml to a local copy of "
+                     r"\texttt{pt\_inception-2015-12-05-6726825d.pth}, or place that file in the torch hub cache "
+                     r"(\texttt{torch.hub.get\_dir()/checkpoints/}); see docs/scoring.md.")
+    return render(display, caption, f"tab:synthesis_{db}", bold=bold, note=" ".join(notes) or None), numbers
+
+
+def _shorten(reason: str, limit: int = 200) -> str:
+    """The first clause of a reason, without file paths in parentheses (long paths do not wrap in LaTeX)."""
+    reason = re.sub(r"\s*\([^)]*[/\\][^)]*\)", "", str(reason))
+    reason = re.sub(r"\s+", " ", reason.split(";")[0]).strip()
+    reason = reason if len(reason) <= limit else reason[: limit - 3].rstrip() + "..."
+    return reason if reason.endswith(".") else reason + "."
+
+
+def protocol(cfg: dict, col: agg.Collected) -> str:
+    """Table 5: selected (reported) accuracy beside the optimistic best-epoch-on-test accuracy and the gap."""
+    n, f = cfg["n_folds"], col.folds
+    rows, index = [], []
+    for db in cfg["databases"]:
+        for model in _fer_models(cfg):
+            sel = agg.fold_values(f, db, model, "accuracy")
+            best = agg.fold_values(f, db, model, "best_epoch_test_accuracy")
+            gap = {k: best[k] - sel[k] for k in set(sel) & set(best)}
+            index.append((names.DATABASE[db], names.MODEL[model]))
+            rows.append([fmt_mean_std(agg.summarise(sel.values()), n),
+                         fmt_mean_std(agg.summarise(best.values()), n),
+                         fmt_mean_std(agg.summarise(gap.values()), n)])
+    selections = sorted({str(s) for s in f.selection.dropna()}) or ["last"]
+    display = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index),
+                           columns=["Selected (\\%)", "Best epoch on test (\\%)", "Gap (pp)"])
+    caption = ("Protocol honesty: the accuracy we report (model selected by \\texttt{train.selection} = "
+               + ", ".join(tex_escape(s) for s in selections) + ", without looking at the test fold) beside "
+               "the accuracy of the epoch that happened to be best on the test fold (the optimistic selection "
+               "some published code uses), and the gap in percentage points. " + _fold_note(n))
+    return render(display, caption, "tab:protocol", clines="skip-last;index")
+
+
+def completeness(cfg: dict, col: agg.Collected) -> str:
+    """Finished folds per (model, database): what every other table is averaged over."""
+    n, f = cfg["n_folds"], col.folds
+    display = pd.DataFrame(index=[names.MODEL[m] for m in cfg["models"]],
+                           columns=[names.DATABASE[db] for db in cfg["databases"]], dtype=object)
+    for model in cfg["models"]:
+        for db in cfg["databases"]:
+            sel = f[(f.db == db) & (f.model == model)]
+            display.loc[names.MODEL[model], names.DATABASE[db]] = f"{int((sel.status == 'ok').sum())}/{n}"
+    caption = (f"Finished training jobs (folds with a usable metrics.json) of the {n} expected per model and "
+               "database; the other tables average over these folds only.")
+    return render(display, caption, "tab:completeness")

@@ -1,0 +1,405 @@
+"""`fersnet report` on hand-made fold results written in the exact contract format (docs/architecture.md)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from fersnet import config, names, paths
+from fersnet.errors import DataError
+from fersnet.reports import aggregate as agg
+from fersnet.reports import report, tables
+
+ROOT = Path(__file__).resolve().parents[1]
+SIX = ["anger", "disgust", "fear", "happy", "sadness", "surprise"]
+HAVE_PDFLATEX = shutil.which("pdflatex") is not None
+needs_latex = pytest.mark.skipif(not HAVE_PDFLATEX, reason="pdflatex not installed (see docs/reports.md)")
+
+# Correct predictions out of N_TEST per fold: known accuracies, different per model and fold.
+N_TEST = 40
+CORRECT = {
+    "fersnet": [36, 35, 37, 34, 36, 38, 35, 36, 37, 33],
+    "no_mtl": [33, 34, 32, 35, 33, 34, 31, 33, 34, 32],
+    "no_convflu": [35, 33, 36, 34, 35, 36, 34, 35, 36, 33],
+    "fes_da": [36, 35, 37, 34, 36, 38, 35, 36, 37, 33],     # identical to fersnet: zero differences
+}
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def write_fold(cfg: dict, db: str, model: str, fold: int, correct: int | None, *, classes=SIX,
+               best_gap: int = 2, epochs: int = 3, percent: bool = False) -> Path:
+    """One finished training job: history.csv, predictions.csv and metrics.json in the contract format.
+
+    `correct` of N_TEST test images are right (None: stargan, no FER branch). The best epoch on
+    test is `best_gap` predictions better than the selected last epoch.
+    """
+    run = paths.run_dir(cfg, db, model, fold)
+    run.mkdir(parents=True, exist_ok=True)
+    k = len(classes)
+    true = np.arange(N_TEST) % k
+    pred = true.copy()
+    if correct is not None:
+        wrong = np.arange(N_TEST - correct)
+        pred[wrong] = (true[wrong] + 1) % k
+    confusion = np.zeros((k, k), dtype=int)
+    np.add.at(confusion, (true, pred), 1)
+    probs = {f"prob_{c}": np.eye(k)[pred][:, i] for i, c in enumerate(classes)}
+    pd.DataFrame({"index": np.arange(N_TEST), "subject": [f"S{fold:03d}"] * N_TEST, "true": true,
+                  "pred": pred, **probs}).to_csv(run / paths.PREDICTIONS, index=False)
+    hist = {"epoch": np.arange(1, epochs + 1), "C/loss_ce": np.linspace(1.5, 0.5, epochs),
+            "train_acc": np.linspace(0.3, 0.9, epochs), "test_acc_diagnostic": np.linspace(0.25, 0.8, epochs),
+            "lr": [1e-4] * epochs, "seconds": [1.0] * epochs}
+    if model in ("fersnet", "no_convflu", "stargan"):
+        hist.update({"G/loss_adv": np.linspace(1.0, 0.7, epochs), "D/loss": np.linspace(1.2, 0.9, epochs)})
+    if model == "fersnet":
+        for d in ("fer", "fes"):
+            for g in ("r", "z"):
+                for lvl in (1, 2, 3):
+                    hist[f"gate/{d}_{g}_l{lvl}"] = np.linspace(0.5, 0.3 + 0.1 * lvl, epochs)
+    pd.DataFrame(hist).to_csv(run / paths.HISTORY, index=False)
+    scale = 100.0 if percent else 1.0
+    acc = None if correct is None else scale * correct / N_TEST
+    best = None if correct is None else scale * min(N_TEST, correct + best_gap) / N_TEST
+    write_json(run / paths.METRICS, {
+        "db": db, "model": model, "fold": fold, "classes": list(classes), "accuracy": acc,
+        "per_class_recall": (np.diag(confusion) / confusion.sum(1)).tolist(), "confusion": confusion.tolist(),
+        "n_test": N_TEST, "selected_epoch": epochs, "selection": "last", "best_epoch_test_accuracy": best,
+        "best_epoch": max(1, epochs - 1), "epochs": epochs, "seconds": 3.0, "device": "cpu"})
+    return run
+
+
+def write_scores(cfg: dict, db: str, model: str, fold: int, judge: float, *, fid: float | None = 40.0,
+                 ssim: float = 0.5) -> Path:
+    """One scored synthesis folder (scores.json + grid.png); fid=None: Inception weights unavailable."""
+    syn = paths.synthesis_dir(cfg, db, model, fold)
+    syn.mkdir(parents=True, exist_ok=True)
+    scores = {"judge_accuracy": judge, "judge_accuracy_per_target": {c: judge for c in SIX},
+              "ssim": ssim, "psnr": 20.0, "n_pairs": 30, "judge_fid_n240": 5.0 + fold}
+    if fid is None:
+        scores.update(fid_n240=None, kid_n240=None, fid=None, kid=None,
+                      fid_unavailable="Inception weights not in the hub cache (/root/.cache/torch/hub/checkpoints/"
+                                      "pt_inception.pth) and downloads are off; copy the file here")
+    else:
+        scores.update(fid_n240=fid, kid_n20=fid / 1000, kid_n20_std=0.001)
+    write_json(syn / paths.SCORES, scores)
+    from PIL import Image
+    Image.fromarray((np.indices((48, 72)).sum(0) % 255).astype(np.uint8)).save(syn / paths.SYNTH_GRID)
+    return syn
+
+
+def write_judge(cfg: dict, db: str, fold: int, correct: int) -> Path:
+    """A finished judge of one fold: metrics.json with its accuracy on the real test faces."""
+    path = paths.judge_dir(cfg, db, fold) / paths.METRICS
+    write_json(path, {"accuracy": correct / N_TEST, "classes": SIX, "confusion": None, "seconds": 1.0})
+    return path
+
+
+def write_grid(cfg: dict, dbs=("ckplus", "oulu"), fid_available: bool = True, skip=()) -> None:
+    """Every model x fold of `dbs` plus the judges, minus the (db, model, fold) triples in `skip`."""
+    for db in dbs:
+        for k in range(cfg["n_folds"]):
+            write_judge(cfg, db, k, 38 - k % 2)
+        for model in cfg["models"]:
+            for k in range(cfg["n_folds"]):
+                if (db, model, k) in skip:
+                    continue
+                write_fold(cfg, db, model, k, CORRECT[model][k] if model in CORRECT else None)
+                if model in agg.GEN_MODELS:
+                    write_scores(cfg, db, model, k, judge=0.5 + 0.01 * k + 0.1 * (model == "fersnet"),
+                                 fid=(30.0 + k + 5 * (model == "stargan")) if fid_available else None)
+
+
+def small_cfg(tmp: Path, dbs=("ckplus", "oulu")) -> dict:
+    """The test profile with outputs under `tmp` and two databases (keeps the report build short)."""
+    cfg = config.load(ROOT / "params.yaml", profile="test")
+    cfg["paths"]["results"] = str(tmp / "results")
+    cfg["paths"]["reports"] = str(tmp / "reports")
+    cfg["databases"] = list(dbs)
+    cfg["mlflow"]["enabled"] = False
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One full report over a complete grid (2 databases, FID available), shared by the read-only tests."""
+    cfg = small_cfg(tmp_path_factory.mktemp("built"))
+    write_grid(cfg)
+    summary = report.build_report(cfg)
+    return cfg, summary, paths.reports_dir(cfg)
+
+
+def compile_standalone(tex_file: Path, workdir: Path) -> subprocess.CompletedProcess:
+    doc = workdir / "standalone.tex"
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                   f"\\input{{{tex_file.with_suffix('').as_posix()}}}\n\\end{{document}}\n")
+    return subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+                          cwd=workdir, capture_output=True, text=True, timeout=120)
+
+
+def test_fold_accuracy_aggregates_to_known_mean_and_sample_std(tmp_path):
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    for k in range(cfg["n_folds"]):
+        write_fold(cfg, "ckplus", "fersnet", k, CORRECT["fersnet"][k])
+    col = agg.collect(cfg)
+    s = agg.accuracy_stats(col.folds, "ckplus", "fersnet")
+    expected = 100 * np.array(CORRECT["fersnet"]) / N_TEST
+    assert s["n"] == 10
+    assert s["mean"] == pytest.approx(expected.mean())
+    assert s["std"] == pytest.approx(expected.std(ddof=1))
+
+
+def test_accuracy_stored_as_percent_reads_the_same_as_fraction(tmp_path):
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    write_fold(cfg, "ckplus", "fersnet", 0, 36)
+    write_fold(cfg, "ckplus", "fersnet", 1, 36, percent=True)
+    acc = agg.fold_values(agg.collect(cfg).folds, "ckplus", "fersnet")
+    assert acc == {0: pytest.approx(90.0), 1: pytest.approx(90.0)}
+
+
+def test_paired_tests_equal_scipy_wilcoxon_and_ttest():
+    rng = np.random.default_rng(1)
+    x = 90 + rng.normal(0, 2, 10)
+    y = x - rng.uniform(0.5, 3, 10)
+    t = agg.paired_tests(dict(enumerate(x)), dict(enumerate(y)))
+    assert t["n_pairs"] == 10
+    assert t["p_wilcoxon"] == pytest.approx(stats.wilcoxon(x, y).pvalue)
+    assert t["p_ttest"] == pytest.approx(stats.ttest_rel(x, y).pvalue)
+    assert t["p_wilcoxon"] == pytest.approx(2 / 2 ** 10)     # all 10 differences positive: the smallest p
+
+
+def test_paired_tests_with_identical_folds_give_p_one_and_too_few_pairs_give_nan():
+    same = agg.paired_tests({0: 90.0, 1: 85.0, 2: 88.0}, {0: 90.0, 1: 85.0, 2: 88.0})
+    assert same["p_wilcoxon"] == 1.0 and same["p_ttest"] == 1.0
+    single = agg.paired_tests({0: 90.0, 1: 85.0}, {1: 80.0})
+    assert single["n_pairs"] == 1 and np.isnan(single["p_wilcoxon"]) and np.isnan(single["p_ttest"])
+
+
+def test_paired_tests_use_only_folds_both_models_finished():
+    ref = {k: 90.0 + k for k in range(10)}
+    other = {k: 88.0 + 0.5 * k for k in range(0, 10, 2)}
+    t = agg.paired_tests(ref, other)
+    common = sorted(other)
+    assert t["n_pairs"] == 5
+    assert t["p_ttest"] == pytest.approx(stats.ttest_rel([ref[k] for k in common], [other[k] for k in common]).pvalue)
+
+
+def test_ablation_table_shows_the_same_p_values_as_scipy(built):
+    cfg, summary, _ = built
+    x = 100 * np.array(CORRECT["fersnet"]) / N_TEST
+    y = 100 * np.array(CORRECT["no_mtl"]) / N_TEST
+    entry = summary["ckplus"]["no_mtl"]
+    assert entry["p_wilcoxon_vs_fersnet"] == pytest.approx(stats.wilcoxon(x, y).pvalue)
+    assert entry["p_ttest_vs_fersnet"] == pytest.approx(stats.ttest_rel(x, y).pvalue)
+    # fes_da equals fersnet fold by fold: zero differences are handled, not an error
+    assert summary["ckplus"]["fes_da"]["p_wilcoxon_vs_fersnet"] == 1.0
+
+
+def test_missing_folds_are_shown_with_count_and_absent_model_as_dash(tmp_path):
+    cfg = small_cfg(tmp_path, dbs=("ckplus", "oulu"))
+    skip = {("ckplus", "no_convflu", k) for k in (1, 4, 7)} | {("oulu", "no_mtl", k) for k in range(10)}
+    write_grid(cfg, skip=skip)
+    tex = tables.fer_accuracy(cfg, agg.collect(cfg))
+    row = next(ln for ln in tex.splitlines() if names.MODEL["no_convflu"] in ln)
+    kept = 100 * np.array([c for k, c in enumerate(CORRECT["no_convflu"]) if k not in (1, 4, 7)]) / N_TEST
+    assert f"{kept.mean():.2f} $\\pm$ {kept.std(ddof=1):.2f} (7/10)" in row
+    no_mtl_row = next(ln for ln in tex.splitlines() if names.MODEL["no_mtl"] in ln)
+    assert no_mtl_row.rstrip(" \\").split("&")[-1].strip() == tables.DASH
+
+
+def test_corrupt_metrics_file_counts_as_a_failed_fold_and_is_listed(tmp_path, capsys):
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    for k in range(3):
+        write_fold(cfg, "ckplus", "fersnet", k, 30 + k)
+    bad = paths.run_dir(cfg, "ckplus", "fersnet", 1) / paths.METRICS
+    bad.write_text("{ not json")
+    col = agg.collect(cfg)
+    assert agg.accuracy_stats(col.folds, "ckplus", "fersnet")["n"] == 2
+    assert [p.file for p in col.problems] == [str(bad)]
+    assert str(bad) in capsys.readouterr().err
+
+
+def test_no_results_at_all_is_a_clear_error(tmp_path):
+    cfg = small_cfg(tmp_path)
+    with pytest.raises(DataError, match="no finished results"):
+        report.build_report(cfg)
+
+
+def test_confusion_table_is_row_normalised_percent_summed_over_folds(built):
+    cfg, _, out = built
+    tex = (out / "tables" / "confusion_ckplus.tex").read_text()
+    # write_fold gets the first N_TEST - correct images wrong; true label = index % 6; anger has 7 per fold
+    wrong_anger = sum(sum(1 for i in range(N_TEST - c) if i % len(SIX) == 0) for c in CORRECT["fersnet"])
+    recall = 100 * (70 - wrong_anger) / 70
+    anger_row = next(ln for ln in tex.splitlines() if ln.startswith("Anger"))
+    assert f"\\textbf{{{recall:.1f}}}" in anger_row
+
+
+def test_summary_json_holds_means_stds_and_fold_counts(built):
+    cfg, summary, out = built
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(report._json_safe(summary)))
+    fer = on_disk["oulu"]["fersnet"]
+    acc = 100 * np.array(CORRECT["fersnet"]) / N_TEST
+    assert fer["n_folds"] == 10
+    assert fer["accuracy_mean"] == pytest.approx(acc.mean())
+    assert fer["accuracy_std"] == pytest.approx(acc.std(ddof=1))
+    assert on_disk["oulu"]["stargan"]["n_folds"] == 10 and "accuracy_mean" not in on_disk["oulu"]["stargan"]
+    assert on_disk["pdf"] == ("compiled" if HAVE_PDFLATEX else on_disk["pdf"])
+    assert on_disk["ckplus"]["stargan"]["synthesis_fid_available"] is True
+
+
+def test_protocol_table_gap_equals_best_epoch_minus_selected(built):
+    _, _, out = built
+    tex = (out / "tables" / "protocol.tex").read_text()
+    gap = 100 * 2 / N_TEST          # write_fold's best epoch is 2 predictions better
+    assert f"{gap:.2f} $\\pm$ 0.00" in tex
+
+
+def test_confusion_plot_csv_has_one_row_per_fersnet_prediction(built):
+    cfg, _, out = built
+    plot = pd.read_csv(out / "plots" / "confusion_ckplus.csv")
+    assert list(plot.columns) == ["actual", "predicted"]
+    assert len(plot) == cfg["n_folds"] * N_TEST
+    assert (plot.actual == plot.predicted).sum() == sum(CORRECT["fersnet"])
+
+
+def test_report_writes_every_figure_and_table(built):
+    cfg, _, out = built
+    for db in cfg["databases"]:
+        for fig in (f"confusion_{db}.png", f"training_curves_{db}.png", f"gates_{db}.png", f"synthesis_grid_{db}.png"):
+            assert (out / "figures" / fig).stat().st_size > 0, fig
+        assert (out / "tables" / f"synthesis_{db}.tex").is_file()
+    assert (out / "figures" / "fold_accuracy.png").stat().st_size > 0
+    assert not list(out.glob(".build-*"))          # the temporary build folder is gone
+
+
+@needs_latex
+def test_report_tex_compiles_to_pdf(built):
+    _, summary, out = built
+    assert summary["pdf"] == "compiled"
+    assert (out / "report.pdf").read_bytes()[:5] == b"%PDF-"
+    tex = (out / "report.tex").read_text()
+    for table in (out / "tables").glob("*.tex"):
+        assert f"\\input{{tables/{table.stem}}}" in tex
+
+
+@needs_latex
+def test_each_generated_table_compiles_standalone_with_booktabs(built, tmp_path):
+    _, _, out = built
+    tex_files = sorted((out / "tables").glob("*.tex"))
+    assert len(tex_files) >= 8
+    for tex in tex_files:
+        run = compile_standalone(tex, tmp_path)
+        assert run.returncode == 0, f"{tex.name}: " + "\n".join(ln for ln in run.stdout.splitlines() if ln.startswith("!"))
+
+
+def test_bold_marks_the_best_mean_in_the_fer_table(built):
+    _, _, out = built
+    tex = (out / "tables" / "fer_accuracy.tex").read_text()
+    fersnet = 100 * np.mean(CORRECT["fersnet"]) / N_TEST      # fersnet and fes_da tie for best
+    assert tex.count(f"\\textbf{{{fersnet:.2f} $\\pm$") == 2 * 2   # 2 models x 2 databases
+    assert "Reported" in tex and "not re-run" in tex and "97.35" in tex
+
+
+def test_synthesis_table_with_fid_unavailable_shows_na_and_footnote(tmp_path):
+    cfg = small_cfg(tmp_path, dbs=("mmi",))
+    write_grid(cfg, dbs=("mmi",), fid_available=False)
+    tex, numbers = tables.synthesis(cfg, agg.collect(cfg), "mmi")
+    assert tex.count("n/a$^{a}$") == 2 * 4                        # FID and KID of 4 generators
+    assert "$^{a}$ FID/KID unavailable" in tex and "fid.inception\\_weights" in tex
+    assert "torch hub cache" in tex
+    assert "Inception weights not in the hub cache and downloads are off." in tex   # long path left out
+    assert numbers["fersnet"]["fid_unavailable"].startswith("Inception weights not in the hub cache")
+    if HAVE_PDFLATEX:
+        (tmp_path / "syn.tex").write_text(tex)
+        run = compile_standalone(tmp_path / "syn.tex", tmp_path)
+        assert run.returncode == 0, run.stdout[-2000:]
+
+
+def test_synthesis_table_headers_carry_sample_size_and_bold_min_fid(built):
+    _, _, out = built
+    tex = (out / "tables" / "synthesis_ckplus.tex").read_text()
+    assert "FID $\\downarrow$ ($n$=240)" in tex and "KID $\\downarrow$ ($n$=20)" in tex
+    assert "Judge FD $\\downarrow$ ($n$=240)" in tex
+    best = np.mean([30.0 + k for k in range(10)])          # the three non-StarGAN generators tie
+    assert len(re.findall(re.escape(f"\\textbf{{{best:.2f} $\\pm$"), tex)) == 3
+    assert "$^{\\dagger}$" in tex                           # no pooled file: per-fold mean, marked
+
+
+def test_pooled_synthesis_scores_take_precedence_over_fold_means(tmp_path):
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    write_grid(cfg, dbs=("ckplus",))
+    write_json(agg.pooled_path(cfg, "ckplus", "fersnet"),
+               {"fid_n2400": 12.345, "kid_n100": {"mean": 0.0123, "std": 0.0011}})
+    tex, numbers = tables.synthesis(cfg, agg.collect(cfg), "ckplus")
+    assert numbers["fersnet"]["fid"] == pytest.approx(12.345)
+    row = next(ln for ln in tex.splitlines() if ln.startswith(names.GENERATOR["fersnet"]))
+    assert "\\textbf{12.35}" in row and "0.0123 $\\pm$ 0.0011" in row
+
+
+def test_synthesis_table_shows_the_judge_on_real_faces_as_the_ceiling(built):
+    _, _, out = built
+    tex = (out / "tables" / "synthesis_oulu.tex").read_text()
+    real = 100 * np.array([38 - k % 2 for k in range(10)]) / N_TEST
+    row = next(ln for ln in tex.splitlines() if ln.startswith("\\emph{Real test faces}"))
+    assert f"{real.mean():.2f} $\\pm$ {real.std(ddof=1):.2f}" in row
+
+
+def test_cli_report_without_results_exits_2_with_a_message_naming_the_folder(tmp_path, capsys):
+    import yaml
+
+    from fersnet import cli
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["paths"] = {"results": str(tmp_path / "results"), "reports": str(tmp_path / "reports")}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    assert cli.main(["report", "--params", str(params), "--profile", "test"]) == 2
+    err = capsys.readouterr().err
+    assert "no finished results" in err and str(tmp_path / "results") in err and "Traceback" not in err
+
+
+def test_report_without_pdflatex_writes_tex_and_says_pdf_skipped(tmp_path, monkeypatch, capsys):
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    cfg["models"] = ["fersnet"]
+    write_grid(cfg, dbs=("ckplus",))
+    stale = paths.reports_dir(cfg) / "report.pdf"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"%PDF- old")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))       # no pdflatex on PATH
+    summary = report.build_report(cfg)
+    assert summary["pdf"].startswith("skipped: pdflatex not installed")
+    assert "report.pdf skipped" in capsys.readouterr().err
+    out = paths.reports_dir(cfg)
+    assert (out / "report.tex").is_file() and not stale.exists()   # no stale PDF left beside the new tables
+    assert json.loads((out / "summary.json").read_text())["pdf"] == summary["pdf"]
+
+
+@needs_latex
+def test_latex_error_keeps_the_previous_report_and_names_the_log(tmp_path, monkeypatch):
+    from fersnet.errors import FersnetError
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    cfg["models"] = ["fersnet"]
+    write_grid(cfg, dbs=("ckplus",))
+    out = paths.reports_dir(cfg)
+    out.mkdir(parents=True)
+    (out / "summary.json").write_text('{"previous": true}')
+    broken = tmp_path / "tpl" / "report.tex.j2"
+    broken.parent.mkdir()
+    broken.write_text(report.TEMPLATE.read_text().replace("\\maketitle", "\\maketitle\\undefinedcommand"))
+    monkeypatch.setattr(report, "TEMPLATE", broken)
+    with pytest.raises(FersnetError, match="report.log"):
+        report.build_report(cfg)
+    assert json.loads((out / "summary.json").read_text()) == {"previous": True}
+    assert "Undefined control sequence" in (out / "report.log").read_text()
+    assert not (out / "tables").exists() and not list(out.glob(".build-*"))
