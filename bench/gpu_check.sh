@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# GPU check for the lent machine (one H100, < 8 min). Writes everything to $OUT (default bench/results/gpu).
+# Python: .venv if carried; else system python if torch imports; else a venv from requirements.lock.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-bench/results/gpu}"
+mkdir -p "$OUT"
+if [ -x .venv/bin/python ] && .venv/bin/python -c "import torch" 2>/dev/null; then
+  PY=.venv/bin/python
+elif python3 -c "import torch, cv2, yaml" 2>/dev/null; then
+  PY=python3
+else
+  python3 -m venv /tmp/fersnet-venv && /tmp/fersnet-venv/bin/pip install -q -r requirements.lock
+  PY=/tmp/fersnet-venv/bin/python
+fi
+echo "python: $PY" | tee "$OUT/log.txt"
+nvidia-smi 2>&1 | head -15 | tee -a "$OUT/log.txt"
+$PY - <<'PY' 2>&1 | tee -a "$OUT/log.txt"
+import torch, platform
+print("torch", torch.__version__, "cuda", torch.version.cuda, "python", platform.python_version())
+print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NO CUDA")
+PY
+# 1. one step's losses on CPU vs GPU (bf16 tolerance), same seed and batch
+timeout 90 $PY - <<'PY' 2>&1 | tee -a "$OUT/log.txt"
+import json, sys, numpy as np, torch, os
+sys.path.insert(0, "bench"); import train_step as TS
+from fersnet import config
+from fersnet.training import batches as B
+cfg = config.load("params.yaml", "paper")
+size, crop, bs = cfg["preprocess"]["size"], cfg["train"]["crop"], cfg["train"]["batch_size"]
+images, labels, subjects = TS.synthetic_arrays(4, 6, size, 1, 6, seed=0)
+out = {}
+for dev in ("cpu", "cuda"):
+    data = B.DeviceData.from_arrays(images, labels, subjects, dev)
+    plan = B.make_plan(B.PairIndex.build(data, np.arange(len(images))), data.labels_cpu, 6, size, crop,
+                       torch.Generator().manual_seed(1))
+    batch = next(B.DeviceBatcher(data, crop, bs).batches(plan)); batch["step"] = 0
+    task = TS.build_task(cfg, "fersnet", 6, 1, dev, seed=0, fast=True)
+    torch.manual_seed(7)
+    out[dev] = {k: float(v) for k, v in task.train_step(batch).items()}
+bad = {k: (out["cpu"][k], out["cuda"][k]) for k in out["cpu"]
+       if abs(out["cpu"][k] - out["cuda"][k]) > 0.05 * max(1.0, abs(out["cpu"][k]))}
+print("cpu_vs_gpu_losses", "OK" if not bad else f"MISMATCH {bad}")
+json.dump({"losses": out, "mismatch": bad}, open(os.environ.get("OUT", "bench/results/gpu") + "/cpu_vs_gpu.json", "w"), indent=2)
+PY
+# 2. train-step throughput, every model, paper profile, fast vs straightforward (workers 4)
+timeout 240 $PY bench/train_step.py --profile paper --device cuda --warmup 3 --repeats 10 --workers 4 \
+  --subjects 8 --threads 4 --out "$OUT/train_step_paper_h100.json" 2>&1 | tee -a "$OUT/log.txt"
+# 3. one short fold at the paper profile (epochs override via a params copy)
+$PY - <<'PY'
+import yaml
+p = yaml.safe_load(open("params.yaml"))
+p["profiles"]["paper"]["train"]["epochs"] = 2
+p["profiles"]["paper"]["fes_da"]["epochs"] = 1
+open("/tmp/params_gpu_check.yaml", "w").write(yaml.safe_dump(p))
+PY
+echo "short fold: see $OUT/fold.txt"
+P="--params /tmp/params_gpu_check.yaml --profile paper"
+( time { timeout 200 $PY -m fersnet.cli synth $P --db ckplus && \
+         timeout 200 $PY -m fersnet.cli preprocess $P --db ckplus && \
+         timeout 150 $PY -m fersnet.cli train $P --db ckplus --model fersnet --fold 0 --device cuda; } ) \
+  > "$OUT/fold.txt" 2>&1
+tail -5 "$OUT/fold.txt" | tee -a "$OUT/log.txt"
+echo "done"

@@ -1,0 +1,219 @@
+"""Images per second of one full training step (all D and G updates) per model: fast path vs straightforward.
+
+Fast path: the database as one uint8 tensor on the device, crops/flips/pairing by index
+(fersnet/training/batches.py), bf16 autocast + channels-last on CUDA as the task configures.
+Straightforward path (the authors' approach): faces written as PNG files to a temp folder,
+decoded per item with cv2 in a Dataset and collated by a DataLoader every step, eager fp32.
+Both run in the same process on the same batches, so the speed-up is a ratio on one machine.
+
+    .venv/bin/python bench/train_step.py --profile test --models fersnet stargan --out bench/results/x.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fersnet import config  # noqa: E402
+from fersnet.models import registry  # noqa: E402
+from fersnet.training import batches as B  # noqa: E402
+
+MODELS = ("fersnet", "no_mtl", "no_convflu", "fes_da", "stargan")
+
+
+def synthetic_arrays(n_subjects: int, per_subject: int, size: int, channels: int, n_classes: int, seed: int):
+    """Random faces, labels and subjects (speed does not depend on content)."""
+    rng = np.random.default_rng(seed)
+    n = n_subjects * per_subject
+    images = rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+    labels = np.tile(np.arange(per_subject) % n_classes, n_subjects)
+    subjects = np.repeat([f"S{i:03d}" for i in range(n_subjects)], per_subject)
+    return images, labels, subjects
+
+
+class PngPlanDataset(torch.utils.data.Dataset):
+    """The straightforward path: item i of a plan, decoded from its PNG file on every access."""
+
+    def __init__(self, folder: Path, plan: B.EpochPlan, crop: int, channels: int):
+        self.folder, self.plan, self.crop, self.channels = folder, plan, crop, channels
+
+    def __len__(self):
+        return len(self.plan)
+
+    def _load(self, row: int, oy: int, ox: int, flip: bool) -> torch.Tensor:
+        flag = cv2.IMREAD_GRAYSCALE if self.channels == 1 else cv2.IMREAD_COLOR
+        img = cv2.imread(str(self.folder / f"{row:06d}.png"), flag)
+        if img.ndim == 2:
+            img = img[:, :, None]
+        elif self.channels == 3:
+            img = img[:, :, ::-1]                         # cv2 decodes BGR; the tensor is RGB
+        img = img[oy:oy + self.crop, ox:ox + self.crop]
+        if flip:
+            img = img[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() / 255
+
+    def __getitem__(self, i):
+        p = self.plan
+        oy, ox, fl = int(p.oy[i]), int(p.ox[i]), bool(p.flip[i])
+        return {"x": self._load(int(p.src[i]), oy, ox, fl), "xt": self._load(int(p.tgt[i]), oy, ox, fl),
+                "s": p.s[i], "t": p.t[i], "has_t": p.has_t[i]}
+
+
+def write_pngs(images: np.ndarray, folder: Path) -> None:
+    """One lossless PNG per face, as the authors' loader reads them."""
+    for i, img in enumerate(images):
+        if img.shape[2] == 3:
+            img = img[:, :, ::-1]
+        cv2.imwrite(str(folder / f"{i:06d}.png"), img)
+
+
+def png_batches(folder: Path, plan: B.EpochPlan, crop: int, channels: int, batch_size: int, device, workers=0):
+    """Batches of the straightforward path, moved to the device each step."""
+    loader = torch.utils.data.DataLoader(PngPlanDataset(folder, plan, crop, channels), batch_size=batch_size,
+                                         drop_last=True, num_workers=workers)
+    for batch in loader:
+        yield {k: v.to(device) for k, v in batch.items()}
+
+
+def build_task(cfg: dict, model: str, n_classes: int, channels: int, device, seed: int, fast: bool):
+    """A freshly seeded task; fast on CUDA = channels-last + bf16 autocast as train.py sets them, else eager fp32."""
+    torch.manual_seed(seed)
+    task = registry.build(model, cfg, n_classes, channels).to(device)
+    if fast and torch.device(device).type == "cuda":
+        task.to(memory_format=torch.channels_last)
+        task.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    task.train()
+    return task
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(task, batches, warmup: int, repeats: int, device) -> list[float]:
+    """Seconds per step (data fetch included) after warm-up; CUDA events on GPU, perf_counter on CPU."""
+    times = []
+    cuda = torch.device(device).type == "cuda"
+    for i in range(warmup + repeats):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        t0 = time.perf_counter()
+        batch = next(batches)
+        batch["step"] = i                              # StarGAN: G every n_critic steps
+        task.train_step(batch)
+        if cuda:
+            end.record()
+            torch.cuda.synchronize()
+            dt = start.elapsed_time(end) / 1000
+        else:
+            dt = time.perf_counter() - t0
+        if i >= warmup:
+            times.append(dt)
+    return times
+
+
+def flops_per_image(task, batch) -> float | None:
+    """FLOPs of one full training step divided by the batch size (FlopCounterMode, fwd + bwd)."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as counter:
+            task.train_step(batch)
+        return counter.get_total_flops() / len(batch["x"])
+    except Exception:                                    # counting is informative only
+        return None
+
+
+def endless(make):
+    while True:
+        yield from make()
+
+
+def bench_model(cfg, model, device, warmup, repeats, n_subjects, seed, workers):
+    tr, n_classes, channels = cfg["train"], 6, 1
+    size, crop, bs = cfg["preprocess"]["size"], tr["crop"], tr["batch_size"]
+    per_subject = max(6, (bs * (warmup + repeats + 2)) // n_subjects + 1)
+    images, labels, subjects = synthetic_arrays(n_subjects, per_subject, size, channels, n_classes, seed)
+    data = B.DeviceData.from_arrays(images, labels, subjects, device)
+    pairs = B.PairIndex.build(data, np.arange(len(images)))
+    gen = torch.Generator().manual_seed(seed)
+    result = {"model": model, "batch_size": bs, "crop": crop, "size": size}
+    fast = build_task(cfg, model, n_classes, channels, device, seed, fast=True)
+    batcher = B.DeviceBatcher(data, crop, bs)
+    fast_times = time_steps(fast, endless(lambda: batcher.batches(B.make_plan(pairs, data.labels_cpu, n_classes,
+                            size, crop, gen))), warmup, repeats, device)
+    batch = next(batcher.batches(B.make_plan(pairs, data.labels_cpu, n_classes, size, crop, gen)))
+    batch["step"] = 0
+    result["flops_per_image"] = flops_per_image(fast, batch)
+    del fast
+    with tempfile.TemporaryDirectory() as tmp:
+        write_pngs(images, Path(tmp))
+        slow = build_task(cfg, model, n_classes, channels, device, seed, fast=False)
+        slow_times = time_steps(slow, endless(lambda: png_batches(Path(tmp), B.make_plan(
+            pairs, data.labels_cpu, n_classes, size, crop, gen), crop, channels, bs, device, workers)),
+            warmup, repeats, device)
+    f, s = statistics.median(fast_times), statistics.median(slow_times)
+    result.update(fast_step_s=f, straightforward_step_s=s, fast_img_per_s=bs / f,
+                  straightforward_img_per_s=bs / s, speedup=s / f)
+    return result
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--profile", default="demo")
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--subjects", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers of the straightforward path")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="device peak; default H100 SXM bf16 dense 989 on CUDA, none on CPU")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    cfg = config.load(a.params, a.profile)
+    peak = a.peak_tflops if a.peak_tflops is not None else (989.0 if a.device.startswith("cuda") else None)
+    rows = []
+    for m in a.models:
+        r = bench_model(cfg, m, a.device, a.warmup, a.repeats, a.subjects, a.seed, a.workers)
+        if peak and r["flops_per_image"]:
+            r["peak_fraction"] = r["flops_per_image"] * r["fast_img_per_s"] / (peak * 1e12)
+        print(json.dumps(r), flush=True)
+        rows.append(r)
+    out = {"bench": "train_step", "profile": a.profile, "device": a.device, "peak_tflops": peak,
+           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "results": rows}
+    if a.out:
+        p = Path(a.out)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=2))
+        tmp.replace(p)
+    return out
+
+
+if __name__ == "__main__":
+    main()
