@@ -1,22 +1,87 @@
-"""The README's main job on the embedded default: synthesize the stand-in, then preprocess it.
+"""The README's main job: the whole pipeline on the synthetic stand-in, through Snakemake.
 
-(The orchestration issue extends this to the whole pipeline.)
+    python -m fersnet.demo [--cores N] [--profile demo|test|paper] [--dry-run] [TARGET ...]
+
+runs `snakemake --cores N TARGET` (default target `all`: synth -> preprocess -> train/judge ->
+score -> pool -> report, MLflow tracking alongside) in the project root, then prints where the
+outputs are. Snakemake's state makes it resumable: run it again to finish an interrupted demo.
 """
 from __future__ import annotations
 
+import argparse
+import os
+import subprocess
 import sys
+import time
+from pathlib import Path
 
-from fersnet import config
-from fersnet.cli import main as cli
+from fersnet import config, paths
+from fersnet.errors import FersnetError
+from fersnet.tracking.mlflow_log import tracking_uri
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> int:
-    cfg = config.load("params.yaml")
-    if cli(["synth"]) != 0:
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m fersnet.demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--cores", default=str(os.cpu_count() or 1),
+                    help="Snakemake --cores (default: all cores of this machine, %(default)s)")
+    ap.add_argument("--profile", choices=config.PROFILES, help="params profile (default: params.yaml's)")
+    ap.add_argument("--dry-run", action="store_true", help="only show the jobs Snakemake would run")
+    ap.add_argument("targets", nargs="*", default=["all"], help="Snakemake targets (default: all)")
+    return ap
+
+
+def snakemake_command(args, cfg: dict) -> list[str]:
+    # targets before --config, which takes every following word as a KEY=VALUE
+    cmd = [sys.executable, "-m", "snakemake", *args.targets, "--cores", str(args.cores)]
+    if args.dry_run:
+        cmd += ["--dry-run", "--quiet", "rules"]
+    return cmd + ["--config", f"profile={cfg['profile']}"]
+
+
+def where_outputs_are(cfg: dict) -> str:
+    """The closing message: the folders and files a user opens next."""
+    reports = paths.reports_dir(cfg)
+    lines = [
+        "fersnet demo: outputs",
+        f"  raw stand-in      {cfg['synth']['out']}/<db>/",
+        f"  processed faces   {cfg['preprocess']['out']}/<db>/ (report.md, contact_sheet.png)",
+        f"  results           {cfg['paths']['results']}/<db>/<model>/fold<k>/ (metrics.json, synthesis/grid.png)",
+        f"  report            {reports}/report.pdf, {reports}/tables/, {reports}/figures/, {reports}/summary.json",
+        "  per-job logs      logs/, per-job time and memory in benchmarks/",
+    ]
+    if cfg["mlflow"]["enabled"]:
+        uri = tracking_uri(cfg)
+        lines += [f"  MLflow store      {uri}",
+                  "  compare models    fersnet compare   (or --experiment ckplus --filter profile="
+                  f"{cfg['profile']})",
+                  f"  MLflow UI         mlflow ui --backend-store-uri {uri} --host 127.0.0.1"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.chdir(ROOT)
+    try:
+        cfg = config.load("params.yaml", args.profile)
+    except FersnetError as e:
+        print(f"fersnet demo: error: {e}", file=sys.stderr)
+        return 2
+    env = dict(os.environ, DVC_NO_ANALYTICS="1",
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    cmd = snakemake_command(args, cfg)
+    print("fersnet demo: " + " ".join(cmd[1:]), flush=True)
+    t0 = time.perf_counter()
+    rc = subprocess.call(cmd, env=env)
+    minutes = (time.perf_counter() - t0) / 60
+    if rc != 0:
+        print(f"fersnet demo: Snakemake failed (exit {rc}) after {minutes:.1f} min; see the log named "
+              "above and logs/; run the same command again to resume", file=sys.stderr)
         return 1
-    for db in cfg["databases"]:
-        if cli(["preprocess", "--db", db]) != 0:
-            return 1
+    if not args.dry_run:
+        print(f"fersnet demo: done in {minutes:.1f} min (profile {cfg['profile']})")
+        print(where_outputs_are(cfg))
     return 0
 
 

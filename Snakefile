@@ -1,0 +1,76 @@
+# fersnet-bench workflow: wiring only. Rules live in workflow/rules/*.smk, helpers in
+# workflow/rules/common.smk, configuration in params.yaml (validated by fersnet.config at start;
+# `--config profile=test` switches profile). See docs/orchestration.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+# The jobs find the project's `fersnet` through PATH (workflow/rules/common.smk).
+envvars:
+    "PATH",
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    db="ckplus|oulu|mmi",
+    model="fersnet|no_mtl|no_convflu|fes_da|stargan",
+    tracked="fersnet|no_mtl|no_convflu|fes_da|stargan|judge",
+    fold=r"\d+",
+
+
+rule all:
+    default_target: True
+    input:
+        report_targets(),
+        parent_targets(),
+
+
+rule all_folds:
+    input:
+        training_targets(),
+        FOLDS_MANIFEST,
+
+
+rule all_scores:
+    input:
+        score_targets(),
+        SCORES_MANIFEST,
+
+
+rule all_reports:
+    input:
+        report_targets(),
+
+
+rule ckplus:
+    input:
+        training_targets(["ckplus"]),
+        score_targets(["ckplus"]),
+        parent_targets(["ckplus"]),
+
+
+rule oulu:
+    input:
+        training_targets(["oulu"]),
+        score_targets(["oulu"]),
+        parent_targets(["oulu"]),
+
+
+rule mmi:
+    input:
+        training_targets(["mmi"]),
+        score_targets(["mmi"]),
+        parent_targets(["mmi"]),
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/tracking.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/score.smk"
+include: "workflow/rules/report.smk"

@@ -1,0 +1,29 @@
+"""Marker files the workflow uses around MLflow and DVC, built on fersnet.paths' results root.
+
+Kept free of MLflow imports: the Snakefile imports this module at every start.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+MARKER_DIR = "_workflow"
+
+
+def marker_dir(cfg: dict) -> Path:
+    """results/_workflow/: orchestration bookkeeping, next to (never inside) the result folders."""
+    return Path(cfg["paths"]["results"]) / MARKER_DIR
+
+
+def init_marker(cfg: dict) -> Path:
+    """Written by `fersnet track --init` once the store and parent runs exist."""
+    return marker_dir(cfg) / "mlflow_init.json"
+
+
+def parent_marker(cfg: dict, db: str, model: str) -> Path:
+    """Written by `fersnet track --parent DB MODEL`: the fold mean/std logged to the parent run."""
+    return marker_dir(cfg) / f"parent_{db}_{model}.json"
+
+
+def manifest(cfg: dict, name: str) -> Path:
+    """Content-hash manifests (`folds`, `scores`) that connect dvc.yaml's stages."""
+    return marker_dir(cfg) / f"{name}.manifest"

@@ -1,0 +1,200 @@
+"""Orchestration: the real Snakemake (lint, dry runs, profiles, end to end) and DVC (repro twice).
+
+Every run happens in a copy of the project's workflow files under tmp_path, with a params.yaml
+shrunk to one database and two folds of the `test` profile, so the checkout stays untouched.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WORKFLOW_FILES = ("Snakefile", "workflow", "dvc.yaml", ".dvcignore")
+
+
+def make_project(tmp_path: Path, **overrides) -> Path:
+    """A copy of the workflow with a tiny params.yaml (test profile, ckplus, 2 folds)."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, proj / name)
+    # dvc.yaml lists the package's stage folders as dependencies
+    shutil.copytree(ROOT / "fersnet", proj / "fersnet", ignore=shutil.ignore_patterns("__pycache__"))
+    (proj / "profiles").symlink_to("workflow/profiles")
+    (proj / ".dvc").mkdir()
+    (proj / ".dvc" / "config").write_text("[core]\n    no_scm = true\n    analytics = false\n")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["profile"] = "test"
+    raw["databases"] = ["ckplus"]
+    raw["profiles"]["test"]["n_folds"] = 2
+    for key, value in overrides.items():
+        section, _, leaf = key.partition(".")
+        if leaf:
+            raw[section][leaf] = value
+        else:
+            raw[section] = value
+    (proj / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return proj
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", DVC_NO_ANALYTICS="1")
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def snakemake(proj: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return run([str(BIN / "snakemake"), *args], proj, timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The `Job stats` table of a Snakemake run or dry run."""
+    table = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_lint_reports_only_the_accepted_no_conda_warning(tmp_path):
+    proj = make_project(tmp_path)
+    out = snakemake(proj, "--lint")
+    lints = {line.strip() for line in (out.stdout + out.stderr).splitlines() if line.startswith("    * ")}
+    # One venv for the whole project (requirements.lock) instead of a conda env per rule.
+    assert lints == {"* Specify a conda environment or container for each rule.:"}
+
+
+def test_dry_run_plans_every_fold_model_judge_score_and_report(tmp_path):
+    proj = make_project(tmp_path)
+    out = snakemake(proj, "-n", "all")
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = job_counts(out.stdout)
+    assert jobs["train"] == 5 * 2 and jobs["judge"] == 2 and jobs["score"] == 4 * 2
+    assert jobs["pool"] == 1 and jobs["report"] == 1 and jobs["track_init"] == 1
+    assert jobs["track_parent"] == 6            # 5 models + judge
+    assert "Using workflow specific profile profiles/default" in out.stdout + out.stderr
+
+
+def test_config_profile_switch_reaches_the_cli_and_overrides_travel_in_a_params_copy(tmp_path):
+    proj = make_project(tmp_path)
+    out = snakemake(proj, "all_folds", "-n", "-p", "--config", "profile=paper")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "--profile paper" in out.stdout and job_counts(out.stdout)["train"] == 5 * 10
+    out = snakemake(proj, "all_folds", "-n", "-p", "--config", "databases=[oulu]")
+    assert out.returncode == 0, out.stderr[-3000:]
+    copy = re.search(r"--params (\.snakemake/fersnet/params-\w+\.yaml)", out.stdout).group(1)
+    assert yaml.safe_load((proj / copy).read_text())["databases"] == ["oulu"]
+    assert "results/oulu/fersnet/fold1/metrics.json" in out.stdout
+
+
+def test_bad_params_stop_snakemake_with_the_key_named(tmp_path):
+    proj = make_project(tmp_path, n_folds=1)
+    out = snakemake(proj, "-n")
+    assert out.returncode != 0
+    assert "`n_folds` is 1" in out.stdout + out.stderr
+
+
+def test_fes_da_waits_for_fersnet_and_scores_wait_for_their_judge(tmp_path):
+    proj = make_project(tmp_path)
+    out = snakemake(proj, "-n", "results/ckplus/fes_da/fold1/metrics.json",
+                    "results/ckplus/stargan/fold0/synthesis/scores.json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "results/ckplus/fersnet/fold1/metrics.json" in out.stdout
+    assert "results/ckplus/judge/fold0/metrics.json" in out.stdout
+
+
+def test_batch_folds_runs_each_model_step_as_one_job_over_all_folds(tmp_path):
+    proj = make_project(tmp_path, **{"orchestration.batch_folds": True})
+    out = snakemake(proj, "-n", "-p", "all")
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = job_counts(out.stdout)
+    assert jobs["train"] == 5 and jobs["judge"] == 1 and jobs["score"] == 4
+    assert "run_folds.py score --params params.yaml --profile test --db ckplus --model stargan --folds 0,1" in out.stdout
+
+
+def test_gpu_jobs_take_a_share_limited_by_the_default_profile(tmp_path):
+    proj = make_project(tmp_path, **{"orchestration.gpu_jobs_per_device": 2})
+    raw = yaml.safe_load((proj / "params.yaml").read_text())
+    raw["train"]["device"] = "cuda"
+    (proj / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = snakemake(proj, "-n", "all_folds")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.search(r"rule train:(?:\n    .*)*\n    resources: .*gpu=1, gpu_share=50", out.stdout)
+    profile = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
+    assert profile["resources"]["gpu_share"] == 100
+
+
+def test_slurm_profile_dry_run_sends_training_to_the_gpu_partition(tmp_path):
+    proj = make_project(tmp_path)
+    out = snakemake(proj, "--profile", "workflow/profiles/slurm", "-n", "all_folds")
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = snakemake(proj, "--workflow-profile", "workflow/profiles/slurm", "-n", "all_folds")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.search(r"rule train:(?:\n    .*)*\n    resources: .*slurm_partition=gpu", out.stdout)
+
+
+def test_dvc_yaml_stages_resolve_into_the_expected_graph(tmp_path):
+    proj = make_project(tmp_path)
+    out = run([str(BIN / "dvc"), "dag", "--md"], proj)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for stage in ("synth@ckplus", "preprocess@ckplus", "train", "score", "report"):
+        assert stage in out.stdout
+    assert "synth@oulu" not in out.stdout          # foreach follows params `databases`
+
+
+def mlflow_fold_runs(proj: Path) -> int:
+    with sqlite3.connect(proj / "mlflow.db") as db:
+        return db.execute("select count(*) from runs r join tags t on t.run_uuid = r.run_uuid "
+                          "where t.key = 'kind' and t.value = 'fold' and r.lifecycle_stage = 'active'"
+                          ).fetchone()[0]
+
+
+@pytest.mark.slow
+def test_snakemake_runs_the_tiny_grid_end_to_end_and_then_has_nothing_to_do(tmp_path):
+    proj = make_project(tmp_path)
+    out = snakemake(proj, "--cores", "2", "all", timeout=1800)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert json.loads((proj / "reports" / "summary.json").read_text())
+    assert (proj / "results/ckplus/stargan/synthesis_pooled.json").is_file()
+    assert (proj / "benchmarks/train/ckplus_fes_da_fold1.tsv").is_file()
+    parent = json.loads((proj / "results/_workflow/parent_ckplus_fersnet.json").read_text())
+    assert parent["n_folds_done"] == 2 and "accuracy" in parent["metrics"]
+    assert mlflow_fold_runs(proj) == 6 * 2          # 5 models + judge, 2 folds each
+    again = snakemake(proj, "--cores", "2", "all")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_everything_and_a_second_repro_is_a_no_op(tmp_path):
+    # batch_folds: this test also covers the one-process-per-(db, model) form of the rules
+    proj = make_project(tmp_path, **{"mlflow.enabled": False, "orchestration.batch_folds": True})
+    first = run([str(BIN / "dvc"), "repro"], proj, timeout=1800)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+    assert (proj / "reports" / "summary.json").is_file() and (proj / "dvc.lock").is_file()
+    second = run([str(BIN / "dvc"), "repro"], proj)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
+    metrics = run([str(BIN / "dvc"), "metrics", "show", "--json"], proj)
+    assert metrics.returncode == 0 and "summary.json" in metrics.stdout
+
+
+def test_demo_command_runs_snakemake_all_with_the_profile_and_names_the_outputs(tmp_path):
+    from argparse import Namespace
+
+    from fersnet import config
+    from fersnet.demo import snakemake_command, where_outputs_are
+    proj = make_project(tmp_path)
+    cfg = config.load(proj / "params.yaml")
+    cmd = snakemake_command(Namespace(cores="2", dry_run=True, targets=["all"]), cfg)
+    out = run(cmd, proj)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "report" in out.stdout and "track_parent" in out.stdout
+    message = where_outputs_are(cfg)
+    assert "report.pdf" in message and "mlflow ui --backend-store-uri sqlite:///" in message

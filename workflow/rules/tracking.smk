@@ -1,0 +1,32 @@
+# MLflow: the store, experiments and parent runs are created once, serially, before the fan-out
+# (SQLite and concurrent schema creation do not mix; docs/orchestration.md). Markers are written
+# even when mlflow.enabled is false, so the graph is the same either way.
+
+
+localrules:
+    track_init,
+
+
+rule track_init:
+    output:
+        INIT_MARKER,
+    log:
+        "logs/track/init.log",
+    params:
+        args=COMMON_ARGS,
+    shell:
+        "fersnet track {params.args} --init > {log} 2>&1"
+
+
+rule track_parent:
+    input:
+        fold_outputs,
+        ancient(INIT_MARKER),
+    output:
+        str(markers.parent_marker(CFG, "{db}", "{tracked}")),
+    log:
+        "logs/track/parent_{db}_{tracked}.log",
+    params:
+        args=COMMON_ARGS,
+    shell:
+        "fersnet track {params.args} --parent {wildcards.db} {wildcards.tracked} > {log} 2>&1"
