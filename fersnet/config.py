@@ -94,7 +94,7 @@ SCHEMA: dict[str, Any] = {
                    "grayscale": BOOL, "no_face": Choice("skip", "center"),
                    "on_bad_file": Choice("error", "skip")},
     "model": {"width": Float(0.0, 4.0, lo_open=True), "convflu_kernel": Choice(1, 3),
-              "condition": Choice("concat", "concat_all", "adain"), "output": Choice("direct", "residual")},
+              "condition": Choice("concat", "adain"), "output": Choice("direct", "residual")},
     "train": {
         "crop": Int(8, 512), "epochs": Int(1), "batch_size": Int(1, 4096),
         "lr": Float(0.0, 1.0, lo_open=True), "betas": List(PROB, length=2),

@@ -136,3 +136,19 @@ def test_expression_loss_trains_the_generator_but_not_the_fer_branch():
     torch.testing.assert_close(term, loss)
     term.backward()
     assert gen.weight.grad.abs().sum() > 0 and fer.weight.grad is None
+
+
+def test_concat_condition_reaches_the_bottleneck_interior_not_only_its_border():
+    # A tiled one-hot is constant over space; an InstanceNorm straight after the concatenation
+    # subtracts it again, so the target then changes the interior by ~1.5 % (measured) instead of ~9 %.
+    from fersnet.models.blocks import Decoder
+    torch.manual_seed(0)
+    dec = Decoder([4, 8, 16, 32], 1, 7, "concat", "direct")
+    f4 = torch.rand(2, 32, 16, 16)
+    with torch.no_grad():
+        def bottleneck(t):
+            onehot = torch.eye(7)[[t, t]]
+            return dec.bottleneck(torch.cat([f4, dec.transformer(onehot, (16, 16))], 1))
+        change = (bottleneck(0) - bottleneck(3)).abs()[..., 2:-2, 2:-2].mean()
+        scale = bottleneck(0).abs().mean()
+    assert change / scale > 0.03

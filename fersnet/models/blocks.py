@@ -97,42 +97,42 @@ class Transformer(nn.Module):
 class UpBlock(nn.Module):
     """Decoder step: nearest upsampling x2 (no checkerboard artefacts), concat the skip, VGG block."""
 
-    def __init__(self, cin: int, skip: int, cout: int, cond: int = 0):
+    def __init__(self, cin: int, skip: int, cout: int):
         super().__init__()
-        self.block = conv_block(cin + skip + cond, cout, "instance")
+        self.block = conv_block(cin + skip, cout, "instance")
 
-    def forward(self, x, skip, onehot=None):
+    def forward(self, x, skip):
         x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
-        parts = [x, skip]
-        if onehot is not None:       # condition "concat_all": the target, tiled, at every scale
-            parts.append(onehot[..., None, None].expand(-1, -1, skip.shape[-2], skip.shape[-1]).to(x.dtype))
-        return self.block(torch.cat(parts, dim=1))
+        return self.block(torch.cat([x, skip], dim=1))
 
 
 class Decoder(nn.Module):
     """f_dec: bottleneck (FES level 4 + condition) -> image in [0, 1], U-Net skips from levels 3, 2, 1.
 
     `condition`: "concat" (the paper's figure: f_tra output channel-concatenated with the FES
-    features), "concat_all" (as concat, and the target one-hot tiled and concatenated at every
-    decoder scale too, as StarGAN gives it at full resolution; the CPU demo's choice, docs/models.md)
-    or "adain" (R2021: the target modulates the bottleneck and every skip).
+    features) or "adain" (R2021: the target modulates the bottleneck and every skip).
     """
 
     def __init__(self, chans: list[int], out_ch: int, n_classes: int, condition: str = "concat",
                  output: str = "direct"):
         super().__init__()
         self.condition, self.residual = condition, output == "residual"
-        cond = n_classes if condition == "concat_all" else 0
-        if condition in ("concat", "concat_all"):
+        if condition == "concat":
             self.transformer = Transformer(n_classes, chans[0])
             bott_in = chans[3] + chans[0]
         else:
             self.mods = nn.ModuleList([AdaINCondition(c, n_classes) for c in chans])
             bott_in = chans[3]
-        self.bottleneck = conv_block(bott_in, chans[3], "instance", n_convs=1)
-        self.ups = nn.ModuleList([UpBlock(chans[3], chans[2], chans[2], cond),
-                                  UpBlock(chans[2], chans[1], chans[1], cond),
-                                  UpBlock(chans[1], chans[0], chans[0], cond)])
+        if condition == "concat":
+            # No normalisation right after the concatenation: the condition maps are constant over
+            # space, and an InstanceNorm there would subtract them again (per-channel spatial mean),
+            # leaving the target with no effect but through the zero-padded border (docs/models.md).
+            self.bottleneck = nn.Sequential(nn.Conv2d(bott_in, chans[3], 3, padding=1), nn.ReLU(inplace=True))
+        else:
+            self.bottleneck = conv_block(bott_in, chans[3], "instance", n_convs=1)
+        self.ups = nn.ModuleList([UpBlock(chans[3], chans[2], chans[2]),
+                                  UpBlock(chans[2], chans[1], chans[1]),
+                                  UpBlock(chans[1], chans[0], chans[0])])
         self.to_image = nn.Conv2d(chans[0], out_ch, 1)
         if self.residual:
             # start as the identity map: the decoder only learns the change of expression
@@ -146,15 +146,14 @@ class Decoder(nn.Module):
         logit space, so the result stays in (0, 1) and gradients never vanish at a clamp.
         """
         skips = list(skips)
-        if self.condition in ("concat", "concat_all"):
+        if self.condition == "concat":
             h = torch.cat([f4, self.transformer(onehot, f4.shape[-2:])], dim=1)
         else:
             h = self.mods[3](f4, onehot)
             skips = [m(s, onehot) for m, s in zip(self.mods, skips)]
         h = self.bottleneck(h)
-        tiled = onehot if self.condition == "concat_all" else None
         for up, skip in zip(self.ups, reversed(skips)):
-            h = up(h, skip, tiled)
+            h = up(h, skip)
         out = self.to_image(h)
         if self.residual:
             out = out + torch.logit(x.float().clamp(1e-3, 1 - 1e-3)).to(out.dtype)

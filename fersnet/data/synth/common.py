@@ -49,17 +49,26 @@ def onset_apex_offset(frames: int) -> np.ndarray:
     return np.concatenate([rise, np.ones(3), rise[::-1]])
 
 
-def sequence_setup(rng: np.random.Generator, h: int, w: int, face_frac: float, cy_frac: float = 0.48):
+def sequence_setup(rng: np.random.Generator, h: int, w: int, face_frac: float, cy_frac: float = 0.48,
+                   session: dict | None = None):
     """Base pose, lighting and per-sequence expression jitter of one recording.
 
     face_frac: face height (forehead to chin) as a fraction of the frame height.
     Pose jitter follows the issue: roll +-5 degrees, a few % translation and scale.
+    session: the subject's session lighting (Identity.session_light); each sequence varies it a
+    little. Without it, every sequence draws its own lighting.
     """
     unit = face_frac * h / 2.7 * rng.uniform(0.92, 1.08)
     pose = R.Pose(cx=w / 2 + rng.normal(0, 0.03) * w, cy=h * cy_frac + rng.normal(0, 0.025) * h,
                   unit=unit, roll_deg=float(rng.uniform(-5, 5)))
-    light = dict(gradient=float(rng.uniform(-1, 1)), vertical=float(rng.uniform(-0.6, 0.6)),
-                 gain=float(rng.uniform(0.85, 1.1)), cx=pose.cx, unit=unit,
+    if session:
+        gradient = float(np.clip(session["gradient"] + rng.normal(0, 0.08), -1, 1))
+        vertical = float(np.clip(session["vertical"] + rng.normal(0, 0.05), -0.6, 0.6))
+        gain = float(session["gain"] * (1 + rng.normal(0, 0.015)))
+    else:
+        gradient, vertical, gain = (float(rng.uniform(-1, 1)), float(rng.uniform(-0.6, 0.6)),
+                                    float(rng.uniform(0.85, 1.1)))
+    light = dict(gradient=gradient, vertical=vertical, gain=gain, cx=pose.cx, unit=unit,
                  noise_bank=R.noise_bank(rng, (h, w, 3)))
     jitter = {k: float(np.clip(rng.normal(1.0, 0.12), 0.7, 1.3))
               for k in COMPONENTS}
@@ -80,7 +89,7 @@ def render_sequence(ident: R.Identity, expression: str, intensities, size: tuple
                     cy_frac: float = 0.48, setup=None):
     """Yield (BGR uint8 frame, 68 landmarks in pixels) for each intensity of one sequence."""
     h, w = size
-    pose, light, jitter = setup or sequence_setup(rng, h, w, face_frac, cy_frac)
+    pose, light, jitter = setup or sequence_setup(rng, h, w, face_frac, cy_frac, ident.session_light)
     pose.yaw = yaw
     for k, a in enumerate(intensities):
         p = R.expression_params(ident, expression, float(a), jitter)

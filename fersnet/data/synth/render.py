@@ -70,6 +70,7 @@ class Identity:
     amplitude: float            # how strongly this subject expresses
     rest: dict = field(default_factory=dict)            # idiosyncratic neutral offsets
     style: dict = field(default_factory=dict)           # per-expression component gains
+    session_light: dict = field(default_factory=dict)   # lighting of the subject's recording session
     cache: dict = field(default_factory=dict, repr=False, compare=False)   # shapes fixed per subject
 
 
@@ -98,7 +99,11 @@ def random_identity(rng: np.random.Generator) -> Identity:
         hair=np.clip(hair, 10, 240), iris=np.array([u(20, 90), u(30, 80), u(30, 70)]),
         lip_tint=np.array([u(0.75, 0.85), u(0.6, 0.7), u(0.85, 0.95)]),
         background=np.clip(bg, 20, 235), hair_style=str(rng.choice(HAIR_STYLES)),
-        hair_top=u(0.12, 0.3), amplitude=u(0.65, 1.15), rest=rest, style=style)
+        hair_top=u(0.12, 0.3), amplitude=u(0.65, 1.15), rest=rest, style=style,
+        # one recording session per subject, as in CK+/Oulu-CASIA/MMI: its sequences share the
+        # lighting (common.sequence_setup adds a little per sequence), so two faces of one subject
+        # differ mainly by expression and the paired L1 of FES means something (docs/synthetic.md)
+        session_light=dict(gradient=u(-1, 1), vertical=u(-0.6, 0.6), gain=u(0.85, 1.1)))
 
 
 def expression_params(ident: Identity, expression: str, intensity: float,
