@@ -250,6 +250,26 @@ def test_load_generator_renders_faces_for_every_generator_model(tiny):
         assert out.shape == (3, 1, 16, 16) and 0.0 <= float(out.min()) and float(out.max()) <= 1.0, model
 
 
+def test_load_generator_reads_runs_from_before_model_output_and_names_other_missing_keys(tiny):
+    import json
+
+    from fersnet.errors import FersnetError
+    from fersnet.models.registry import load_generator
+    cfg = copy.deepcopy(tiny)
+    cfg["train"]["epochs"] = 1
+    cfg["model"]["output"] = "direct"
+    run = paths.run_dir(cfg, "ckplus", "fersnet", 0)
+    train_job(cfg, "ckplus", "fersnet", 0)
+    saved = json.loads((run / paths.CONFIG).read_text())
+    del saved["model"]["output"]                       # as written before the key existed
+    (run / paths.CONFIG).write_text(json.dumps(saved))
+    assert load_generator(run, "cpu")(torch.rand(2, 1, 16, 16), torch.tensor([0, 1])).shape == (2, 1, 16, 16)
+    del saved["model"]["width"]
+    (run / paths.CONFIG).write_text(json.dumps(saved))
+    with pytest.raises(FersnetError, match="lacks the key 'width'"):
+        load_generator(run, "cpu")
+
+
 def test_cli_train_reports_missing_data_without_traceback(tiny, tmp_path, capsys):
     import yaml
     from fersnet.cli import main

@@ -82,6 +82,25 @@ def test_dry_run_plans_every_fold_model_judge_score_and_report(tmp_path):
     assert "Using workflow specific profile profiles/default" in out.stdout + out.stderr
 
 
+def test_readme_targets_per_database_and_scores_plan_only_their_jobs(tmp_path):
+    proj = make_project(tmp_path)
+    one_db = snakemake(proj, "-n", "ckplus")
+    assert one_db.returncode == 0, one_db.stderr[-3000:]
+    jobs = job_counts(one_db.stdout)
+    assert jobs["train"] == 5 * 2 and jobs["score"] == 4 * 2 and "report" not in jobs
+    scores = snakemake(proj, "-n", "all_scores")
+    assert scores.returncode == 0, scores.stderr[-3000:]
+    jobs = job_counts(scores.stdout)
+    assert jobs["score"] == 4 * 2 and jobs["pool"] == 1 and "report" not in jobs
+
+
+def test_count_params_prints_the_paper_scale_generator_size(tmp_path):
+    out = run([str(BIN / "fersnet"), "count-params", "--profile", "paper", "--write", str(tmp_path / "p.md")], ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = (tmp_path / "p.md").read_text()
+    assert "fersnet" in table and "stargan" in table and "|" in table
+
+
 def test_config_profile_switch_reaches_the_cli_and_overrides_travel_in_a_params_copy(tmp_path):
     proj = make_project(tmp_path)
     out = snakemake(proj, "all_folds", "-n", "-p", "--config", "profile=paper")
@@ -183,6 +202,17 @@ def test_dvc_repro_runs_everything_and_a_second_repro_is_a_no_op(tmp_path):
     assert "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
     metrics = run([str(BIN / "dvc"), "metrics", "show", "--json"], proj)
     assert metrics.returncode == 0 and "summary.json" in metrics.stdout
+    plots = run([str(BIN / "dvc"), "plots", "show", "--json"], proj)
+    assert plots.returncode == 0 and "confusion_ckplus.csv" in plots.stdout, plots.stderr[-3000:]
+    # experiments need Git: commit the project, then change a scoring-only param
+    (proj / ".dvc" / "config").write_text("[core]\n    analytics = false\n    autostage = false\n")
+    git_env = ["-c", "user.name=fersnet-test", "-c", "user.email=test@example.invalid"]
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", *git_env, "commit", "-q", "-m", "t"]):
+        assert run(cmd, proj).returncode == 0, cmd
+    exp = run([str(BIN / "dvc"), "exp", "run", "-S", "fid.kid_subsets=50"], proj, timeout=900)
+    assert exp.returncode == 0, (exp.stdout + exp.stderr)[-4000:]
+    ran = set(re.findall(r"Running stage '([\w@]+)'", exp.stdout))
+    assert ran == {"score", "report"}, exp.stdout[-3000:]
 
 
 def test_demo_command_runs_snakemake_all_with_the_profile_and_names_the_outputs(tmp_path):

@@ -48,7 +48,13 @@ def load_generator(run_dir, device="cpu"):
     cfg = json.loads(cfg_path.read_text())
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     meta = ckpt["meta"]
-    task = build(meta["model"], cfg, meta["n_classes"], meta["channels"])
+    # runs trained before `model.output` existed used the direct decoder output
+    cfg.setdefault("model", {}).setdefault("output", "direct")
+    try:
+        task = build(meta["model"], cfg, meta["n_classes"], meta["channels"])
+    except KeyError as e:
+        raise FersnetError(f"{cfg_path}: lacks the key {e} that this version needs to rebuild the model; "
+                           f"train the run again (delete {run_dir})") from None
     gen = task.gen
     try:
         gen.load_state_dict(generator_state(ckpt.get("selected") or ckpt["model"]))
