@@ -104,6 +104,7 @@ SCHEMA: dict[str, Any] = {
         "identity_net": OPT_PATH, "selection": Choice("last", "val"),
         "val_subjects": Float(0.0, 0.5, lo_open=True), "checkpoint_every": Int(1),
         "device": Choice("auto", "cuda", "mps", "cpu"), "threads": Int(1, 256),
+        "fused_adam": Choice("auto", "yes", "no"),
     },
     "fes_da": {"per_class": Spec("str"), "epochs": Int(1), "lr": Float(0.0, 1.0, lo_open=True)},
     "stargan": {"lr": Float(0.0, 1.0, lo_open=True), "betas": List(PROB, length=2),

@@ -302,3 +302,21 @@ def test_identity_loss_without_a_network_is_a_clear_error(tiny):
     cfg["train"]["lambda_id"] = 0.05
     with pytest.raises(FersnetError, match="identity_net"):
         train_job(cfg, "ckplus", "fersnet", 0)
+
+
+@pytest.mark.parametrize("model", ["fersnet", "stargan"])
+def test_fused_adam_trains_like_the_default_adam(tiny, tmp_path, model):
+    # train.fused_adam: yes runs torch's fused Adam kernel (on CUDA by default, `auto`); on the CPU
+    # it exists too, so the path is exercised here: same losses up to float rounding.
+    runs = {}
+    for flag in ("no", "yes"):
+        cfg = copy.deepcopy(tiny)
+        cfg["train"]["fused_adam"] = flag
+        train_job(cfg, "ckplus", model, 0, out=tmp_path / flag)
+        ck = torch.load(tmp_path / flag / paths.CHECKPOINT, weights_only=True)
+        runs[flag] = (_history(tmp_path / flag), ck["optimizers"])
+    losses = [c for c in runs["no"][0].columns if "/loss" in c]
+    assert losses
+    np.testing.assert_allclose(runs["yes"][0][losses].to_numpy(), runs["no"][0][losses].to_numpy(), rtol=1e-3, atol=1e-4)
+    assert all(g["fused"] for opt in runs["yes"][1].values() for g in opt["param_groups"])
+    assert not any(g.get("fused") for opt in runs["no"][1].values() for g in opt["param_groups"])

@@ -54,6 +54,18 @@ class Task(nn.Module):
                 group.setdefault("base_lr", group["lr"])
                 group["lr"] = group["base_lr"] * factor
 
+    def use_fused_adam(self) -> None:
+        """Rebuild every optimizer as fused Adam (one kernel per step for all parameters).
+
+        Call before any optimizer state exists (train.py does, right after moving to the device,
+        before resuming); hyper-parameters are kept per parameter group.
+        """
+        for name, opt in self.optimizers.items():
+            if any(opt.state.values()):
+                raise RuntimeError("use_fused_adam: the optimizers already have state")
+            groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in opt.param_groups]
+            self.optimizers[name] = torch.optim.Adam(groups, fused=True)
+
     def current_lr(self) -> float:
         opt = next(iter(self.optimizers.values()))
         return float(opt.param_groups[0]["lr"])

@@ -130,6 +130,8 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
             cfg, db, fold, task, images, labels, subjects, train_rows, n_classes, dev, data_all.classes)
         epochs, lr_factor = cfg["fes_da"]["epochs"], (lambda epoch: 1.0)
     task.to(dev)
+    if tr["fused_adam"] == "yes" or (tr["fused_adam"] == "auto" and dev.type == "cuda"):
+        task.use_fused_adam()
     if dev.type == "cuda":
         task.to(memory_format=torch.channels_last)
         task.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
