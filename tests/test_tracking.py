@@ -220,3 +220,11 @@ def test_deferred_job_logging_leaves_the_folds_to_the_parent_step(mlflow_cfg):
     log_parent(mlflow_cfg, "mmi", "stargan")
     (run,) = store_runs(mlflow_cfg, "mmi")
     assert run.data.metrics["accuracy"] == pytest.approx(0.3)
+
+
+def test_compare_prints_a_single_value_without_a_spread():
+    from fersnet.tracking.compare import format_table
+    rows = [{"model": "fersnet", "profile": "demo", "folds": 3,
+             "accuracy": (0.5, 0.1, 3), "synth/judge_fid_n90": (2.5, 0.0, 1)}]
+    text = format_table("ckplus", ["accuracy", "synth/judge_fid_n90"], rows)
+    assert "0.5 ± 0.1 " in text + " " and "2.5 (n=1)" in text and "± 0 " not in text + " "

@@ -68,7 +68,8 @@ def format_table(db: str, columns: list[str], rows: list[dict]) -> str:
                 cells.append("-")
             else:   # fewer values than folds (e.g. fid_n<N> with N differing by fold): say how many
                 n = "" if cell[2] == row["folds"] else f" (n={cell[2]})"
-                cells.append(f"{cell[0]:.4g} ± {cell[1]:.2g}{n}")
+                # one value has no spread: print the value alone, not "± 0"
+                cells.append(f"{cell[0]:.4g}{n}" if cell[2] == 1 else f"{cell[0]:.4g} ± {cell[1]:.2g}{n}")
         body.append(cells)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
