@@ -19,6 +19,9 @@ from fersnet.errors import FersnetError
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     p.add_argument("--profile", choices=PROFILES, help="profile to use (default: params.yaml's `profile`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="sets",
+                   help="override one params key for this run, e.g. --set train.epochs=300 (repeatable; "
+                        "wins over the profile; validated like params.yaml)")
 
 
 def _db(p, required=True, multi=False):
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
     try:
-        cfg = config_mod.load(args.params, args.profile)
+        cfg = config_mod.load(args.params, args.profile, config_mod.parse_sets(getattr(args, "sets", None)))
         if len(getattr(args, "fold", None) or []) > 1 and getattr(args, "out", None):
             raise FersnetError("--out names one run folder; give a single --fold with it")
         for k in getattr(args, "fold", None) or []:

@@ -94,7 +94,7 @@ SCHEMA: dict[str, Any] = {
                    "grayscale": BOOL, "no_face": Choice("skip", "center"),
                    "on_bad_file": Choice("error", "skip")},
     "model": {"width": Float(0.0, 4.0, lo_open=True), "convflu_kernel": Choice(1, 3),
-              "condition": Choice("concat", "adain"), "output": Choice("direct", "residual")},
+              "condition": Choice("concat", "cin", "adain"), "output": Choice("direct", "residual")},
     "train": {
         "crop": Int(8, 512), "epochs": Int(1), "batch_size": Int(1, 4096),
         "lr": Float(0.0, 1.0, lo_open=True), "betas": List(PROB, length=2),
@@ -222,7 +222,11 @@ def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") 
 
 
 def load(path: str | Path = "params.yaml", profile: str | None = None, overrides: dict | None = None) -> dict:
-    """Read params.yaml, merge the profile (argument, else the file's `profile`) and validate."""
+    """Read params.yaml, merge the profile (argument, else the file's `profile`) and validate.
+
+    `overrides` (nested dict, e.g. from `--set train.epochs=300`) win over the base values and
+    over the profile's, and are validated like the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
@@ -232,7 +236,32 @@ def load(path: str | Path = "params.yaml", profile: str | None = None, overrides
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if overrides:
         raw = deep_merge(raw or {}, overrides)
+        active = profile or raw.get("profile")
+        block = (raw.get("profiles") or {}).get(active) if isinstance(raw.get("profiles"), dict) else None
+        if isinstance(block, dict):
+            raw["profiles"][active] = deep_merge(block, overrides)
     return resolve(raw or {}, profile, source=str(path))
+
+
+def parse_sets(items: list[str] | None) -> dict:
+    """`KEY.SUB=VALUE` strings (VALUE read as YAML: 300, 1.0e-4, cin, [1, 2], null) -> nested dict."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. train.epochs=300")
+        try:
+            parsed = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {e}") from None
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} was already set to a value")
+        node[leaf] = parsed
+    return out
 
 
 def dumps(cfg: dict) -> str:

@@ -110,3 +110,26 @@ def test_cli_refuses_one_out_folder_for_several_folds(capsys, tmp_path):
     assert main(["train", "--params", str(ROOT / "params.yaml"), "--db", "ckplus", "--model", "fersnet",
                  "--fold", "0-1", "--out", str(tmp_path / "run")]) == 2
     assert "single --fold" in capsys.readouterr().err
+
+
+def test_set_overrides_win_over_the_profile_and_are_validated():
+    sets = config.parse_sets(["train.epochs=300", "model.condition=cin", "train.lr_milestones=[1000]"])
+    assert sets == {"train": {"epochs": 300, "lr_milestones": [1000]}, "model": {"condition": "cin"}}
+    cfg = config.load(ROOT / "params.yaml", "test", sets)       # the test profile sets train.epochs itself
+    assert cfg["train"]["epochs"] == 300 and cfg["model"]["condition"] == "cin"
+    assert cfg["train"]["crop"] == config.load(ROOT / "params.yaml", "test")["train"]["crop"]
+    with pytest.raises(ConfigError, match="model.condition"):
+        config.load(ROOT / "params.yaml", "test", config.parse_sets(["model.condition=sideways"]))
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        config.parse_sets(["train.epochs"])
+
+
+def test_cli_set_reaches_the_verb_and_bad_keys_exit_2(tmp_path, capsys):
+    from fersnet.cli import main
+    out = tmp_path / "params.md"
+    assert main(["count-params", "--set", "preprocess.grayscale=false", "--write", str(out)]) == 0
+    small = out.read_text()
+    assert main(["count-params", "--set", "preprocess.grayscale=true", "--write", str(out)]) == 0
+    assert out.read_text() != small
+    assert main(["count-params", "--set", "train.epoch=3"]) == 2
+    assert "train.epoch" in capsys.readouterr().err

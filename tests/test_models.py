@@ -65,7 +65,7 @@ def test_no_mtl_generator_gets_no_expression_loss(test_cfg):
 
 
 @pytest.mark.parametrize("model", ["fersnet", "no_mtl", "no_convflu", "stargan"])
-@pytest.mark.parametrize("condition", ["concat", "adain"])
+@pytest.mark.parametrize("condition", ["concat", "cin", "adain"])
 def test_every_generator_maps_unit_range_images_to_unit_range_images(test_cfg, model, condition):
     cfg = copy.deepcopy(test_cfg)
     cfg["model"]["condition"] = condition
@@ -152,3 +152,20 @@ def test_concat_condition_reaches_the_bottleneck_interior_not_only_its_border():
         change = (bottleneck(0) - bottleneck(3)).abs()[..., 2:-2, 2:-2].mean()
         scale = bottleneck(0).abs().mean()
     assert change / scale > 0.03
+
+
+def test_cin_decoder_norms_take_their_scale_and_shift_from_the_target():
+    from fersnet.models.blocks import ConditionalInstanceNorm, Decoder
+    torch.manual_seed(0)
+    norm = ConditionalInstanceNorm(3, 4)
+    x = torch.randn(2, 3, 5, 5)
+    plain = torch.nn.functional.instance_norm(x)
+    torch.testing.assert_close(norm(x, torch.eye(4)[[0, 2]]), plain)       # starts as InstanceNorm
+    with torch.no_grad():
+        norm.gamma.weight[:, 2] = 2.0
+        norm.beta.weight[:, 2] = 0.5
+    out = norm(x, torch.eye(4)[[0, 2]])
+    torch.testing.assert_close(out[0], plain[0])
+    torch.testing.assert_close(out[1], plain[1] * 2.0 + 0.5)
+    dec = Decoder([4, 8, 16, 32], 1, 7, "cin", "direct")
+    assert sum(isinstance(m, ConditionalInstanceNorm) for m in dec.modules()) == 6   # 3 up blocks x 2 convs

@@ -94,45 +94,89 @@ class Transformer(nn.Module):
         return self.mlp(onehot)[..., None, None].expand(-1, -1, size[0], size[1])
 
 
-class UpBlock(nn.Module):
-    """Decoder step: nearest upsampling x2 (no checkerboard artefacts), concat the skip, VGG block."""
+class ConditionalInstanceNorm(nn.Module):
+    """InstanceNorm whose scale and shift are chosen by the target expression (one row each).
 
-    def __init__(self, cin: int, skip: int, cout: int):
+    Starts as a plain InstanceNorm (scale 1, shift 0). The shift acts after the normalisation,
+    so, unlike a tiled condition concatenated before a normalised conv, nothing removes it.
+    """
+
+    def __init__(self, channels: int, n_classes: int):
         super().__init__()
-        self.block = conv_block(cin + skip, cout, "instance")
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.gamma = nn.Linear(n_classes, channels, bias=False)
+        self.beta = nn.Linear(n_classes, channels, bias=False)
+        nn.init.ones_(self.gamma.weight)
+        nn.init.zeros_(self.beta.weight)
 
-    def forward(self, x, skip):
+    def forward(self, x, onehot):
+        onehot = onehot.to(x.dtype)
+        return self.norm(x) * self.gamma(onehot)[..., None, None] + self.beta(onehot)[..., None, None]
+
+
+class CondConvBlock(nn.Module):
+    """conv_block with conditional InstanceNorm: n x (3x3 conv, CIN(target), ReLU)."""
+
+    def __init__(self, cin: int, cout: int, n_classes: int, n_convs: int = 2):
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False)
+                                    for i in range(n_convs)])
+        self.norms = nn.ModuleList([ConditionalInstanceNorm(cout, n_classes) for _ in range(n_convs)])
+
+    def forward(self, x, onehot):
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(norm(conv(x), onehot))
+        return x
+
+
+class UpBlock(nn.Module):
+    """Decoder step: nearest upsampling x2 (no checkerboard artefacts), concat the skip, VGG block.
+
+    With `n_classes` > 0 the block's norms are conditional on the target (condition "cin").
+    """
+
+    def __init__(self, cin: int, skip: int, cout: int, n_classes: int = 0):
+        super().__init__()
+        self.conditional = n_classes > 0
+        self.block = (CondConvBlock(cin + skip, cout, n_classes) if self.conditional
+                      else conv_block(cin + skip, cout, "instance"))
+
+    def forward(self, x, skip, onehot=None):
         x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
-        return self.block(torch.cat([x, skip], dim=1))
+        x = torch.cat([x, skip], dim=1)
+        return self.block(x, onehot) if self.conditional else self.block(x)
 
 
 class Decoder(nn.Module):
     """f_dec: bottleneck (FES level 4 + condition) -> image in [0, 1], U-Net skips from levels 3, 2, 1.
 
     `condition`: "concat" (the paper's figure: f_tra output channel-concatenated with the FES
-    features) or "adain" (R2021: the target modulates the bottleneck and every skip).
+    features), "cin" (concat as the figure, and every decoder block's InstanceNorm conditional on
+    the target: a per-expression scale and shift after the normalisation; docs/models.md) or
+    "adain" (R2021: the target modulates the bottleneck and every skip).
     """
 
     def __init__(self, chans: list[int], out_ch: int, n_classes: int, condition: str = "concat",
                  output: str = "direct"):
         super().__init__()
         self.condition, self.residual = condition, output == "residual"
-        if condition == "concat":
+        if condition in ("concat", "cin"):
             self.transformer = Transformer(n_classes, chans[0])
             bott_in = chans[3] + chans[0]
         else:
             self.mods = nn.ModuleList([AdaINCondition(c, n_classes) for c in chans])
             bott_in = chans[3]
-        if condition == "concat":
+        if condition in ("concat", "cin"):
             # No normalisation right after the concatenation: the condition maps are constant over
             # space, and an InstanceNorm there would subtract them again (per-channel spatial mean),
             # leaving the target with no effect but through the zero-padded border (docs/models.md).
             self.bottleneck = nn.Sequential(nn.Conv2d(bott_in, chans[3], 3, padding=1), nn.ReLU(inplace=True))
         else:
             self.bottleneck = conv_block(bott_in, chans[3], "instance", n_convs=1)
-        self.ups = nn.ModuleList([UpBlock(chans[3], chans[2], chans[2]),
-                                  UpBlock(chans[2], chans[1], chans[1]),
-                                  UpBlock(chans[1], chans[0], chans[0])])
+        k = n_classes if condition == "cin" else 0
+        self.ups = nn.ModuleList([UpBlock(chans[3], chans[2], chans[2], k),
+                                  UpBlock(chans[2], chans[1], chans[1], k),
+                                  UpBlock(chans[1], chans[0], chans[0], k)])
         self.to_image = nn.Conv2d(chans[0], out_ch, 1)
         if self.residual:
             # start as the identity map: the decoder only learns the change of expression
@@ -146,14 +190,14 @@ class Decoder(nn.Module):
         logit space, so the result stays in (0, 1) and gradients never vanish at a clamp.
         """
         skips = list(skips)
-        if self.condition == "concat":
+        if self.condition in ("concat", "cin"):
             h = torch.cat([f4, self.transformer(onehot, f4.shape[-2:])], dim=1)
         else:
             h = self.mods[3](f4, onehot)
             skips = [m(s, onehot) for m, s in zip(self.mods, skips)]
         h = self.bottleneck(h)
         for up, skip in zip(self.ups, reversed(skips)):
-            h = up(h, skip)
+            h = up(h, skip, onehot)
         out = self.to_image(h)
         if self.residual:
             out = out + torch.logit(x.float().clamp(1e-3, 1 - 1e-3)).to(out.dtype)
