@@ -151,3 +151,27 @@ def test_score_job_uses_the_trained_generator_of_the_run_folder(small):
     images = np.load(paths.synthesis_dir(cfg, "ckplus", "fersnet", 0) / "images.npy")
     assert scores["n_synthetic"] == len(images) == 18
     assert 0 <= scores["judge_accuracy"] <= 1
+
+
+def test_grid_has_one_row_per_source_class_and_the_synthesized_faces_in_their_cells(tmp_path):
+    import cv2
+
+    from fersnet.metrics.score import GRID_CELL, write_grid
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)
+    labels = np.array([0, 1, 1, 2, 0])
+    sources, targets = synthesis_plan(labels, 3)
+    synth = rng.integers(0, 256, (len(sources), 8, 8, 1), dtype=np.uint8)
+    write_grid(tmp_path / "grid.png", faces, labels, synth, sources, targets, ["anger", "happy", "surprise"], "t")
+    img = cv2.imread(str(tmp_path / "grid.png"), cv2.IMREAD_GRAYSCALE)
+    cell, gap, left, top = GRID_CELL, 6, 86, 44
+    assert img.shape == (top + 3 * (cell + gap), left + 4 * (cell + gap))
+    # row 1 = the first happy face (index 1); its own column (happy, col 2) is empty, col 3 is -> surprise
+    y = top + 1 * (cell + gap)
+    assert (img[y:y + cell, left + 2 * (cell + gap):][:, :cell] == 220).all()
+    i = int(np.flatnonzero((sources == 1) & (targets == 2))[0])
+    x = left + 3 * (cell + gap)
+    expect = cv2.resize(synth[i, ..., 0], (cell, cell), interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_array_equal(img[y:y + cell, x:x + cell], expect)
+    np.testing.assert_array_equal(img[y:y + cell, left:left + cell],
+                                  cv2.resize(faces[1, ..., 0], (cell, cell), interpolation=cv2.INTER_NEAREST))

@@ -81,36 +81,52 @@ def grid_sources(labels: np.ndarray, n_classes: int) -> list[int]:
     return [int(np.flatnonzero(labels == k)[0]) for k in range(n_classes) if (labels == k).any()]
 
 
+GRID_CELL = 96          # px per face in grid.png (nearest-neighbour upscaling keeps the pixels visible)
+
+
 def write_grid(path: Path, faces: np.ndarray, labels: np.ndarray, synth: np.ndarray,
                sources: np.ndarray, targets: np.ndarray, classes: list[str], title: str) -> None:
-    """grid.png: rows = one source per class, columns = the input then every target expression."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """grid.png: rows = one source per class, columns = the input then every target expression.
+
+    Drawn with OpenCV: a matplotlib figure of 8 x 8 axes cost ~2 s per fold, a quarter of the
+    demo's scoring time. The source's own expression is a light empty cell.
+    """
+    import cv2
     from fersnet.names import EXPRESSION
 
     rows = grid_sources(labels, len(classes))
-    cols = len(classes) + 1
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.1 * cols, 1.2 * len(rows) + 0.4), squeeze=False)
-    cmap = "gray" if faces.shape[-1] == 1 else None
+    names = ["input"] + [EXPRESSION.get(c, c) for c in classes]
+    cell, gap, left, top = GRID_CELL, 6, 86, 44
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+    width = left + len(names) * (cell + gap)
+    height = top + len(rows) * (cell + gap)
+    sheet = np.full((height, width, 3), 255, np.uint8)
     lookup = {(int(s), int(t)): i for i, (s, t) in enumerate(zip(sources, targets))}
+
+    def put(img, x, y):
+        img = np.asarray(img, np.uint8)
+        img = np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img[..., ::-1]   # RGB -> BGR
+        sheet[y:y + cell, x:x + cell] = cv2.resize(img, (cell, cell), interpolation=cv2.INTER_NEAREST)
+
+    cv2.putText(sheet, title, (4, 16), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for c, name in enumerate(names):
+        cv2.putText(sheet, name[:12], (left + c * (cell + gap) + 2, top - 8), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
     for r, pos in enumerate(rows):
-        cells = [faces[pos]] + [synth[lookup[(pos, k)]] if (pos, k) in lookup else None
-                                for k in range(len(classes))]
-        for c, img in enumerate(cells):
-            ax = axes[r, c]
-            ax.set_xticks([]), ax.set_yticks([])
-            if img is None:  # the source's own expression: nothing to synthesize, a light cell
-                img = np.full_like(faces[pos], 220)
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap=cmap, vmin=0, vmax=255)
-            if r == 0:
-                ax.set_title("input" if c == 0 else EXPRESSION.get(classes[c - 1], classes[c - 1]), fontsize=7)
-            if c == 0:
-                ax.set_ylabel(EXPRESSION.get(classes[int(labels[pos])], classes[int(labels[pos])]), fontsize=7)
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        y = top + r * (cell + gap)
+        label = EXPRESSION.get(classes[int(labels[pos])], classes[int(labels[pos])])
+        cv2.putText(sheet, label[:12], (4, y + cell // 2), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        put(faces[pos], left, y)
+        for k in range(len(classes)):
+            x = left + (k + 1) * (cell + gap)
+            if (pos, k) in lookup:
+                put(synth[lookup[(pos, k)]], x, y)
+            else:
+                sheet[y:y + cell, x:x + cell] = 220
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    if not cv2.imwrite(str(tmp), sheet):
+        raise FersnetError(f"{path}: could not write the synthesis grid")
+    tmp.replace(path)
 
 
 def open_inception(cfg: dict, device: str, log) -> tuple[object, dict | None, str | None]:
