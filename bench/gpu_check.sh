@@ -46,6 +46,21 @@ PY
 # 2. train-step throughput, every model, paper profile, fast vs straightforward (workers 4)
 timeout 240 $PY bench/train_step.py --profile paper --device cuda --warmup 3 --repeats 10 --workers 4 \
   --subjects 8 --threads 4 --out "$OUT/train_step_paper_h100.json" 2>&1 | tee -a "$OUT/log.txt"
+# 2b. concurrent folds: 4 processes of the fast fersnet step on the one GPU at once; the sum of their
+#     img/s against one process is what `orchestration.gpu_jobs_per_device: 4` would buy
+for i in 1 2 3 4; do
+  timeout 150 $PY bench/train_step.py --profile paper --device cuda --models fersnet --fast-only \
+    --warmup 5 --repeats 30 --subjects 8 --threads 2 --seed $i --out "$OUT/concurrent_$i.json" > "$OUT/concurrent_$i.log" 2>&1 &
+done
+wait
+$PY - <<'PY' 2>&1 | tee -a "$OUT/log.txt"
+import json, os
+out = os.environ.get("OUT", "bench/results/gpu")
+rows = [json.load(open(f"{out}/concurrent_{i}.json"))["results"][0] for i in range(1, 5) if os.path.exists(f"{out}/concurrent_{i}.json")]
+total = sum(r["fast_img_per_s"] for r in rows)
+frac = sum(r.get("peak_fraction") or 0 for r in rows)
+print(f"concurrent fersnet x{len(rows)}: {total:.1f} img/s in all, {frac:.1%} of the bf16 peak together")
+PY
 # 3. one short fold at the paper profile (epochs override via a params copy)
 $PY - <<'PY'
 import yaml

@@ -140,7 +140,7 @@ def endless(make):
         yield from make()
 
 
-def bench_model(cfg, model, device, warmup, repeats, n_subjects, seed, workers):
+def bench_model(cfg, model, device, warmup, repeats, n_subjects, seed, workers, fast_only=False):
     tr, n_classes, channels = cfg["train"], 6, 1
     size, crop, bs = cfg["preprocess"]["size"], tr["crop"], tr["batch_size"]
     per_subject = max(6, (bs * (warmup + repeats + 2)) // n_subjects + 1)
@@ -157,6 +157,10 @@ def bench_model(cfg, model, device, warmup, repeats, n_subjects, seed, workers):
     batch["step"] = 0
     result["flops_per_image"] = flops_per_image(fast, batch)
     del fast
+    if fast_only:       # concurrency runs: several processes share one device, only the fast path
+        f = statistics.median(fast_times)
+        result.update(fast_step_s=f, fast_img_per_s=bs / f)
+        return result
     with tempfile.TemporaryDirectory() as tmp:
         write_pngs(images, Path(tmp))
         slow = build_task(cfg, model, n_classes, channels, device, seed, fast=False)
@@ -192,6 +196,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="device peak; default H100 SXM bf16 dense 989 on CUDA, none on CPU")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fast-only", action="store_true", help="time only the fast path (for concurrent runs)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -199,7 +204,7 @@ def main(argv=None) -> dict:
     peak = a.peak_tflops if a.peak_tflops is not None else (989.0 if a.device.startswith("cuda") else None)
     rows = []
     for m in a.models:
-        r = bench_model(cfg, m, a.device, a.warmup, a.repeats, a.subjects, a.seed, a.workers)
+        r = bench_model(cfg, m, a.device, a.warmup, a.repeats, a.subjects, a.seed, a.workers, a.fast_only)
         if peak and r["flops_per_image"]:
             r["peak_fraction"] = r["flops_per_image"] * r["fast_img_per_s"] / (peak * 1e12)
         print(json.dumps(r), flush=True)
