@@ -41,32 +41,19 @@ def synthetic_arrays(n_subjects: int, per_subject: int, size: int, channels: int
     return images, labels, subjects
 
 
-class PngPlanDataset(torch.utils.data.Dataset):
+class PngPlanDataset(B.PlanDataset):
     """The straightforward path: item i of a plan, decoded from its PNG file on every access."""
 
     def __init__(self, folder: Path, plan: B.EpochPlan, crop: int, channels: int):
-        self.folder, self.plan, self.crop, self.channels = folder, plan, crop, channels
+        super().__init__(None, plan, crop)
+        self.folder, self.channels = folder, channels
 
-    def __len__(self):
-        return len(self.plan)
-
-    def _load(self, row: int, oy: int, ox: int, flip: bool) -> torch.Tensor:
+    def _image(self, row: int) -> np.ndarray:
         flag = cv2.IMREAD_GRAYSCALE if self.channels == 1 else cv2.IMREAD_COLOR
         img = cv2.imread(str(self.folder / f"{row:06d}.png"), flag)
         if img.ndim == 2:
-            img = img[:, :, None]
-        elif self.channels == 3:
-            img = img[:, :, ::-1]                         # cv2 decodes BGR; the tensor is RGB
-        img = img[oy:oy + self.crop, ox:ox + self.crop]
-        if flip:
-            img = img[:, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() / 255
-
-    def __getitem__(self, i):
-        p = self.plan
-        oy, ox, fl = int(p.oy[i]), int(p.ox[i]), bool(p.flip[i])
-        return {"x": self._load(int(p.src[i]), oy, ox, fl), "xt": self._load(int(p.tgt[i]), oy, ox, fl),
-                "s": p.s[i], "t": p.t[i], "has_t": p.has_t[i]}
+            return img[:, :, None]
+        return img[:, :, ::-1] if self.channels == 3 else img     # cv2 decodes BGR; the tensor is RGB
 
 
 def write_pngs(images: np.ndarray, folder: Path) -> None:

@@ -122,11 +122,9 @@ def write_grid(path: Path, faces: np.ndarray, labels: np.ndarray, synth: np.ndar
                 put(synth[lookup[(pos, k)]], x, y)
             else:
                 sheet[y:y + cell, x:x + cell] = 220
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    if not cv2.imwrite(str(tmp), sheet):
+    # score_job writes into its staging folder (staged_outputs), which is what makes this atomic
+    if not cv2.imwrite(str(path), sheet):
         raise FersnetError(f"{path}: could not write the synthesis grid")
-    tmp.replace(path)
 
 
 def open_inception(cfg: dict, device: str, log) -> tuple[object, dict | None, str | None]:

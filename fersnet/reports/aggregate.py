@@ -317,6 +317,20 @@ def row_normalised(counts: np.ndarray) -> np.ndarray:
     return np.divide(100.0 * counts, sums, out=np.zeros_like(counts, dtype=float), where=sums > 0)
 
 
+def _read_csv(path: Path, columns: set[str], consequence: str) -> pd.DataFrame | None:
+    """A result CSV with the needed columns, or None after a warning that says what is left out."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        warn(f"{path}: unreadable ({e}); {consequence}")
+        return None
+    missing = sorted(columns - set(frame.columns))
+    if missing:
+        warn(f"{path}: no column {', '.join(f'`{c}`' for c in missing)}; {consequence}")
+        return None
+    return frame
+
+
 def read_history(cfg: dict, db: str, model: str) -> pd.DataFrame:
     """All folds' history.csv of (db, model) stacked, with a `fold` column (empty if none)."""
     frames = []
@@ -324,15 +338,9 @@ def read_history(cfg: dict, db: str, model: str) -> pd.DataFrame:
         path = paths.run_dir(cfg, db, model, k) / paths.HISTORY
         if not path.is_file():
             continue
-        try:
-            h = pd.read_csv(path)
-        except (OSError, ValueError) as e:
-            warn(f"{path}: unreadable ({e}); left out of the curves")
-            continue
-        if "epoch" not in h.columns:
-            warn(f"{path}: no `epoch` column; left out of the curves")
-            continue
-        frames.append(h.assign(fold=k))
+        h = _read_csv(path, {"epoch"}, "left out of the curves")
+        if h is not None:
+            frames.append(h.assign(fold=k))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -345,13 +353,8 @@ def prediction_pairs(cfg: dict, folds: pd.DataFrame, db: str, model: str = REFER
         if not path.is_file():
             warn(f"{path}: missing; fold left out of the confusion plot data")
             continue
-        try:
-            p = pd.read_csv(path)
-        except (OSError, ValueError) as e:
-            warn(f"{path}: unreadable ({e}); fold left out of the confusion plot data")
-            continue
-        if not {"true", "pred"} <= set(p.columns):
-            warn(f"{path}: needs columns `true` and `pred`; fold left out of the confusion plot data")
+        p = _read_csv(path, {"true", "pred"}, "fold left out of the confusion plot data")
+        if p is None:
             continue
         frames.append(pd.DataFrame({"actual": [_class_name(v, r.classes) for v in p["true"]],
                                     "predicted": [_class_name(v, r.classes) for v in p["pred"]]}))

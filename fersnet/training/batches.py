@@ -177,8 +177,12 @@ class PlanDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.plan)
 
+    def _image(self, row: int) -> np.ndarray:
+        """uint8 (H, W, C) face of `row` (bench/train_step.py decodes it from a PNG instead)."""
+        return self.images[row]
+
     def _crop(self, row, oy, ox, flip):
-        img = self.images[row, oy:oy + self.crop, ox:ox + self.crop]
+        img = self._image(row)[oy:oy + self.crop, ox:ox + self.crop]
         if flip:
             img = img[:, ::-1]
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() / 255
