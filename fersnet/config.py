@@ -96,7 +96,7 @@ SCHEMA: dict[str, Any] = {
     "model": {"width": Float(0.0, 4.0, lo_open=True), "convflu_kernel": Choice(1, 3),
               "condition": Choice("concat", "cin", "adain"), "output": Choice("direct", "residual")},
     "train": {
-        "crop": Int(8, 512), "epochs": Int(1), "batch_size": Int(1, 4096),
+        "crop": Int(8, 512), "epochs": Int(1), "min_steps": Int(1, nullable=True), "batch_size": Int(1, 4096),
         "lr": Float(0.0, 1.0, lo_open=True), "betas": List(PROB, length=2),
         "weight_decay": WEIGHT, "lr_milestones": List(Int(1)), "lr_gamma": Float(0.0, 1.0, lo_open=True),
         "d_steps": Int(1, 20), "lambda_cls": WEIGHT, "lambda_adv": WEIGHT, "lambda_l1": WEIGHT,

@@ -93,6 +93,22 @@ def test_train_job_writes_the_contract_files(tiny):
     assert job["db"] == "ckplus" and job["model"] == "fersnet" and job["fold"] == 0 and "git_commit" in job
 
 
+def test_min_steps_raises_the_epochs_to_reach_a_step_budget(tiny):
+    from fersnet.training.train import train_epochs
+    tr = {"epochs": 5, "min_steps": 240, "batch_size": 16}
+    assert train_epochs(tr, 261) == 15          # CK+ stand-in: 16 batches per epoch
+    assert train_epochs(tr, 156) == 27          # MMI stand-in: 9 batches per epoch
+    assert train_epochs({**tr, "min_steps": 40}, 261) == 5      # never fewer than `epochs`
+    assert train_epochs({**tr, "min_steps": None}, 156) == 5
+    cfg = copy.deepcopy(tiny)
+    cfg["train"].update(epochs=1, min_steps=5)
+    metrics = train_job(cfg, "ckplus", "fersnet", 0)
+    run = paths.run_dir(cfg, "ckplus", "fersnet", 0)
+    per_epoch = metrics["steps"] // metrics["epochs"]
+    assert metrics["epochs"] == -(-5 // per_epoch) and metrics["steps"] >= 5
+    assert list(pd.read_csv(run / paths.HISTORY)["epoch"]) == list(range(1, metrics["epochs"] + 1))
+
+
 def test_checkpoint_round_trips_with_weights_only(tiny):
     from fersnet.models import registry
     train_job(tiny, "ckplus", "no_convflu", 1)

@@ -57,6 +57,19 @@ def set_deterministic(torch, mode: bool) -> None:
         setter(mode, warn_only=True)
 
 
+def train_epochs(tr: dict, n_train: int) -> int:
+    """`train.epochs`, raised to reach at least `train.min_steps` generator steps when that is set.
+
+    Databases differ in size (the CK+ stand-in has ~16 batches per epoch, MMI's ~9), so a step
+    budget gives every database the same number of updates (docs/training.md).
+    """
+    from fersnet.training.batches import n_batches
+    epochs, min_steps = int(tr["epochs"]), tr.get("min_steps")
+    if min_steps:
+        epochs = max(epochs, -(-int(min_steps) // n_batches(n_train, int(tr["batch_size"]))))
+    return epochs
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT, capture_output=True, text=True, timeout=5)
@@ -99,7 +112,7 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
     from fersnet.data.dataset import load_processed
     from fersnet.models import registry
     from fersnet.training import checkpoint as ck
-    from fersnet.training.batches import DeviceBatcher, DeviceData, PairIndex, derive_seed
+    from fersnet.training.batches import DeviceBatcher, DeviceData, PairIndex, derive_seed, n_batches
     from fersnet.training.loop import Hooks, LoopSpec, multistep_factor, predict, run
 
     tr = cfg["train"]
@@ -124,7 +137,8 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
     # models are initialised from a seed of their own, so the result is a function of (seed, fold)
     torch.manual_seed(derive_seed(cfg["seed"], fold, 2))
     task = registry.build(model, cfg, n_classes, channels)
-    epochs, lr_factor, extra = tr["epochs"], multistep_factor(tr["lr_milestones"], tr["lr_gamma"]), {}
+    epochs, lr_factor, extra = (train_epochs(tr, len(train_rows)),
+                                multistep_factor(tr["lr_milestones"], tr["lr_gamma"]), {})
     if model == "fes_da":
         task, images, labels, subjects, train_rows, extra = _prepare_fes_da(
             cfg, db, fold, task, images, labels, subjects, train_rows, n_classes, dev, data_all.classes)
@@ -162,6 +176,7 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
     _write_predictions(run_dir, data_all, test_rows, probs, ck)
     metrics = _metrics(cfg, db, model, fold, data_all.classes, labels[test_rows], probs, state, dev)
     metrics.update(extra)
+    metrics["steps"] = int(state["epoch"]) * n_batches(len(spec.pairs.rows), tr["batch_size"])
     ck.atomic_write_json(run_dir / paths.METRICS, metrics)
     return metrics
 
