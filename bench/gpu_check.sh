@@ -61,6 +61,9 @@ total = sum(r["fast_img_per_s"] for r in rows)
 frac = sum(r.get("peak_fraction") or 0 for r in rows)
 print(f"concurrent fersnet x{len(rows)}: {total:.1f} img/s in all, {frac:.1%} of the bf16 peak together")
 PY
+# 2c. torch.compile (train.compile: yes, inductor) on the fast fersnet step: first step (compilation) and median after
+timeout 180 $PY bench/train_step.py --profile paper --device cuda --models fersnet --fast-only --compile \
+  --warmup 3 --repeats 10 --subjects 8 --threads 4 --out "$OUT/train_step_paper_compiled.json" 2>&1 | tee -a "$OUT/log.txt"
 # 3. one short fold at the paper profile (epochs override via a params copy)
 $PY - <<'PY'
 import yaml

@@ -127,7 +127,21 @@ def endless(make):
         yield from make()
 
 
-def bench_model(cfg, model, device, warmup, repeats, n_subjects, seed, workers, fast_only=False):
+def time_compiled(cfg, model, n_classes, channels, device, seed, batches, warmup, repeats) -> dict:
+    """The fast path with `train.compile: yes` (fersnet.training.train.compile_task): first step
+    (includes compilation) and the median step after warm-up."""
+    from fersnet.training.train import compile_task
+    task = build_task(cfg, model, n_classes, channels, device, seed, fast=True)
+    if not compile_task(task, cfg["train"]["compile_backend"]):
+        return {"compiled": None}
+    t0 = time.perf_counter()
+    time_steps(task, batches, 1, 0, device)
+    first = time.perf_counter() - t0
+    c = statistics.median(time_steps(task, batches, warmup, repeats, device))
+    return {"compiled_first_step_s": first, "compiled_step_s": c}
+
+
+def bench_model(cfg, model, device, warmup, repeats, n_subjects, seed, workers, fast_only=False, compiled=False):
     tr, n_classes, channels = cfg["train"], 6, 1
     size, crop, bs = cfg["preprocess"]["size"], tr["crop"], tr["batch_size"]
     per_subject = max(6, (bs * (warmup + repeats + 2)) // n_subjects + 1)
@@ -144,6 +158,11 @@ def bench_model(cfg, model, device, warmup, repeats, n_subjects, seed, workers, 
     batch["step"] = 0
     result["flops_per_image"] = flops_per_image(fast, batch)
     del fast
+    if compiled:
+        result.update(time_compiled(cfg, model, n_classes, channels, device, seed, endless(
+            lambda: batcher.batches(B.make_plan(pairs, data.labels_cpu, n_classes, size, crop, gen))), warmup, repeats))
+        if result.get("compiled_step_s"):
+            result["compile_speedup"] = statistics.median(fast_times) / result["compiled_step_s"]
     if fast_only:       # concurrency runs: several processes share one device, only the fast path
         f = statistics.median(fast_times)
         result.update(fast_step_s=f, fast_img_per_s=bs / f)
@@ -184,14 +203,19 @@ def main(argv=None) -> dict:
                     help="device peak; default H100 SXM bf16 dense 989 on CUDA, none on CPU")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fast-only", action="store_true", help="time only the fast path (for concurrent runs)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the fast path under torch.compile (train.compile_backend); first step reported apart")
+    ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default: params train.compile_backend)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = config.load(a.params, a.profile)
+    if a.compile_backend:
+        cfg["train"]["compile_backend"] = a.compile_backend
     peak = a.peak_tflops if a.peak_tflops is not None else (989.0 if a.device.startswith("cuda") else None)
     rows = []
     for m in a.models:
-        r = bench_model(cfg, m, a.device, a.warmup, a.repeats, a.subjects, a.seed, a.workers, a.fast_only)
+        r = bench_model(cfg, m, a.device, a.warmup, a.repeats, a.subjects, a.seed, a.workers, a.fast_only, a.compile)
         if peak and r["flops_per_image"]:
             r["peak_fraction"] = r["flops_per_image"] * r["fast_img_per_s"] / (peak * 1e12)
         print(json.dumps(r), flush=True)

@@ -104,7 +104,8 @@ SCHEMA: dict[str, Any] = {
         "identity_net": OPT_PATH, "selection": Choice("last", "val"),
         "val_subjects": Float(0.0, 0.5, lo_open=True), "checkpoint_every": Int(1),
         "device": Choice("auto", "cuda", "mps", "cpu"), "threads": Int(1, 256),
-        "fused_adam": Choice("auto", "yes", "no"),
+        "fused_adam": Choice("auto", "yes", "no"), "compile": Choice("auto", "yes", "no"),
+        "compile_backend": Choice("inductor", "aot_eager", "eager"),
     },
     "fes_da": {"per_class": Spec("str"), "epochs": Int(1), "lr": Float(0.0, 1.0, lo_open=True)},
     "stargan": {"lr": Float(0.0, 1.0, lo_open=True), "betas": List(PROB, length=2),
@@ -144,6 +145,8 @@ def _check_leaf(key: str, spec: Spec, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise bad()
     elif k == "choice":
+        if isinstance(value, bool) and {"yes", "no"} <= set(spec.choices):
+            value = "yes" if value else "no"     # YAML 1.1 (PyYAML, Snakemake) reads yes/no as booleans
         if value not in spec.choices or isinstance(value, bool):
             raise bad()
     elif k == "list":

@@ -112,6 +112,14 @@ def test_cli_refuses_one_out_folder_for_several_folds(capsys, tmp_path):
     assert "single --fold" in capsys.readouterr().err
 
 
+def test_yes_no_choices_accept_what_yaml_reads_as_booleans():
+    # YAML 1.1 (PyYAML, Snakemake) reads an unquoted yes/no as true/false
+    cfg = config.load(ROOT / "params.yaml", "test", config.parse_sets(["train.fused_adam=yes", "train.compile=no"]))
+    assert cfg["train"]["fused_adam"] == "yes" and cfg["train"]["compile"] == "no"
+    with pytest.raises(ConfigError, match="model.output"):      # a choice without yes/no stays strict
+        config.load(ROOT / "params.yaml", "test", config.parse_sets(["model.output=yes"]))
+
+
 def test_set_overrides_win_over_the_profile_and_are_validated():
     sets = config.parse_sets(["train.epochs=300", "model.condition=cin", "train.lr_milestones=[1000]"])
     assert sets == {"train": {"epochs": 300, "lr_milestones": [1000]}, "model": {"condition": "cin"}}

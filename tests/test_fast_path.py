@@ -45,3 +45,18 @@ def test_png_dataloader_and_device_batches_give_same_losses_and_gradients(test_c
         assert gf and gf.keys() == gs.keys()
         for k in gf:
             torch.testing.assert_close(gf[k], gs[k], msg=k)
+
+
+def test_train_step_benchmark_reports_both_paths_and_the_compiled_step(tmp_path):
+    # the documented command at tiny scale: fast vs straightforward in one run, plus --compile
+    out = tmp_path / "ts.json"
+    root = Path(__file__).resolve().parents[1]
+    result = TS.main(["--params", str(root / "params.yaml"), "--profile", "test", "--models", "stargan",
+                      "--warmup", "1", "--repeats", "2", "--compile", "--compile-backend", "aot_eager",
+                      "--out", str(out)])
+    import json
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    r = result["results"][0]
+    for key in ("fast_step_s", "straightforward_step_s", "speedup", "compiled_step_s", "compiled_first_step_s"):
+        assert r[key] > 0, key
+    assert r["speedup"] == pytest.approx(r["straightforward_step_s"] / r["fast_step_s"])

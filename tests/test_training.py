@@ -336,3 +336,27 @@ def test_fused_adam_trains_like_the_default_adam(tiny, tmp_path, model):
     np.testing.assert_allclose(runs["yes"][0][losses].to_numpy(), runs["no"][0][losses].to_numpy(), rtol=1e-3, atol=1e-4)
     assert all(g["fused"] for opt in runs["yes"][1].values() for g in opt["param_groups"])
     assert not any(g.get("fused") for opt in runs["no"][1].values() for g in opt["param_groups"])
+
+
+def test_compiled_networks_train_like_eager_ones(tiny, tmp_path):
+    # train.compile: yes runs the networks through torch.compile (dynamo + AOTAutograd); the
+    # aot_eager backend skips code generation, so the CPU test stays quick. Checkpoints keep the
+    # eager key names, so a compiled run's generator loads like any other. (StarGAN compiled, whose
+    # discriminator must stay eager for the gradient penalty: tests/test_fast_path.py, benchmark.)
+    model = "fersnet"
+    from fersnet.models.registry import load_generator
+    runs = {}
+    for flag in ("no", "yes"):
+        cfg = copy.deepcopy(tiny)
+        cfg["train"].update(compile=flag, compile_backend="aot_eager", epochs=1)
+        runs[flag] = train_job(cfg, "ckplus", model, 0, out=tmp_path / flag)
+    hist = {f: _history(tmp_path / f) for f in runs}
+    losses = [c for c in hist["no"].columns if "/loss" in c]
+    assert losses
+    np.testing.assert_allclose(hist["yes"][losses].to_numpy(), hist["no"][losses].to_numpy(), rtol=1e-3, atol=1e-4)
+    a = torch.load(tmp_path / "yes" / paths.CHECKPOINT, weights_only=True)["model"]
+    b = torch.load(tmp_path / "no" / paths.CHECKPOINT, weights_only=True)["model"]
+    assert list(a) == list(b) and not any("_orig_mod" in k for k in a)
+    gen = load_generator(tmp_path / "yes", "cpu")
+    x = torch.rand(2, 1, tiny["train"]["crop"], tiny["train"]["crop"])
+    assert gen(x, torch.tensor([0, 1])).shape == x.shape

@@ -80,6 +80,9 @@ class StarDiscriminator(nn.Module):
 class StarGANTask(Task):
     """StarGAN's solver as a Task: D every step, G every `stargan.n_critic` steps."""
 
+    # not D: its gradient penalty differentiates twice, which compiled graphs do not support
+    compile_targets = ("gen",)
+
     has_classifier = False
 
     def __init__(self, cfg: dict, n_classes: int, channels: int):

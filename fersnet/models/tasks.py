@@ -66,6 +66,17 @@ class Task(nn.Module):
             groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in opt.param_groups]
             self.optimizers[name] = torch.optim.Adam(groups, fused=True)
 
+    # networks whose forward runs in every step and may be torch.compile'd (see compile_networks)
+    compile_targets: tuple[str, ...] = ("gen", "disc")
+
+    def compile_networks(self, backend: str = "inductor") -> list[str]:
+        """torch.compile the per-step networks in place (`nn.Module.compile`: state_dict keys and
+        checkpoints are unchanged). Compilation happens lazily at the first call; the caller sets
+        dynamo's `suppress_errors` so that a graph that fails to compile runs eagerly instead."""
+        for name in self.compile_targets:
+            getattr(self, name).compile(backend=backend)
+        return list(self.compile_targets)
+
     def current_lr(self) -> float:
         opt = next(iter(self.optimizers.values()))
         return float(opt.param_groups[0]["lr"])

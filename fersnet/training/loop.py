@@ -22,9 +22,12 @@ from fersnet.training.batches import DeviceBatcher, PairIndex, derive_seed, make
 
 @dataclass
 class Hooks:
-    """Test hooks: `on_batch(epoch, step, batch)` may alter a batch; `after_epoch(epoch)` may stop the run."""
+    """Hooks for tests and benchmarks: `on_batch(epoch, step, batch)` may alter a batch;
+    `on_epoch(epoch, task)` may look at the model after each epoch (bench/synthesis_curve.py);
+    `after_epoch(epoch)` may stop the run."""
 
     on_batch: Callable | None = None
+    on_epoch: Callable | None = None
     after_epoch: Callable | None = None
 
 
@@ -106,6 +109,8 @@ def run(task, spec: LoopSpec, state: dict) -> dict:
                 state["optimizers"] = {k: o.state_dict() for k, o in task.optimizers.items()}
                 state["rng"] = torch.get_rng_state()
                 spec.save(state)
+            if spec.hooks.on_epoch:
+                spec.hooks.on_epoch(epoch, task)
             if spec.hooks.after_epoch:
                 spec.hooks.after_epoch(epoch)
     finally:

@@ -57,6 +57,20 @@ def set_deterministic(torch, mode: bool) -> None:
         setter(mode, warn_only=True)
 
 
+def compile_task(task, backend: str, log=None) -> bool:
+    """torch.compile the task's per-step networks; False (and a warning) where torch.compile is
+    unavailable. Graphs that fail to compile later fall back to eager (dynamo's suppress_errors)."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    try:
+        import torch._dynamo
+        torch._dynamo.config.suppress_errors = True
+        task.compile_networks(backend)
+    except Exception as e:          # e.g. a platform without torch.compile: train eagerly
+        log(f"warning: torch.compile unavailable ({type(e).__name__}: {e}); training eagerly")
+        return False
+    return True
+
+
 def train_epochs(tr: dict, n_train: int) -> int:
     """`train.epochs`, raised to reach at least `train.min_steps` generator steps when that is set.
 
@@ -146,6 +160,8 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
     task.to(dev)
     if tr["fused_adam"] == "yes" or (tr["fused_adam"] == "auto" and dev.type == "cuda"):
         task.use_fused_adam()
+    if tr["compile"] == "yes" or (tr["compile"] == "auto" and dev.type == "cuda"):
+        compile_task(task, tr["compile_backend"])
     if dev.type == "cuda":
         task.to(memory_format=torch.channels_last)
         task.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
