@@ -25,8 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fersnet import config, paths  # noqa: E402
 from fersnet.errors import FersnetError  # noqa: E402
-
-GENERATORS = ("fersnet", "no_mtl", "no_convflu", "stargan")
+from fersnet.metrics.score import GENERATORS  # noqa: E402
 
 
 def curve(cfg: dict, db: str, model: str, fold: int, every: int, judge_dir: Path, scratch: Path,
@@ -37,7 +36,7 @@ def curve(cfg: dict, db: str, model: str, fold: int, every: int, judge_dir: Path
     from fersnet.data.dataset import load_processed
     from fersnet.metrics.common import centre_crop
     from fersnet.metrics.judge import load_judge, predict
-    from fersnet.metrics.score import synthesis_plan, synthesize, write_grid
+    from fersnet.metrics.score import check_judge_fits, synthesis_plan, synthesize, write_grid
     from fersnet.training.loop import Hooks
     from fersnet.training.train import train_epochs, train_job
 
@@ -51,9 +50,7 @@ def curve(cfg: dict, db: str, model: str, fold: int, every: int, judge_dir: Path
     faces = centre_crop(data.images[test_rows], crop)
     labels = data.meta["label"].to_numpy()[test_rows].astype(int)
     judge = load_judge(judge_dir, "cpu")
-    if judge.crop != crop or judge.fc.out_features != len(data.classes):
-        raise FersnetError(f"{judge_dir}: judge was trained at crop {judge.crop} for {judge.fc.out_features} "
-                           f"classes, the run uses crop {crop} and {len(data.classes)}")
+    check_judge_fits(judge, judge_dir, crop, len(data.classes))
     sources, targets = synthesis_plan(labels, len(data.classes))
     last = train_epochs(cfg["train"], len(train_rows))
     rows: list[dict] = []

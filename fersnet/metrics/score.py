@@ -174,6 +174,13 @@ def _load_generator(cfg: dict, db: str, model: str, fold: int, device: str):
     return load_generator(run, device)
 
 
+def check_judge_fits(judge, judge_dir: Path, crop: int, n_classes: int) -> None:
+    """A judge scores only faces of the crop and classes it was trained on."""
+    if judge.crop != crop or judge.fc.out_features != n_classes:
+        raise DataError(f"{judge_dir}: judge was trained for {judge.fc.out_features} classes at crop "
+                        f"{judge.crop}, data has {n_classes} at {crop}; delete it and re-run `fersnet judge`")
+
+
 def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = None,
               generator=None, log=None) -> dict:
     """Synthesize and score one (database, generator model, fold); returns scores.json's content.
@@ -206,9 +213,7 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
 
     judge_dir = paths.judge_dir(cfg, db, fold)
     judge = load_judge(judge_dir, device)
-    if judge.crop != crop or judge.fc.out_features != len(classes):
-        raise DataError(f"{judge_dir}: judge was trained for {judge.fc.out_features} classes at crop "
-                        f"{judge.crop}, data has {len(classes)} at {crop}; delete it and re-run `fersnet judge`")
+    check_judge_fits(judge, judge_dir, crop, len(classes))
     if generator is None:
         generator = _load_generator(cfg, db, model, fold, device)
     inception = open_inception(cfg, device, log)

@@ -57,6 +57,11 @@ def set_deterministic(torch, mode: bool) -> None:
         setter(mode, warn_only=True)
 
 
+def wanted(setting: str, dev) -> bool:
+    """An `auto | yes | no` key: `auto` means on CUDA only."""
+    return setting == "yes" or (setting == "auto" and dev.type == "cuda")
+
+
 def compile_task(task, backend: str, log=None) -> bool:
     """torch.compile the task's per-step networks; False (and a warning) where torch.compile is
     unavailable. Graphs that fail to compile later fall back to eager (dynamo's suppress_errors)."""
@@ -158,9 +163,9 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
             cfg, db, fold, task, images, labels, subjects, train_rows, n_classes, dev, data_all.classes)
         epochs, lr_factor = cfg["fes_da"]["epochs"], (lambda epoch: 1.0)
     task.to(dev)
-    if tr["fused_adam"] == "yes" or (tr["fused_adam"] == "auto" and dev.type == "cuda"):
+    if wanted(tr["fused_adam"], dev):
         task.use_fused_adam()
-    if tr["compile"] == "yes" or (tr["compile"] == "auto" and dev.type == "cuda"):
+    if wanted(tr["compile"], dev):
         compile_task(task, tr["compile_backend"])
     if dev.type == "cuda":
         task.to(memory_format=torch.channels_last)
