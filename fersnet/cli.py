@@ -46,6 +46,13 @@ def _fold_list(text: str) -> list[int]:
     return folds
 
 
+def _force(p):
+    p.add_argument("--force", action="store_true",
+                   help="recompute a finished result even when it was made from other inputs (params, data, "
+                        "checkpoints); without it such a result is refused, naming what differs. The old "
+                        "result stays in place until the new one is complete")
+
+
 def _fold(p):
     p.add_argument("--fold", type=_fold_list, required=True,
                    help="test fold(s), 0-based: 3, 0,1,2 or 0-9; several folds run one after another "
@@ -71,16 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     _fold(p)
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), help="override train.device")
     p.add_argument("--out", help="run folder (default: results/<db>/<model>/fold<k>)")
+    _force(p)
 
     p = sub.add_parser("judge", help="train the standard FER model (judge) of one fold on real training images")
     _common(p); _db(p); _fold(p)
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"))
+    _force(p)
 
     p = sub.add_parser("score", help="synthesize every test face into every other expression and score it")
     _common(p); _db(p)
     p.add_argument("--model", choices=("fersnet", "no_mtl", "no_convflu", "stargan"), required=True)
     _fold(p)
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"))
+    _force(p)
 
     p = sub.add_parser("pool", help="pool synthesis scores (FID/KID) over the folds of each model")
     _common(p); _db(p)

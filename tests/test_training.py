@@ -76,7 +76,8 @@ def test_train_job_writes_the_contract_files(tiny):
     for name in (paths.CONFIG, paths.CHECKPOINT, paths.HISTORY, paths.PREDICTIONS, paths.METRICS):
         assert (run / name).is_file(), name
     assert json.loads((run / paths.METRICS).read_text()) == metrics
-    for key in ("db", "model", "fold", "classes", "accuracy", "per_class_recall", "confusion", "n_test",
+    for key in ("db", "model", "fold", "classes", "accuracy", "balanced_accuracy", "macro_f1",
+                "per_class_recall", "confusion", "n_test",
                 "selected_epoch", "selection", "best_epoch_test_accuracy", "best_epoch", "epochs", "seconds", "device"):
         assert key in metrics, key
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["epochs"] == 2 and metrics["selected_epoch"] == 2
@@ -89,6 +90,13 @@ def test_train_job_writes_the_contract_files(tiny):
     preds = pd.read_csv(run / paths.PREDICTIONS)
     assert list(preds.columns[:4]) == ["index", "subject", "true", "pred"] and len(preds) == metrics["n_test"]
     assert np.allclose(preds.filter(like="prob_").sum(axis=1), 1.0, atol=1e-4)
+    # accuracy, balanced accuracy, macro-F1 and the confusion are scikit-learn's on predictions.csv
+    from sklearn import metrics as skm
+    assert metrics["accuracy"] == pytest.approx(skm.accuracy_score(preds["true"], preds["pred"]))
+    assert metrics["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(preds["true"], preds["pred"]))
+    assert metrics["macro_f1"] == pytest.approx(skm.f1_score(preds["true"], preds["pred"], average="macro"))
+    labels = list(range(len(metrics["classes"])))
+    assert metrics["confusion"] == skm.confusion_matrix(preds["true"], preds["pred"], labels=labels).tolist()
     job = json.loads((run / paths.CONFIG).read_text())["job"]
     assert job["db"] == "ckplus" and job["model"] == "fersnet" and job["fold"] == 0 and "git_commit" in job
 
@@ -187,13 +195,18 @@ def test_nan_loss_stops_the_job_naming_epoch_and_step(tiny):
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
-def test_checkpoint_from_other_settings_is_refused(tiny):
+def test_checkpoint_from_other_settings_is_not_resumed_training_starts_over(tiny, tmp_path, capsys):
     with pytest.raises(Killed):
         train_job(tiny, "ckplus", "fersnet", 0, hooks=Hooks(after_epoch=_kill_after(1)))
     changed = copy.deepcopy(tiny)
     changed["train"]["lambda_l1"] = 2.0
-    with pytest.raises(TrainingError, match="other settings"):
-        train_job(changed, "ckplus", "fersnet", 0)
+    capsys.readouterr()
+    resumed = train_job(changed, "ckplus", "fersnet", 0)
+    err = capsys.readouterr().err
+    assert "made from other inputs" in err and "training starts over" in err
+    fresh = train_job(changed, "ckplus", "fersnet", 0, out=tmp_path / "fresh")
+    assert _stable(resumed) == _stable(fresh)      # the old epoch 1 was not reused
+    pd.testing.assert_frame_equal(_history(paths.run_dir(tiny, "ckplus", "fersnet", 0)), _history(tmp_path / "fresh"))
 
 
 def test_validation_selection_never_uses_the_test_fold(tiny):

@@ -70,6 +70,9 @@ def staged_outputs(final: Path, done_name: str):
     try:
         yield tmp
         names = sorted(p.name for p in tmp.iterdir())
+        # an older result's done file goes first: a crash while moving leaves an incomplete
+        # folder (recomputed next time), never old scores beside new files
+        (final / done_name).unlink(missing_ok=True)
         for name in [n for n in names if n != done_name] + [n for n in names if n == done_name]:
             os.replace(tmp / name, final / name)
     finally:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fersnet import paths
+from fersnet import paths, provenance
 from fersnet.errors import DataError, FersnetError
 from fersnet.metrics.common import centre_crop, resolve_device, staged_outputs, to_tensor, write_json
 
@@ -108,13 +108,6 @@ def features(model, images: np.ndarray, device: str = "cpu", batch_size: int = 2
     return torch.cat(out).numpy().astype(np.float64)
 
 
-def confusion_matrix(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """Counts with rows = true class, columns = predicted class."""
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(true, int), np.asarray(pred, int)), 1)
-    return cm
-
-
 def _train_epochs(model, x_train, y_train, cfg: dict, crop: int, gen, log):
     import torch
     from torch import nn
@@ -173,19 +166,23 @@ def recalibrate_batchnorm(model, x_train, crop: int, batch_size: int) -> None:
     model.eval()
 
 
-def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=None) -> dict:
+def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=None, force: bool = False) -> dict:
     """Train the judge of one fold on its real training images; returns metrics.json's content.
 
-    A finished judge (metrics.json present) is not retrained: the call returns its metrics.
+    A finished judge made from the same inputs (fingerprint) is not retrained: the call returns
+    its metrics; one made from other inputs is refused unless `force` (fersnet.provenance).
     """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    out = paths.judge_dir(cfg, db, fold)
+    fp = provenance.fingerprint(cfg, "judge", db, "judge", fold)
+    done = provenance.reuse(out / paths.METRICS, fp, force, log)
+    if done is not None:
+        return done
     import torch
     from fersnet.data.dataset import load_processed
+    from fersnet.training.classification import classification_metrics
 
-    out = paths.judge_dir(cfg, db, fold)
-    if (out / paths.METRICS).is_file():
-        return json.loads((out / paths.METRICS).read_text())
     t_start = time.perf_counter()
-    log = log or (lambda msg: print(msg, file=sys.stderr))
     data = load_processed(cfg, db)
     n_folds = int(cfg["n_folds"])
     if not 0 <= int(fold) < n_folds:
@@ -210,18 +207,14 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
     recalibrate_batchnorm(model, x_train, crop, int(cfg["judge"]["batch_size"]))
 
     logits = predict(model, centre_crop(data.images[test_rows], crop), device)
-    pred = logits.argmax(1)
-    true = labels[test_rows]
-    cm = confusion_matrix(true, pred, len(classes))
-    recall = {c: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None) for i, c in enumerate(classes)}
+    scores = classification_metrics(labels[test_rows], logits.argmax(1), classes)
     arch = {"in_channels": data.channels, "n_classes": len(classes), "width": float(cfg["judge"]["width"]),
             "crop": crop}
     metrics = {
-        "db": db, "model": "judge", "fold": int(fold), "classes": classes,
-        "accuracy": float((pred == true).mean()), "per_class_recall": recall,
-        "confusion": cm.tolist(), "n_test": int(len(test_rows)), "n_train": int(len(train_rows)),
+        "db": db, "model": "judge", "fold": int(fold), "classes": classes, **scores,
+        "n_test": int(len(test_rows)), "n_train": int(len(train_rows)),
         "epochs": int(cfg["judge"]["epochs"]), "seconds": round(time.perf_counter() - t_start, 3),
-        "device": device,
+        "device": device, **provenance.stamp(fp),
     }
     config_out = dict(cfg, job={"db": db, "model": "judge", "fold": int(fold), "device": device,
                                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds")},
@@ -234,6 +227,7 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
             w = csv.DictWriter(f, fieldnames=list(history[0]))
             w.writeheader()
             w.writerows(history)
+        write_json(tmp / provenance.PROVENANCE, provenance.record(fp, cfg, device))
         write_json(tmp / paths.METRICS, metrics)
     return metrics
 
@@ -260,6 +254,7 @@ def load_judge(judge_dir: str | Path, device: str = "cpu"):
 
 def main(cfg: dict, args) -> dict:
     """`fersnet judge --db <db> --fold <k>`."""
-    m = train_judge(cfg, args.db, args.fold, device=getattr(args, "device", None))
+    m = train_judge(cfg, args.db, args.fold, device=getattr(args, "device", None),
+                    force=getattr(args, "force", False))
     return {"db": m["db"], "fold": m["fold"], "accuracy": m["accuracy"], "n_test": m["n_test"],
             "seconds": m["seconds"], "dir": str(paths.judge_dir(cfg, args.db, args.fold))}

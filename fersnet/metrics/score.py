@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fersnet import paths
+from fersnet import paths, provenance
 from fersnet.errors import DataError, FersnetError
 from fersnet.metrics import fid as fidlib
 from fersnet.metrics.common import centre_crop, resolve_device, staged_outputs, to_tensor, to_uint8, write_json
@@ -181,23 +181,36 @@ def check_judge_fits(judge, judge_dir: Path, crop: int, n_classes: int) -> None:
                         f"{judge.crop}, data has {n_classes} at {crop}; delete it and re-run `fersnet judge`")
 
 
+def score_fingerprint(cfg: dict, db: str, model: str, fold: int):
+    """params, processed data, and the two checkpoints a scoring job reads (generator and judge)."""
+    inputs = {}
+    for f in (paths.run_dir(cfg, db, model, fold) / paths.CHECKPOINT, paths.judge_dir(cfg, db, fold) / paths.CHECKPOINT):
+        if f.is_file():
+            inputs[str(f)] = None
+    return provenance.fingerprint(cfg, "score", db, model, fold, inputs)
+
+
 def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = None,
-              generator=None, log=None) -> dict:
+              generator=None, log=None, force: bool = False) -> dict:
     """Synthesize and score one (database, generator model, fold); returns scores.json's content.
 
     `generator` replaces the trained model of the run folder (same call signature as
     `fersnet.models.registry.load_generator`'s function); a finished job is not redone.
     """
-    import torch
-    from fersnet.data.dataset import load_processed
-    from fersnet.metrics.judge import features as judge_features, load_judge, predict
-
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if model not in GENERATORS:
         raise FersnetError(f"score: model {model!r} is not a generator; allowed: {', '.join(GENERATORS)}")
     out = paths.synthesis_dir(cfg, db, model, fold)
-    if (out / paths.SCORES).is_file():
-        return json.loads((out / paths.SCORES).read_text())
+    fp = score_fingerprint(cfg, db, model, fold)
+    if generator is not None:           # a generator passed in (not the run's checkpoint): always scored
+        fp.inputs["generator"] = f"in-memory {type(generator).__name__}"
+    done = provenance.reuse(out / paths.SCORES, fp, force, log)
+    if done is not None:
+        return done
+    import torch
+    from fersnet.data.dataset import load_processed
+    from fersnet.metrics.judge import features as judge_features, load_judge, predict
+
     t_start = time.perf_counter()
     device = resolve_device(cfg, device)
     torch.set_num_threads(int(cfg["train"]["threads"]))
@@ -236,7 +249,7 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
               **fid_entry,
               "ssim": sim["ssim"], "psnr": sim["psnr"], "n_pairs": sim["n_pairs"],
               f"judge_fid_n{m}": fidlib.fid_from_features(j_syn, j_real), "judge_fid": None,
-              "seconds": None, "device": device}
+              "seconds": None, "device": device, **provenance.stamp(fp)}
     scores["judge_fid"] = scores[f"judge_fid_n{m}"]
     with staged_outputs(out, paths.SCORES) as tmp:
         np.save(tmp / paths.SYNTH_IMAGES, synth)
@@ -251,13 +264,15 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
                  judge_pred=pred.astype(np.int64), per_face_ssim=sim["per_face_ssim"],
                  per_face_psnr=sim["per_face_psnr"], **inception_feats)
         scores["seconds"] = round(time.perf_counter() - t_start, 3)
+        write_json(tmp / provenance.PROVENANCE, provenance.record(fp, cfg, device))
         write_json(tmp / paths.SCORES, scores)
     return scores
 
 
 def main(cfg: dict, args) -> dict:
     """`fersnet score --db <db> --model <m> --fold <k>`."""
-    s = score_job(cfg, args.db, args.model, args.fold, device=getattr(args, "device", None))
+    s = score_job(cfg, args.db, args.model, args.fold, device=getattr(args, "device", None),
+                  force=getattr(args, "force", False))
     keys = [k for k in s if k.startswith(("judge_accuracy", "fid_n", "kid_n", "fid_unavailable"))]
     return {k: s[k] for k in ["db", "model", "fold", *keys, "ssim", "psnr", "n_pairs", "seconds"] if k in s}
 
@@ -271,6 +286,13 @@ def _fold_files(cfg: dict, db: str, model: str) -> list[tuple[int, dict, dict]]:
                 feats = {k: z[k] for k in z.files}
             found.append((fold, json.loads((folder / paths.SCORES).read_text()), feats))
     return found
+
+
+def _fold_mean_std(name: str, values: list) -> dict:
+    """`<name>_fold_mean` / `_fold_std` (ddof=1, fersnet.metrics.fold_stats); null when undefined."""
+    from fersnet.metrics.fold_stats import mean_std
+    s = mean_std(values)
+    return {f"{name}_fold_{k}": (s[k] if np.isfinite(s[k]) else None) for k in ("mean", "std")}
 
 
 def pool_scores(cfg: dict, db: str, model: str) -> dict:
@@ -289,8 +311,7 @@ def pool_scores(cfg: dict, db: str, model: str) -> dict:
     targets = np.concatenate([f["target"] for _, _, f in found])
     pred = np.concatenate([f["judge_pred"] for _, _, f in found])
     out.update(judge_accuracy(pred, targets, classes))
-    out["judge_accuracy_fold_mean"] = float(np.mean([s["judge_accuracy"] for _, s, _ in found]))
-    out["judge_accuracy_fold_std"] = float(np.std([s["judge_accuracy"] for _, s, _ in found]))
+    out.update(_fold_mean_std("judge_accuracy", [s["judge_accuracy"] for _, s, _ in found]))
     ssim_all = np.concatenate([f["per_face_ssim"] for _, _, f in found])
     psnr_all = np.concatenate([f["per_face_psnr"] for _, _, f in found])
     paired = ~np.isnan(ssim_all)
@@ -298,8 +319,7 @@ def pool_scores(cfg: dict, db: str, model: str) -> dict:
                 "psnr": float(psnr_all[paired].mean()) if paired.any() else None,
                 "n_pairs": int(paired.sum())})
     judge_fids = [s.get("judge_fid") for _, s, _ in found if s.get("judge_fid") is not None]
-    out["judge_fid_fold_mean"] = float(np.mean(judge_fids)) if judge_fids else None
-    out["judge_fid_fold_std"] = float(np.std(judge_fids)) if judge_fids else None
+    out.update(_fold_mean_std("judge_fid", judge_fids))
 
     m = len(targets)
     out.update({"n_synthetic": int(m), f"fid_n{m}": None, f"kid_n{m}": None, f"kid_n{m}_std": None,
@@ -320,6 +340,11 @@ def pool_scores(cfg: dict, db: str, model: str) -> dict:
                     "fid": fid_value, "kid": k["mean"], "kid_std": k["std"], "n_real": int(len(f_real)),
                     "kid_subset_size": k["subset_size"], "kid_subsets": k["n_subsets"],
                     "fid_dims": dims.pop()})
+    fp = provenance.fingerprint(cfg, "pool", db, model, None, {
+        str(paths.synthesis_dir(cfg, db, model, f) / paths.SCORES): s.get("fingerprint") or "unrecorded"
+        for f, s, _ in found})
+    out.update(provenance.stamp(fp))
+    out["provenance"] = provenance.record(fp, cfg)
     out["per_fold"] = {str(f): {"judge_accuracy": s["judge_accuracy"], "fid": s.get("fid"), "kid": s.get("kid"),
                                 "ssim": s.get("ssim"), "psnr": s.get("psnr"), "n_synthetic": s.get("n_synthetic")}
                        for f, s, _ in found}

@@ -6,25 +6,20 @@ is complete, and a complete job started again does nothing.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from fersnet import paths
+from fersnet import paths, provenance
 from fersnet.errors import FersnetError, TrainingError
-
-PROJECT = Path(__file__).resolve().parents[2]
-
 
 def main(cfg: dict, args) -> dict:
     """CLI entry: train --db --model --fold [--device] [--out]."""
     metrics = train_job(cfg, args.db, args.model, args.fold, out=getattr(args, "out", None),
-                        device=getattr(args, "device", None))
+                        device=getattr(args, "device", None), force=getattr(args, "force", False))
     return {k: metrics.get(k) for k in ("db", "model", "fold", "accuracy", "selected_epoch", "seconds", "device")}
 
 
@@ -89,24 +84,15 @@ def train_epochs(tr: dict, n_train: int) -> int:
     return epochs
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def fingerprint(cfg: dict, db: str, model: str, fold: int) -> str:
-    """Hash of everything that determines the result; a checkpoint from other settings is refused."""
-    # keys that change where or how fast a job runs, not its result
-    ignored = ("device", "threads", "checkpoint_every", "gpu_jobs_per_device")
-    train = {k: v for k, v in cfg["train"].items() if k not in ignored}
-    keys = {"db": db, "model": model, "fold": fold, "seed": cfg["seed"], "model_cfg": cfg["model"],
-            "train": train, "fes_da": cfg["fes_da"] if model == "fes_da" else None,
-            "stargan": cfg["stargan"] if model == "stargan" else None,
-            "preprocess": {k: cfg["preprocess"][k] for k in ("size", "grayscale", "margin")}}
-    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+def fingerprint(cfg: dict, db: str, model: str, fold: int) -> provenance.Fingerprint:
+    """The run's fingerprint (fersnet.provenance): params, processed data, seed, fold, and for
+    fes_da the checkpoint of the fersnet run it fine-tunes."""
+    inputs = {}
+    if model == "fes_da":
+        src = paths.run_dir(cfg, db, "fersnet", fold) / paths.CHECKPOINT
+        if src.is_file():
+            inputs[str(src)] = None
+    return provenance.fingerprint(cfg, "train", db, model, fold, inputs)
 
 
 def val_split(meta, train_rows: np.ndarray, share: float, seed: int, fold: int):
@@ -121,11 +107,50 @@ def val_split(meta, train_rows: np.ndarray, share: float, seed: int, fold: int):
     return train_rows[~is_val], train_rows[is_val]
 
 
-def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, hooks=None) -> dict:
-    """Train `model` on fold `fold` of `db`; returns metrics (existing ones if the job is complete)."""
-    run_dir = Path(out) if out else paths.run_dir(cfg, db, model, fold)
-    if (run_dir / paths.METRICS).is_file():      # complete: return before importing torch
-        return json.loads((run_dir / paths.METRICS).read_text())
+def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, hooks=None,
+              force: bool = False, log=None) -> dict:
+    """Train `model` on fold `fold` of `db`; returns metrics.
+
+    A finished run made from the same inputs (fingerprint) is returned as it is; one made from
+    other inputs is refused (provenance.StaleResult) unless `force`, which trains again in a
+    staging folder and swaps it in only when complete.
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    final_dir = Path(out) if out else paths.run_dir(cfg, db, model, fold)
+    fp = fingerprint(cfg, db, model, fold)
+    done = provenance.reuse(final_dir / paths.METRICS, fp, force, log)   # before importing torch
+    if done is not None:
+        return done
+    replacing = (final_dir / paths.METRICS).is_file()
+    run_dir = _staging(final_dir) if replacing else final_dir
+    metrics = _train(cfg, db, model, fold, run_dir, fp, device, hooks, log)
+    if replacing and metrics:
+        _swap_in(run_dir, final_dir)
+    return metrics
+
+
+def _staging(final: Path) -> Path:
+    """A fresh sibling folder to recompute a finished run in (`--force`); the old one stays until
+    the new one is complete."""
+    import os
+    staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    if staging.exists():
+        import shutil
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    import os
+    import shutil
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
     import torch
 
     from fersnet.data.dataset import load_processed
@@ -173,10 +198,9 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
 
     data = DeviceData.from_arrays(images, labels, subjects, dev)
     batcher = DeviceBatcher(data, tr["crop"], tr["batch_size"])
-    fp = fingerprint(cfg, db, model, fold)
     meta = {"model": model, "n_classes": n_classes, "channels": channels, "crop": tr["crop"],
             "classes": list(data_all.classes)}
-    state = _start_or_resume(run_dir, fp, meta, task, ck)
+    state = _start_or_resume(run_dir, fp.digest, meta, task, ck, log)
     _write_config(run_dir, cfg, db, model, fold, dev, ck)
 
     def save(st: dict) -> None:
@@ -198,20 +222,30 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
     metrics = _metrics(cfg, db, model, fold, data_all.classes, labels[test_rows], probs, state, dev)
     metrics.update(extra)
     metrics["steps"] = int(state["epoch"]) * n_batches(len(spec.pairs.rows), tr["batch_size"])
+    metrics.update(provenance.stamp(fp))
+    ck.atomic_write_json(run_dir / provenance.PROVENANCE, provenance.record(fp, cfg, str(dev)))
     ck.atomic_write_json(run_dir / paths.METRICS, metrics)
     return metrics
 
 
-def _start_or_resume(run_dir: Path, fp: str, meta: dict, task, ck) -> dict:
-    """A fresh state, or the checkpoint's (model and optimizers restored) when it matches these settings."""
+def _start_or_resume(run_dir: Path, fp: str, meta: dict, task, ck, log) -> dict:
+    """The checkpoint's state (model and optimizers restored) when it was made from the same
+    inputs (fingerprint); otherwise a fresh state: training starts over, and the log says why."""
     path = run_dir / paths.CHECKPOINT
+    fresh = {"epoch": 0, "meta": meta, "fingerprint": fp, "history": [], "selected": None,
+             "selected_epoch": None, "best_val": None}
     if not path.is_file():
-        return {"epoch": 0, "meta": meta, "fingerprint": fp, "history": [], "selected": None,
-                "selected_epoch": None, "best_val": None}
-    state = ck.load(path)
+        return fresh
+    try:
+        state = ck.load(path)
+    except TrainingError as e:
+        log(f"fersnet train: {e}; training starts over")
+        return fresh
     if state.get("fingerprint") != fp:
-        raise TrainingError(f"{path}: checkpoint was made with other settings (params changed); "
-                            f"delete {run_dir} to train again")
+        log(f"fersnet train: {path} was made from other inputs (fingerprint {state.get('fingerprint')}, "
+            f"now {fp}); training starts over")
+        return fresh
+    log(f"fersnet train: resuming {path} at epoch {state['epoch']} (same fingerprint {fp})")
     task.load_state_dict(state["model"])
     for k, opt in task.optimizers.items():
         opt.load_state_dict(state["optimizers"][k])
@@ -219,7 +253,9 @@ def _start_or_resume(run_dir: Path, fp: str, meta: dict, task, ck) -> dict:
 
 
 def _write_config(run_dir: Path, cfg: dict, db: str, model: str, fold: int, dev, ck) -> None:
-    job = {"db": db, "model": model, "fold": fold, "device": str(dev), "git_commit": git_commit(),
+    job = {"db": db, "model": model, "fold": fold, "device": str(dev),
+           "git_commit": provenance.code_version()["git_commit"],
+           "code_version": provenance.code_label(provenance.code_version()),
            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     ck.atomic_write_json(run_dir / paths.CONFIG, {**cfg, "job": job})
 
@@ -244,22 +280,16 @@ def _metrics(cfg, db, model, fold, classes, y_true, probs, state, dev) -> dict:
     best = max(tests, key=lambda t: (t[0], -t[1])) if tests else (None, None)
     selection = cfg["train"]["selection"] if state.get("selected") is not None else "last"
     out = {"db": db, "model": model, "fold": fold, "classes": list(classes), "accuracy": None,
-           "per_class_recall": None, "confusion": None, "n_test": int(len(y_true)),
+           "balanced_accuracy": None, "macro_f1": None, "per_class_recall": None, "confusion": None,
+           "n_test": int(len(y_true)),
            "selected_epoch": state.get("selected_epoch") or state["epoch"], "selection": selection,
            "best_epoch_test_accuracy": best[0], "best_epoch": best[1],
            "best_epoch_note": "diagnostic only: chosen on the test fold (R2021's optimistic selection)",
            "epochs": state["epoch"], "seconds": round(sum(h["seconds"] for h in history), 3),
            "device": str(dev)}
-    if probs is not None:
-        pred = probs.argmax(1)
-        k = len(classes)
-        conf = np.zeros((k, k), dtype=int)
-        np.add.at(conf, (y_true, pred), 1)
-        support = conf.sum(1)
-        out["accuracy"] = float((pred == y_true).mean())
-        out["per_class_recall"] = {c: (float(conf[i, i] / support[i]) if support[i] else None)
-                                   for i, c in enumerate(classes)}
-        out["confusion"] = conf.tolist()
+    if probs is not None:          # StarGAN has no FER branch: its metrics stay null
+        from fersnet.training.classification import classification_metrics
+        out.update(classification_metrics(y_true, probs.argmax(1), list(classes)))
     return out
 
 
