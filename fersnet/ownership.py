@@ -1,0 +1,290 @@
+"""Which folders fersnet may replace or delete, and what a killed run can leave behind.
+
+Ownership: every folder fersnet creates carries a small marker file, `.fersnet` (what made
+it, when). A command replaces or deletes only a folder that carries the marker or is empty;
+any other folder stops it with an error that names the folder (docs/architecture.md,
+"Ownership and crashes").
+
+Crash hygiene: outputs are written under temporary names and renamed into place, so a kill
+at any moment leaves the old complete output or the new one, plus at most temporaries named
+`.<name>.tmp-<pid>-<host>-<random>` (or `.old-`). `clean_temps` removes those whose process
+is no longer running; every verb calls it over the folders it works in.
+
+This module imports only the standard library: the CLI and the Snakefile use it at start.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fersnet.errors import FersnetError
+
+MARKER = ".fersnet"
+PAUSE_ENV = "FERSNET_PAUSE_AT"      # debugging aid for crash tests (pause_point)
+PAUSE_SECONDS_ENV = "FERSNET_PAUSE_S"
+# A temporary made on another machine (shared file system), or with no PID in its name (older
+# fersnet versions), cannot be checked for a live process: it is removed once it is this old.
+STALE_S = 24 * 3600
+HOW = "pick another --out, or empty it"
+
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<host>[0-9a-f]{6})-[0-9a-f]+$")
+# names written by fersnet versions before this module; same host assumed where a PID is given
+_LEGACY = (
+    re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-?(?P<pid>\d+)$"),     # .x.tmp123, .x.tmp-123, .x.old-123
+    re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp)-[a-z0-9_]{8}$"),          # tempfile.mkdtemp(prefix=".x.tmp-")
+    re.compile(r"^\.(?P<name>.+\.json)\.(?P<kind>)[a-z0-9_]{8}$"),        # tempfile.mkstemp(prefix=".x.json.")
+    re.compile(r"^\.(?P<name>build)-(?P<kind>)[a-z0-9_]{8}$"),            # the report's .build-XXXXXXXX
+)
+
+
+class ForeignFolder(FersnetError):
+    """A folder fersnet would have to replace or write into, but did not create."""
+
+
+def mark(folder, made_by: str) -> None:
+    """Write the marker into `folder`, a folder fersnet created: what made it and when.
+
+    Written in place, not through a temporary: a kill while writing leaves a short marker,
+    which still marks the folder (`owned` looks only for the file).
+    """
+    record = {"made_by": made_by, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "host": socket.gethostname(), "pid": os.getpid()}
+    (Path(folder) / MARKER).write_text(json.dumps(record) + "\n")
+
+
+def owned(folder) -> bool:
+    """True when `folder` carries fersnet's marker."""
+    return (Path(folder) / MARKER).is_file()
+
+
+def _entries(folder: Path, n: int = 3) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def check_replaceable(folder, how: str = HOW) -> None:
+    """Refuse (ForeignFolder) when `folder` exists, is not empty and carries no marker.
+
+    `how` tells the researcher how to proceed; it ends the message.
+    """
+    folder = Path(folder)
+    if folder.is_symlink():
+        raise ForeignFolder(f"{folder}: is a symbolic link; fersnet writes its outputs to real folders "
+                            f"only, so nothing was changed; {how}")
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ForeignFolder(f"{folder}: exists and is not a folder; nothing was changed; {how}")
+    if owned(folder) or not any(folder.iterdir()):
+        return
+    raise ForeignFolder(f"{folder}: holds files fersnet did not create ({_entries(folder)}; no {MARKER} "
+                        f"marker), so it is neither replaced nor written into; {how}")
+
+
+def create_dirs(folder, made_by: str) -> Path:
+    """`mkdir -p` with normal permissions (the umask applies, unlike tempfile.mkdtemp's 0700);
+    every folder created here is marked. Existing folders are left as they are."""
+    folder = Path(folder)
+    missing = []
+    p = folder
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for p in reversed(missing):
+        try:
+            p.mkdir()
+        except FileExistsError:
+            continue                   # made at the same moment by another job: its marker
+        mark(p, made_by)
+    return folder
+
+
+def claim_folder(folder, made_by: str, how: str = HOW) -> Path:
+    """A folder to write into: created (marked) when missing, marked when empty, kept when
+    marked; a folder holding anything else is refused (ForeignFolder)."""
+    folder = Path(folder)
+    check_replaceable(folder, how)
+    create_dirs(folder, made_by)
+    if not owned(folder):
+        mark(folder, made_by)
+    return folder
+
+
+def temp_name(name: str, kind: str = "tmp") -> str:
+    """`.<name>.<kind>-<pid>-<host>-<random>`: the one pattern of fersnet's temporaries."""
+    return f".{name}.{kind}-{os.getpid()}-{_HOST}-{secrets.token_hex(3)}"
+
+
+def temp_path(path) -> Path:
+    """A temporary sibling of the file `path`, to write and then rename onto it."""
+    path = Path(path)
+    return path.with_name(temp_name(path.name))
+
+
+def make_temp_dir(parent, name: str, made_by: str) -> Path:
+    """A new marked staging folder `.<name>.tmp-...` in `parent` (created, marked, as needed)."""
+    create_dirs(parent, made_by)
+    while True:
+        tmp = Path(parent) / temp_name(name)
+        try:
+            tmp.mkdir()
+        except FileExistsError:
+            continue
+        mark(tmp, made_by)
+        return tmp
+
+
+def pause_point(name: str) -> None:
+    """With FERSNET_PAUSE_AT=<name> (comma-separated names allowed), stop here for
+    FERSNET_PAUSE_S seconds (default 600): a debugging aid to kill a command at an exact point."""
+    wanted = os.environ.get(PAUSE_ENV)
+    if wanted and name in wanted.split(","):
+        print(f"fersnet: paused at {name} ({PAUSE_ENV})", file=sys.stderr, flush=True)
+        time.sleep(float(os.environ.get(PAUSE_SECONDS_ENV, 600)))
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+        return False                   # file system or kernel without the flag
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def swap_in(staging, final, how: str = HOW) -> None:
+    """Install the fully written folder `staging` as `final` (absent, empty or marked).
+
+    The old `final` stays complete until the new one is in place. On Linux the two are
+    exchanged in one step; elsewhere the old one is first renamed to `.<name>.old-...`, and
+    `clean_temps` puts it back should the process die before the new one is in place.
+    """
+    staging, final = Path(staging), Path(final)
+    check_replaceable(final, how)
+    if not owned(staging):
+        mark(staging, "fersnet")
+    pause_point(f"swap:{final.name}")
+    if not final.exists():
+        os.rename(staging, final)
+        return
+    if _exchange(staging, final):
+        leftover = staging             # now holds the old folder
+    else:
+        leftover = final.with_name(temp_name(final.name, "old"))
+        os.rename(final, leftover)
+        os.rename(staging, final)
+    pause_point(f"swapped:{final.name}")
+    shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _parse(name: str):
+    """(name, kind, pid or None, host or None) of a temporary's file name, or None."""
+    m = _TEMP.match(name)
+    if m:
+        return m["name"], m["kind"], int(m["pid"]), m["host"]
+    for pattern in _LEGACY:
+        m = pattern.match(name)
+        if m:
+            pid = m.groupdict().get("pid")
+            return m["name"], m["kind"] or "tmp", int(pid) if pid else None, _HOST if pid else None
+    return None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True                    # another user's process
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def _in_use(path: Path, pid: int | None, host: str | None) -> bool:
+    if pid is None or host != _HOST:
+        try:
+            return time.time() - path.lstat().st_mtime < STALE_S
+        except FileNotFoundError:
+            return False
+    return _alive(pid)
+
+
+def _ours(path: Path) -> bool:
+    """A temporary folder fersnet made, wherever it lies: marked, or empty."""
+    return path.is_dir() and not path.is_symlink() and (owned(path) or not any(path.iterdir()))
+
+
+def _clean_entries(folder: Path, only: str | None = None) -> tuple[list[Path], list[Path]]:
+    """Remove the dead temporaries directly in `folder` (only those of `only`, when given);
+    return (removed or restored, marked sub-folders)."""
+    done, below = [], []
+    marked = owned(folder)
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return done, below
+    for p in entries:
+        parsed = _parse(p.name)
+        if parsed is None:
+            if only is None and p.is_dir() and not p.is_symlink() and owned(p):
+                below.append(p)
+            continue
+        name, kind, pid, host = parsed
+        if (only is not None and name != only) or not (marked or _ours(p)) or _in_use(p, pid, host):
+            continue
+        final = folder / name
+        if kind == "old" and p.is_dir() and not final.exists() and not final.is_symlink():
+            p.rename(final)            # killed between the two renames of swap_in: the old one returns
+        elif p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        done.append(p)
+    return done, below
+
+
+def clean_temps(folder) -> list[Path]:
+    """Remove what killed fersnet processes left in `folder`, in the marked folders below it,
+    and `folder`'s own staging or old copies beside it; returns what was removed (or put back).
+
+    A temporary is removed only inside a marked folder (or when it is itself a marked or empty
+    folder), and only when the process named in it is no longer running on this machine, so a
+    job running at the same time keeps its files.
+    """
+    folder = Path(folder)
+    done: list[Path] = []
+    if folder.parent.is_dir():
+        done += _clean_entries(folder.parent, only=folder.name)[0]
+    stack = [folder] if folder.is_dir() and not folder.is_symlink() else []
+    while stack:
+        removed, below = _clean_entries(stack.pop())
+        done += removed
+        stack += below
+    if done:
+        print(f"fersnet: removed {len(done)} leftover(s) of interrupted runs in {folder} "
+              f"(e.g. {done[0].name})", file=sys.stderr)
+    return done
