@@ -228,9 +228,10 @@ def test_skip_policy_counts_and_lists_bad_files_and_keeps_the_rest(test_cfg, tmp
     next((root / "Emotion" / "S005").rglob("*_emotion.txt")).write_text("")
     out = _out(test_cfg)
     result = preprocess(test_cfg, "ckplus", root=root, out=out)
-    assert result["skipped"] == 2 and result["n_images"] == 5
+    # 2 bad files, and S005, whose only sequence had the bad label, has no labelled sequence left
+    assert result["skipped"] == 3 and result["n_images"] == 5
     summary = json.loads((out / "summary.json").read_text())
-    reasons = sorted(d["reason"] for d in summary["skipped"])
+    reasons = sorted(d["reason"] for d in summary["skipped"] if d["kind"] == "bad")
     assert reasons[0].startswith("empty label file") and reasons[1].startswith("truncated PNG")
     assert "Skipped bad files (2)" in (out / "report.md").read_text()
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from fersnet.data import readers
 from fersnet.data.readers import BadInput
@@ -53,7 +54,9 @@ def test_readers_ignore_junk_files(test_cfg, tmp_path):
     (root / "Emotion" / ".DS_Store").write_bytes(b"\0")
     reading = _read(test_cfg, "ckplus", root)
     assert len(reading.records) == 3
-    assert len(reading.ignored) == 3
+    assert {d["file"]: d["kind"] for d in reading.passed} == {
+        "Emotion/.DS_Store": "junk", "Emotion/S005/001/Thumbs.db": "junk",
+        "cohn-kanade-images/S005/001/.DS_Store": "junk", "cohn-kanade-images/S005/001/notes.txt": "unexpected"}
 
     oulu = make_oulu(tmp_path / "oulu", subjects=("P001",), expressions=("Fear",))
     seq = oulu / "OriginalImg" / "VL" / "Strong" / "P001" / "Fear"
@@ -159,3 +162,38 @@ def test_mmi_reader_and_preprocess_handle_the_generator_special_sessions(test_cf
     report = (Path(out) / "report.md").read_text()
     assert "Sessions/2/" in report and "stored rotated" in report
     assert "Sessions/3/" in report and "dual view, kept the left half" in report
+
+
+def test_ckplus_copy_of_a_frame_is_passed_over_and_never_taken_as_a_frame(test_cfg, tmp_path):
+    # "S005_001_00000005 (1).png" once parsed as frame 1, whose landmarks file does not exist
+    root = make_ckplus(tmp_path / "ck", {("S005", "001"): 5})
+    seq = root / "cohn-kanade-images" / "S005" / "001"
+    (seq / "S005_001_00000005 (1).png").write_bytes((seq / "S005_001_00000005.png").read_bytes())
+    reading = _read(test_cfg, "ckplus", root)
+    assert [r.frame for r in reading.records] == [3, 4, 5]
+    assert reading.passed == [{"file": "cohn-kanade-images/S005/001/S005_001_00000005 (1).png",
+                               "reason": "file does not follow the CK+ naming pattern; expected "
+                                         "S005_001_<8-digit frame>.png", "kind": "unexpected"}]
+
+
+def test_oulu_frame_number_written_twice_is_used_once(test_cfg, tmp_path):
+    root = make_oulu(tmp_path / "oulu", subjects=("P001",), expressions=("Fear",))
+    seq = root / "OriginalImg" / "VL" / "Strong" / "P001" / "Fear"
+    (seq / "3.jpeg").write_bytes((seq / "000.jpeg").read_bytes())
+    reading = _read(test_cfg, "oulu", root)
+    assert [r.source.rsplit("/", 1)[1] for r in reading.records] == ["001.jpeg", "002.jpeg", "003.jpeg"]
+    assert reading.passed == [{"file": "OriginalImg/VL/Strong/P001/Fear/3.jpeg", "kind": "unexpected",
+                               "reason": "same frame number as 003.jpeg; only that one is used"}]
+
+
+def test_check_counts_error_stops_on_unexpected_entries_only(test_cfg, tmp_path):
+    test_cfg["data"]["check_counts"] = "error"
+    root = make_ckplus(tmp_path / "ck", {("S005", "001"): 5, ("S005", "002"): None})
+    (root / "cohn-kanade-images" / "S005" / "001" / ".DS_Store").write_bytes(b"\0")
+    reading = _read(test_cfg, "ckplus", root)     # junk and an unlabelled sequence: listed, no error
+    assert [d["kind"] for d in reading.passed] == ["junk", "protocol"]
+    stray = root / "Emotion" / "S005" / "001" / "S005_001_00000005_emotion.txt.bak"
+    stray.write_text("3\n")
+    with pytest.raises(readers.PassedOver, match=f"{stray}: file does not follow the CK\\+ naming pattern"
+                                                 ".*data.check_counts is `error`"):
+        _read(test_cfg, "ckplus", root)

@@ -53,7 +53,7 @@ def preprocess(cfg: dict, db: str, root=None, out=None) -> dict:
                         + (f" ({len(bad.skipped)} bad file(s) skipped, first: {bad.skipped[0]['file']}: "
                            f"{bad.skipped[0]['reason']})" if bad.skipped else "")
                         + f"; see docs/datasets/{db}.md for the expected layout")
-    warning = count_check(cfg, db, root, reading.n_sequences, len(reading.subjects))
+    warning = count_check(cfg, db, root, reading.n_sequences, len(reading.subjects), reading)
     folds = assign_folds(reading.subjects, cfg["n_folds"])
     images, rows, no_face = _faces(cfg, db, reading, folds, bad)
     if not images:
@@ -79,13 +79,19 @@ def _refuse_out_in_root(root: Path, out: Path) -> None:
                         "(the raw data is never modified)")
 
 
-def count_check(cfg: dict, db: str, root: Path, n_sequences: int, n_subjects: int) -> str | None:
-    """Compare with the published protocol counts; warn on stderr (or raise) when they differ."""
+def count_check(cfg: dict, db: str, root: Path, n_sequences: int, n_subjects: int,
+                reading: Reading | None = None) -> str | None:
+    """Compare with the published protocol counts; warn on stderr (or raise) when they differ.
+
+    The message says what the reader passed over, by reason, so that a difference can be traced.
+    """
     want_seq, want_subj = labels.PROTOCOL_COUNTS[db]
     if (n_sequences, n_subjects) == (want_seq, want_subj):
         return None
     msg = (f"{DATABASE[db]}: found {n_sequences} protocol sequences from {n_subjects} subjects under "
            f"{root}; the published protocol has {want_seq} sequences from {want_subj} subjects.")
+    if reading is not None and reading.passed:
+        msg += f" {_passed_over_counts(reading)}"
     if _is_under(root, Path(cfg["synth"]["out"])):
         msg += (f" The counts differ, as expected for the synthetic stand-in (the root is under "
                 f"synth.out = {cfg['synth']['out']}), which is smaller by design.")
@@ -96,6 +102,17 @@ def count_check(cfg: dict, db: str, root: Path, n_sequences: int, n_subjects: in
         raise DataError(msg + " Stopping because data.check_counts is `error`.")
     print(f"WARNING: {msg}", file=sys.stderr)
     return msg
+
+
+def _passed_over_counts(reading: Reading) -> str:
+    """One sentence: what the reader passed over, counted by reason (protocol) or kind."""
+    parts = [f"{n} x {reason}" for reason, n in reading.excluded.items()]
+    for kind, what in ((readers.UNEXPECTED, "unexpected file(s) or folder(s)"),
+                       (readers.JUNK, "desktop junk file(s)")):
+        files = [d["file"] for d in reading.passed if d["kind"] == kind]
+        if files:
+            parts.append(f"{len(files)} {what} (first: {files[0]})")
+    return "Passed over (listed in report.md): " + "; ".join(parts) + "."
 
 
 def _is_under(path: Path, folder: Path) -> bool:
@@ -188,7 +205,8 @@ def _summary(cfg, db, root, reading, meta, bad, no_face, warning) -> dict:
         "db": db, "classes": classes, "n_images": int(len(meta)),
         "n_sequences": int(meta[["subject", "sequence"]].drop_duplicates().shape[0]),
         "n_subjects": int(meta.subject.nunique()), "counts": counts,
-        "skipped": bad.skipped, "no_face": no_face,
+        "skipped": [dict(d, file=reading.relative(d["file"])) for d in bad.skipped] + reading.passed,
+        "no_face": no_face,
         "protocol": _protocol(cfg, db, root, reading),
         "expected_counts": {"sequences": want_seq, "subjects": want_subj},
         "found_counts": {"sequences": reading.n_sequences, "subjects": len(reading.subjects)},
@@ -274,15 +292,35 @@ def report_markdown(summary: dict, reading: Reading) -> str:
                   "neutral frame when no selected frame had one).", ""]
     lines += _listing("Frames without a detected face", summary["no_face"],
                       lambda d: f"`{d['file']}`: {d['action']}")
-    lines += _listing("Skipped bad files", summary["skipped"], lambda d: f"`{d['file']}`: {d['reason']}")
-    lines += ["## Left out by the protocol (not errors)", ""]
-    lines += [f"- {k}: {v}" for k, v in summary["excluded"].items()] or ["None."]
-    lines += ["", "## Notes", ""] + ([f"- {n}" for n in reading.notes] or ["None."]) + [""]
+    lines += _passed_over(summary["skipped"])
+    lines += ["## Notes", ""] + ([f"- {n}" for n in reading.notes] or ["None."]) + [""]
     return "\n".join(lines)
 
 
-def _listing(title: str, items: list, fmt) -> list[str]:
-    lines = [f"## {title} ({len(items)})", ""]
+def _passed_over(skipped: list[dict]) -> list[str]:
+    """Every file or folder the reader did not use, by name, grouped by kind (readers.BAD ...)."""
+    kind = lambda k: [d for d in skipped if d.get("kind", readers.BAD) == k]
+    entry = lambda d: f"`{d['file']}`: {d['reason']}"
+    lines = _listing("Skipped bad files", kind(readers.BAD), entry,
+                     "Files the protocol needs that cannot be used (`preprocess.on_bad_file: skip`).")
+    lines += _listing("Unexpected files and folders", kind(readers.UNEXPECTED), entry,
+                      "Not part of the database's layout or naming pattern, so never used (a copy such "
+                      "as `name (1).png` is not a frame); `data.check_counts: error` stops on these.")
+    protocol = kind(readers.PROTOCOL)
+    lines += [f"## Left out by the protocol ({len(protocol)}, not errors)", ""]
+    by_reason: dict[str, list[str]] = {}
+    for d in protocol:
+        by_reason.setdefault(d["reason"], []).append(d["file"])
+    for reason, files in by_reason.items():
+        lines.append(f"- {reason}: {len(files)}")
+        lines += [f"  - `{f}`" for f in files]
+    lines += [] if protocol else ["None."]
+    lines += [""] + _listing("Desktop junk ignored", kind(readers.JUNK), lambda d: f"`{d['file']}`")
+    return lines
+
+
+def _listing(title: str, items: list, fmt, intro: str | None = None) -> list[str]:
+    lines = [f"## {title} ({len(items)})", ""] + ([intro, ""] if intro and items else [])
     lines += [f"- {fmt(d)}" for d in items] or ["None."]
     return lines + [""]
 

@@ -4,7 +4,10 @@ Each reader walks one layout, picks the protocol's frames and returns a `Reading
 `FrameRecord` per frame (pixels are loaded later, except MMI's, which come out of a video),
 the protocol's subjects (for the fold rule) and what it left out and why. Bad input goes
 through a `BadInput`, which applies `preprocess.on_bad_file`: stop with a `DataError`
-naming the file, or record a skip that the preprocessing report lists.
+naming the file, or record a skip that the preprocessing report lists. Everything else a
+reader does not use is passed over by name (`Reading.pass_over`) with one of three kinds:
+left out by the protocol, desktop junk, or unexpected (outside the database's layout or
+naming pattern); `data.check_counts: error` stops on the first unexpected one.
 """
 from __future__ import annotations
 
@@ -16,9 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from fersnet.errors import DataError
+from fersnet.names import DATABASE as DB_NAMES
 
 # Files the databases' own distributions and desktop tools leave around (datasets.md §1-2).
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
+
+# What a passed-over file or folder is (summary.json `skipped[].kind`; report.md groups by it).
+BAD = "bad"                  # a file the protocol needs that cannot be used (preprocess.on_bad_file)
+PROTOCOL = "protocol"        # left out by the protocol, as the database's documentation says
+JUNK = "junk"                # desktop junk the real archives carry (.DS_Store, Thumbs.db)
+UNEXPECTED = "unexpected"    # outside the layout or naming pattern: an error with data.check_counts: error
 
 
 class BadFile(DataError):
@@ -41,7 +51,15 @@ class BadInput:
     def __call__(self, file, reason: str) -> None:
         if self.policy == "error":
             raise BadFile(file, reason)
-        self.skipped.append({"file": str(file), "reason": reason})
+        self.skipped.append({"file": str(file), "reason": reason, "kind": BAD})
+
+
+class PassedOver(BadFile):
+    """An unexpected file or folder, raised instead of listed when data.check_counts is `error`."""
+
+    def __init__(self, file, reason: str):
+        super().__init__(file, f"{reason}; stopping because data.check_counts is `error` (with `warn` "
+                               "it is passed over and listed in report.md)")
 
 
 @dataclass
@@ -70,8 +88,9 @@ class Reading:
     db: str
     base: Path                              # folder the `source` paths are relative to
     records: list[FrameRecord] = field(default_factory=list)
-    excluded: Counter = field(default_factory=Counter)   # left out by the protocol, by reason (not errors)
-    ignored: list[str] = field(default_factory=list)     # junk files (.DS_Store, Thumbs.db, other extensions)
+    # every file or folder not used, in walking order: {"file" (relative to base), "reason", "kind"}
+    passed: list[dict] = field(default_factory=list)
+    strict: bool = False                                 # data.check_counts == "error": unexpected -> PassedOver
     notes: list[str] = field(default_factory=list)       # things the report should say
     borrowed: int = 0                                    # detector misses that used a neighbour's box
     # first (neutral onset) frame of each sequence, (subject, sequence) -> Path or BGR image: where
@@ -87,6 +106,38 @@ class Reading:
             return read_image(item)
         except BadFile:
             return None   # a bad first frame is not part of the protocol; just no fallback box
+
+    def pass_over(self, path: Path, reason: str, kind: str = UNEXPECTED) -> None:
+        """Record a file or folder the reader does not use; an unexpected one raises when strict."""
+        if kind == UNEXPECTED and self.strict:
+            raise PassedOver(path, reason)
+        self.passed.append({"file": self.relative(path), "reason": reason, "kind": kind})
+
+    def foreign(self, path: Path, expected: str) -> None:
+        """Pass over an entry that is not part of the layout: desktop junk, or unexpected."""
+        if is_junk(path):
+            self.pass_over(path, "desktop junk file", JUNK)
+        else:
+            what = "folder" if path.is_dir() else "file"
+            self.pass_over(path, f"{what} does not follow the {DB_NAMES[self.db]} naming pattern; "
+                                 f"expected {expected}")
+
+    def relative(self, path) -> str:
+        path = Path(path)
+        try:
+            return path.relative_to(self.base).as_posix()
+        except ValueError:
+            return str(path)
+
+    @property
+    def excluded(self) -> Counter:
+        """Left out by the protocol, counted by reason (not errors)."""
+        return Counter(d["reason"] for d in self.passed if d["kind"] == PROTOCOL)
+
+    @property
+    def ignored(self) -> list[str]:
+        """Junk and unexpected files and folders (relative to base)."""
+        return [d["file"] for d in self.passed if d["kind"] in (JUNK, UNEXPECTED)]
 
     @property
     def subjects(self) -> list[str]:
@@ -112,41 +163,47 @@ def read(cfg: dict, db: str, root, bad: BadInput) -> Reading:
     return readers[db](cfg, root, bad)
 
 
-def is_junk(path: Path, suffix: str | None = None) -> bool:
-    """True for desktop junk and, when `suffix` is given, files of any other extension."""
-    if path.name.lower() in JUNK_NAMES or path.name.startswith("._"):
-        return True
-    return suffix is not None and path.suffix.lower() != suffix
-
-
-def subfolders(folder: Path) -> list[Path]:
-    """Sub-folders sorted with numbers compared as numbers (S5 < S10)."""
-    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=lambda p: natural_key(p.name))
+def is_junk(path: Path) -> bool:
+    """True for desktop junk: .DS_Store, Thumbs.db, desktop.ini and macOS `._*` companions."""
+    return path.name.lower() in JUNK_NAMES or path.name.startswith("._")
 
 
 def natural_key(name: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def frame_number(path: Path) -> int | None:
-    """The frame number of a file name: its last run of digits (S005_001_00000011.png -> 11, 007.jpeg -> 7)."""
-    digits = re.findall(r"\d+", path.stem)
-    return int(digits[-1]) if digits else None
+def entries(folder: Path) -> list[Path]:
+    """A folder's entries sorted with numbers compared as numbers (S5 < S10), ties by name (003 < 3)."""
+    return sorted(folder.iterdir(), key=lambda p: (natural_key(p.name), p.name))
 
 
-def numbered_frames(folder: Path, suffix: str, ignored: list[str]) -> list[tuple[int, Path]]:
-    """Frames of a sequence folder sorted numerically (never lexically); junk goes to `ignored`."""
-    frames = []
-    for p in folder.iterdir():
-        if p.is_dir():
-            continue
-        n = frame_number(p)
-        if is_junk(p, suffix) or n is None:
-            ignored.append(str(p))
-            continue
-        frames.append((n, p))
-    return sorted(frames)
+def subfolders(folder: Path, reading: Reading, name: re.Pattern, expected: str) -> list[Path]:
+    """Sub-folders whose whole name matches `name`; every other entry is passed over by name."""
+    kept = []
+    for p in entries(folder):
+        if p.is_dir() and name.fullmatch(p.name):
+            kept.append(p)
+        else:
+            reading.foreign(p, expected)
+    return kept
+
+
+def numbered_frames(folder: Path, reading: Reading, name: re.Pattern, expected: str) -> list[tuple[int, Path]]:
+    """Frames of a sequence folder, sorted by number (never lexically).
+
+    Only files whose whole name matches `name` (group 1 = the frame number) are frames; anything
+    else, such as a copy `S005_001_00000011 (1).png`, is passed over by name, never taken as a frame.
+    """
+    frames: dict[int, Path] = {}
+    for p in entries(folder):
+        m = name.fullmatch(p.name) if p.is_file() else None
+        if not m:
+            reading.foreign(p, expected)
+        elif int(m.group(1)) in frames:
+            reading.pass_over(p, f"same frame number as {frames[int(m.group(1))].name}; only that one is used")
+        else:
+            frames[int(m.group(1))] = p
+    return sorted(frames.items())
 
 
 def _truncation(path: Path, data: bytes) -> str | None:
@@ -176,9 +233,3 @@ def read_image(path: Path) -> np.ndarray:
     if img is None or img.size == 0:
         raise BadFile(path, "corrupt image (OpenCV cannot decode it)")
     return img
-
-
-def count_junk_note(reading: Reading) -> None:
-    if reading.ignored:
-        reading.notes.append(f"{len(reading.ignored)} junk or foreign file(s) ignored "
-                             f"(e.g. {reading.ignored[0]})")

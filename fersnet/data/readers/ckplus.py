@@ -9,16 +9,18 @@ frames of each; `include_neutral` adds each sequence's first frame as `neutral`.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from fersnet.data.labels import CKPLUS_CODES
-from fersnet.data.readers import (BadInput, FrameRecord, Reading, count_junk_note, is_junk,
-                                  natural_key, numbered_frames, subfolders)
+from fersnet.data.readers import (PROTOCOL, BadInput, FrameRecord, Reading, entries, natural_key,
+                                  numbered_frames, subfolders)
 from fersnet.errors import DataError
 
 IMAGES, EMOTION, LANDMARKS = "cohn-kanade-images", "Emotion", "Landmarks"
+SUBJECT, SEQUENCE = re.compile(r"S\d+"), re.compile(r"\d+")
 N_POINTS = 68
 # Code 0 (neutral) exists in the code table but never labels a sequence (ReadMe; the 327
 # labelled sequences use 1-7), so a 0 in an Emotion file is as wrong as an 8.
@@ -77,20 +79,16 @@ def parse_landmarks(path: Path, bad: BadInput) -> np.ndarray | None:
     return points
 
 
-def _label_files(seq_dir: Path, reading: Reading) -> list[Path]:
-    if not seq_dir.is_dir():
+def _label_files(label_dir: Path, subject: str, seq: str, reading: Reading) -> list[tuple[int, Path]]:
+    """(frame, path) of the sequence's `S005_001_00000011_emotion.txt` files; other entries passed over."""
+    if not label_dir.is_dir():
         return []
-    files = []
-    for p in seq_dir.iterdir():
-        if p.is_file() and p.name.endswith("_emotion.txt") and not is_junk(p):
-            files.append(p)
-        elif not p.is_dir():
-            reading.ignored.append(str(p))
-    return files
+    name = re.compile(rf"{re.escape(subject)}_{re.escape(seq)}_(\d{{8}})_emotion\.txt")
+    return numbered_frames(label_dir, reading, name, f"{subject}_{seq}_<8-digit frame>_emotion.txt")
 
 
-def _sequence_records(root: Path, subject: str, seq: str, expression: str, cfg: dict,
-                      reading: Reading, bad: BadInput) -> list[FrameRecord]:
+def _sequence_records(root: Path, subject: str, seq: str, expression: str, label: tuple[int, Path],
+                      cfg: dict, reading: Reading, bad: BadInput) -> list[FrameRecord]:
     n = cfg["data"]["ckplus"]["frames"]
     neutral = cfg["data"]["ckplus"]["include_neutral"]
     need = n + int(neutral)
@@ -98,10 +96,16 @@ def _sequence_records(root: Path, subject: str, seq: str, expression: str, cfg: 
     if not img_dir.is_dir():
         bad(img_dir, "labelled in Emotion/ but the image folder is missing")
         return []
-    frames = numbered_frames(img_dir, ".png", reading.ignored)
+    frames = numbered_frames(img_dir, reading, re.compile(rf"{re.escape(subject)}_{re.escape(seq)}_(\d{{8}})\.png"),
+                             f"{subject}_{seq}_<8-digit frame>.png")
     if len(frames) < need:
         what = f"the last {n}" + (" plus the first as neutral" if neutral else "")
         bad(img_dir, f"has {len(frames)} frame(s); the protocol needs {need} ({what})")
+        return []
+    if label[0] not in dict(frames):
+        # The label names the sequence's peak frame (ReadMe); without it the label belongs to no image.
+        reading.pass_over(label[1], f"names frame {label[0]}, which is not in "
+                                    f"{reading.relative(img_dir)}; the sequence is left out")
         return []
     chosen = [(num, path, expression) for num, path in frames[-n:]]
     if neutral:
@@ -121,30 +125,38 @@ def read(cfg: dict, root: Path, bad: BadInput) -> Reading:
     for folder in (IMAGES, EMOTION, LANDMARKS):
         if not (root / folder).is_dir():
             raise _layout_error(root, folder)
-    reading = Reading(db="ckplus", base=root)
-    for subject, seq in _sequences(root):
+    reading = Reading(db="ckplus", base=root, strict=cfg["data"]["check_counts"] == "error")
+    for subject, seq in _sequences(root, reading):
         label_dir = root / EMOTION / subject / seq
-        label_files = _label_files(label_dir, reading)
+        label_files = _label_files(label_dir, subject, seq, reading)
         if not label_files:
             # ReadMe: "IF THERE IS NO FILE IT MEANS THAT THERE IS NO EMOTION LABEL"
-            reading.excluded["unlabelled sequence (no Emotion file)"] += 1
+            img_dir = root / IMAGES / subject / seq
+            reading.pass_over(img_dir if img_dir.is_dir() else label_dir,
+                              "unlabelled sequence (no Emotion file)", PROTOCOL)
             continue
         if len(label_files) > 1:
             bad(label_dir, f"{len(label_files)} *_emotion.txt files in one sequence; expected one")
             continue
-        code = parse_emotion(label_files[0], bad)
+        code = parse_emotion(label_files[0][1], bad)
         if code is None:
             continue
-        reading.records += _sequence_records(root, subject, seq, CKPLUS_CODES[code], cfg, reading, bad)
+        reading.records += _sequence_records(root, subject, seq, CKPLUS_CODES[code], label_files[0],
+                                             cfg, reading, bad)
     _note_unlabelled_subjects(root, reading)
-    count_junk_note(reading)
     return reading
 
 
-def _sequences(root: Path) -> list[tuple[str, str]]:
-    """(subject, sequence) of every sequence folder in the image tree or the label tree."""
-    keys = {(subj.name, seq.name) for top in (IMAGES, EMOTION)
-            for subj in subfolders(root / top) for seq in subfolders(subj)}
+def _sequences(root: Path, reading: Reading) -> list[tuple[str, str]]:
+    """(subject, sequence) of every sequence folder in the image tree or the label tree.
+
+    Folders and files that are not `S<digits>/<digits>/` are passed over by name.
+    """
+    keys = set()
+    for top in (IMAGES, EMOTION):
+        for subj in subfolders(root / top, reading, SUBJECT, "subject folders S<digits> (e.g. S005)"):
+            keys |= {(subj.name, seq.name)
+                     for seq in subfolders(subj, reading, SEQUENCE, "sequence folders of digits (e.g. 001)")}
     return sorted(keys, key=lambda k: (natural_key(k[0]), natural_key(k[1])))
 
 
@@ -152,9 +164,12 @@ def _note_unlabelled_subjects(root: Path, reading: Reading) -> None:
     # The full database has 123 subjects, 118 of them with a labelled sequence (datasets.md §1).
     # The others are not errors; they simply take no part in the protocol or the fold rule.
     labelled = set(reading.subjects)
-    others = [p.name for p in subfolders(root / IMAGES) if p.name not in labelled]
+    others = [p for p in entries(root / IMAGES) if p.is_dir() and SUBJECT.fullmatch(p.name)
+              and p.name not in labelled]
+    for p in others:
+        reading.pass_over(p, "subject without a labelled sequence", PROTOCOL)
     if others:
-        reading.excluded["subject without a labelled sequence"] += len(others)
-        reading.notes.append(f"{len(others)} subject(s) have no labelled sequence and are left out "
-                             f"(not counted in the fold rule): {', '.join(others[:20])}"
-                             + (" ..." if len(others) > 20 else ""))
+        names = [p.name for p in others]
+        reading.notes.append(f"{len(names)} subject(s) have no labelled sequence and are left out "
+                             f"(not counted in the fold rule): {', '.join(names[:20])}"
+                             + (" ..." if len(names) > 20 else ""))

@@ -16,12 +16,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from fersnet.data.labels import MMI_CODES
-from fersnet.data.readers import BadInput, FrameRecord, Reading, count_junk_note, is_junk, natural_key
+from fersnet.data.readers import PROTOCOL, BadInput, FrameRecord, Reading, entries, subfolders
 from fersnet.errors import DataError
 
 SESSIONS = "Sessions"
 DOWNLOAD_GLOB = "mmi-facial-expression-database_download_*"
 NAME = re.compile(r"^(S\d+)-(\d+)$", re.IGNORECASE)
+SESSION = re.compile(r"\d+")
+STILLS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 PROTOCOL_VIEWS = (0, 2)
 UNLABELLED = -1      # no Emotion metatag: not an error, just outside the protocol
 
@@ -135,14 +137,35 @@ def decode_middle(video: Path, n: int, bad: BadInput):
     return kept, first
 
 
-def _session_dirs(sessions: Path, reading: Reading) -> list[Path]:
-    dirs = []
-    for p in sessions.iterdir():
-        if p.is_dir() and p.name.isdigit():
-            dirs.append(p)
-        elif not is_junk(p):
-            reading.ignored.append(str(p))
-    return sorted(dirs, key=lambda p: natural_key(p.name))
+def _known_names(session: Path, videos: list[Path]) -> set[str]:
+    """Lower-case names that belong in a session: session.xml, its videos and their annotation XMLs."""
+    names = {"session.xml"}
+    for v in videos:
+        names |= {v.name, f"{v.stem}.xml", f"{v.stem}-oao_aucs.xml"}
+    try:   # whatever session.xml itself names (a malformed one is reported when its view is read)
+        names |= {el.attrib["filename"] for el in ET.parse(session / "session.xml").getroot().iter()
+                  if "filename" in el.attrib}
+    except (ET.ParseError, OSError):
+        pass
+    return {n.lower() for n in names}
+
+
+def _session_videos(session: Path, reading: Reading) -> list[Path]:
+    """The session's .avi videos; a session without one is passed over, and so is any stray file."""
+    files = entries(session)
+    videos = [p for p in files if p.is_file() and p.suffix.lower() == ".avi"]
+    if not videos:
+        if any(p.is_file() and p.suffix.lower() in STILLS for p in files):
+            reading.pass_over(session, "session without a video (still images)", PROTOCOL)
+        else:
+            reading.pass_over(session, "session holds no video (.avi) and no images")
+        return []
+    known = _known_names(session, videos)
+    for p in files:
+        if p.is_dir() or p.name.lower() not in known:
+            reading.foreign(p, "the session's S<subject>-<sequence>.avi videos, session.xml and the "
+                               "videos' <name>.xml and <name>-oao_aucs.xml annotations")
+    return videos
 
 
 def _video_records(session: Path, video: Path, base: Path, n: int, reading: Reading,
@@ -161,14 +184,14 @@ def _video_records(session: Path, video: Path, base: Path, n: int, reading: Read
     if view is None or code is None:   # reported as bad
         return []
     if code == UNLABELLED:
-        reading.excluded["no Emotion label (no label XML or no Emotion metatag)"] += 1
+        reading.pass_over(video, "no Emotion label (no label XML or no Emotion metatag)", PROTOCOL)
         return []
     if view not in PROTOCOL_VIEWS:
-        reading.excluded["profile view (view 1)"] += 1
+        reading.pass_over(video, "profile view (view 1)", PROTOCOL)
         return []
     if code not in MMI_CODES:
         # datasets.md §3: values above 6 are not basic emotions and are dropped by the protocol
-        reading.excluded[f"emotion code {code} (not 1-6)"] += 1
+        reading.pass_over(video, f"emotion code {code} (not 1-6)", PROTOCOL)
         return []
     decoded = decode_middle(video, n, bad)
     if decoded is None:
@@ -185,14 +208,9 @@ def _video_records(session: Path, video: Path, base: Path, n: int, reading: Read
 def read(cfg: dict, root: Path, bad: BadInput) -> Reading:
     """The protocol's frames of an MMI copy under `root` (videos decoded, middle frames kept)."""
     base = find_base(root)
-    reading = Reading(db="mmi", base=base)
+    reading = Reading(db="mmi", base=base, strict=cfg["data"]["check_counts"] == "error")
     n = cfg["data"]["mmi"]["frames"]
-    for session in _session_dirs(base / SESSIONS, reading):
-        videos = sorted(p for p in session.iterdir() if p.is_file() and p.suffix.lower() == ".avi")
-        if not videos:
-            reading.excluded["session without a video (still images)"] += 1
-            continue
-        for video in videos:
+    for session in subfolders(base / SESSIONS, reading, SESSION, "session folders named by a number"):
+        for video in _session_videos(session, reading):
             reading.records += _video_records(session, video, base, n, reading, bad)
-    count_junk_note(reading)
     return reading
