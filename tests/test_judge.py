@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
+from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from fersnet import paths
 from fersnet.errors import FersnetError
@@ -41,6 +42,9 @@ def test_judge_trains_on_training_subjects_and_beats_chance_on_real_test_faces(p
     pred = predict(judge, centre_crop(images, cfg["train"]["crop"])).argmax(1)
     true = meta.loc[meta["fold"] == 0, "label"].to_numpy()
     assert float((pred == true).mean()) == pytest.approx(m["accuracy"])
+    # the class-balanced metrics of metrics.json are scikit-learn's on the same predictions
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(true, pred))
+    assert m["macro_f1"] == pytest.approx(f1_score(true, pred, average="macro"))
     assert torch.load(out / "checkpoint.pt", weights_only=True)["arch"]["in_channels"] == 1
 
 

@@ -38,11 +38,12 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def write_fold(cfg: dict, db: str, model: str, fold: int, correct: int | None, *, classes=SIX,
-               best_gap: int = 2, epochs: int = 3, percent: bool = False) -> Path:
+               best_gap: int = 2, epochs: int = 3, percent: bool = False, extra: dict | None = None) -> Path:
     """One finished training job: history.csv, predictions.csv and metrics.json in the contract format.
 
     `correct` of N_TEST test images are right (None: stargan, no FER branch). The best epoch on
-    test is `best_gap` predictions better than the selected last epoch.
+    test is `best_gap` predictions better than the selected last epoch. `extra` adds keys to
+    metrics.json (without it, the file has no balanced_accuracy/macro_f1, as results made before them).
     """
     run = paths.run_dir(cfg, db, model, fold)
     run.mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,7 @@ def write_fold(cfg: dict, db: str, model: str, fold: int, correct: int | None, *
         "db": db, "model": model, "fold": fold, "classes": list(classes), "accuracy": acc,
         "per_class_recall": (np.diag(confusion) / confusion.sum(1)).tolist(), "confusion": confusion.tolist(),
         "n_test": N_TEST, "selected_epoch": epochs, "selection": "last", "best_epoch_test_accuracy": best,
-        "best_epoch": max(1, epochs - 1), "epochs": epochs, "seconds": 3.0, "device": "cpu"})
+        "best_epoch": max(1, epochs - 1), "epochs": epochs, "seconds": 3.0, "device": "cpu", **(extra or {})})
     return run
 
 
@@ -302,6 +303,34 @@ def test_each_generated_table_compiles_standalone_with_booktabs(built, tmp_path)
     for tex in tex_files:
         run = compile_standalone(tex, tmp_path)
         assert run.returncode == 0, f"{tex.name}: " + "\n".join(ln for ln in run.stdout.splitlines() if ln.startswith("!"))
+
+
+def test_balanced_table_shows_the_balanced_accuracy_and_macro_f1_of_metrics_json(tmp_path):
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    for k, (balanced, f1) in enumerate([(0.5, 0.40), (0.6, 0.45), (0.7, 0.50)]):
+        write_fold(cfg, "ckplus", "fersnet", k, CORRECT["fersnet"][k], extra={"balanced_accuracy": balanced,
+                                                                             "macro_f1": f1})
+    tex = tables.fer_balanced(cfg, agg.collect(cfg))
+    row = next(ln for ln in tex.splitlines() if "& FERSNet &" in ln)
+    n = cfg["n_folds"]
+    assert f"60.00 $\\pm$ 10.00 (3/{n})" in row and f"45.00 $\\pm$ 5.00 (3/{n})" in row
+    assert "Balanced acc." in tex and "Macro-F1" in tex and "ddof=1" in tex
+
+
+def test_results_without_the_balanced_keys_get_them_from_their_confusion_matrix(built):
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+    cfg, summary, out = built
+    per_fold = []
+    for k in range(cfg["n_folds"]):
+        p = pd.read_csv(paths.run_dir(cfg, "ckplus", "fersnet", k) / paths.PREDICTIONS)
+        per_fold.append((balanced_accuracy_score(p.true, p.pred), f1_score(p.true, p.pred, average="macro")))
+    balanced, f1 = 100 * np.array(per_fold).T
+    fer = summary["ckplus"]["fersnet"]
+    assert fer["balanced_accuracy_mean"] == pytest.approx(balanced.mean())
+    assert fer["macro_f1_std"] == pytest.approx(f1.std(ddof=1))
+    tex = (out / "tables" / "fer_balanced.tex").read_text()
+    assert f"{balanced.mean():.2f} $\\pm$ {balanced.std(ddof=1):.2f}" in tex
+    assert f"{f1.mean():.2f} $\\pm$ {f1.std(ddof=1):.2f}" in tex
 
 
 def test_bold_marks_the_best_mean_in_the_fer_table(built):

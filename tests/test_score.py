@@ -139,6 +139,8 @@ def test_local_weights_give_fid_kid_per_fold_and_pooled_over_folds(small, tmp_pa
                                       np.concatenate([f["inception_real"] for f in feats]).astype(float))
     assert pooled["fid"] == pytest.approx(expect)
     assert pooled["judge_accuracy"] == pytest.approx(np.mean([s["judge_accuracy"] for s in per_fold]))
+    # each fold has its own judge: judge FD over folds is a mean and sample std (ddof=1)
+    assert pooled["judge_fid_fold_std"] == pytest.approx(np.std([s["judge_fid"] for s in per_fold], ddof=1))
 
 
 def test_score_job_uses_the_trained_generator_of_the_run_folder(small):

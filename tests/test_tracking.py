@@ -43,7 +43,7 @@ def fake_fold(cfg: dict, db: str, model: str, fold: int, accuracy: float, epochs
     confusion = [[5 if i == j else 1 for j in range(n)] for i in range(n)]
     (folder / paths.METRICS).write_text(json.dumps({
         "db": db, "model": model, "fold": fold, "classes": CLASSES, "accuracy": accuracy,
-        "per_class_recall": {c: accuracy for c in CLASSES}, "confusion": confusion, "n_test": 36,
+        "balanced_accuracy": accuracy, "macro_f1": accuracy, "per_class_recall": {c: accuracy for c in CLASSES}, "confusion": confusion, "n_test": 36,
         "selected_epoch": epochs, "selection": "last", "epochs": epochs, "seconds": 4.0, "device": "cpu"}))
     if scores is not None:
         syn = folder / "synthesis"
@@ -115,7 +115,7 @@ def test_sync_is_idempotent_and_rebuilds_a_removed_store(mlflow_cfg, tmp_path):
     from fersnet.tracking.mlflow_log import sync_all
     for k in range(2):
         fake_fold(mlflow_cfg, "ckplus", "stargan", k, accuracy=0.4,
-                  scores={"judge_accuracy": 0.3, "fid_n36": 120.5, "ssim": 0.6})
+                  scores={"judge_accuracy": 0.3, "fid_n36": 120.5, "fid": 120.5, "n_synthetic": 36, "ssim": 0.6})
         fake_fold(mlflow_cfg, "ckplus", "judge", k, accuracy=0.9)
     assert sync_all(mlflow_cfg) == {"created": 4, "replaced": 0, "unchanged": 0}
     assert sync_all(mlflow_cfg) == {"created": 0, "replaced": 0, "unchanged": 4}
@@ -130,7 +130,7 @@ def test_sync_is_idempotent_and_rebuilds_a_removed_store(mlflow_cfg, tmp_path):
     assert sync_all(mlflow_cfg)["created"] == 4
     runs = store_runs(mlflow_cfg, "ckplus")
     synth = [r for r in runs if r.data.tags["model"] == "stargan"]
-    assert all(r.data.metrics["synth/fid_n36"] == pytest.approx(120.5) for r in synth)
+    assert all(r.data.metrics["synth/fid"] == pytest.approx(120.5) for r in synth)
 
 
 def test_parent_run_gets_mean_and_std_over_folds(mlflow_cfg):
@@ -193,18 +193,43 @@ def test_corrupt_store_warns_but_the_job_succeeds_and_sync_recovers(mlflow_cfg, 
     assert run.data.tags["model"] == "judge" and "accuracy" in run.data.metrics
 
 
-def test_compare_prints_mean_std_per_model_and_filters_by_tag(mlflow_cfg, capsys):
+def fold_scores(n: int, judge_fid: float) -> dict:
+    """scores.json of a fold with n synthesized faces, as score.py writes it (sized and plain keys)."""
+    return {"judge_accuracy": 0.5, "n_synthetic": n, f"judge_fid_n{n}": judge_fid, "judge_fid": judge_fid,
+            f"fid_n{n}": None, f"kid_n{n}": None, "fid": None, "kid": None, "ssim": 0.6}
+
+
+def test_a_fold_logs_its_frechet_distance_unsized_beside_its_sample_size(mlflow_cfg):
+    from fersnet.tracking.mlflow_log import sync_all
+    fake_fold(mlflow_cfg, "ckplus", "fersnet", 0, accuracy=0.6, scores=fold_scores(144, 2.0))
+    fake_fold(mlflow_cfg, "ckplus", "fersnet", 1, accuracy=0.8, scores=fold_scores(162, 4.0))
+    sync_all(mlflow_cfg)
+    by_fold = {r.data.tags["fold"]: r.data.metrics for r in store_runs(mlflow_cfg, "ckplus")}
+    assert by_fold["0"]["synth/judge_fid"] == 2.0 and by_fold["0"]["synth/n_synthetic"] == 144
+    assert by_fold["1"]["synth/judge_fid"] == 4.0 and by_fold["1"]["synth/n_synthetic"] == 162
+    assert not [m for metrics in by_fold.values() for m in metrics if "_n1" in m]
+
+
+def test_compare_puts_two_models_of_a_real_store_in_one_row_each_and_filters_by_tag(mlflow_cfg, capsys):
     from fersnet.tracking import compare
     from fersnet.tracking.mlflow_log import sync_all
-    for k, acc in enumerate([0.6, 0.8]):
-        fake_fold(mlflow_cfg, "ckplus", "fersnet", k, accuracy=acc, scores={"judge_accuracy": 0.5, "kid_n36": 0.02})
+    # test folds of different sizes (as on CK+): 144 and 162 synthesized faces
+    for k, (acc, n) in enumerate([(0.6, 144), (0.8, 162)]):
+        fake_fold(mlflow_cfg, "ckplus", "fersnet", k, accuracy=acc, scores=fold_scores(n, 2.0 + 2 * k))
         fake_fold(mlflow_cfg, "ckplus", "no_convflu", k, accuracy=0.5)
     sync_all(mlflow_cfg)
     compare.main(mlflow_cfg, Namespace(experiment="ckplus", tags=["profile=test"]))
     out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if line.split("  ")[0] == "FERSNet")
-    assert "0.7 ± 0.14" in row and "synth/kid_n36" in out
-    assert "FERSNet w/o ConvFLU" in out
+    lines = out.splitlines()
+    header = lines[1].split()
+    assert header[:2] == ["profile", "folds"] and "synth/judge_fid" in header and "synth/n_synthetic" in header
+    assert not any("_n1" in h for h in header)              # one column per quantity, not per fold size
+    fersnet = next(line for line in lines if line.split("  ")[0] == "FERSNet")
+    assert "0.7 ± 0.14" in fersnet                          # accuracy, sample std over the 2 folds
+    assert "3 ± 1.4" in fersnet and "153 ± 13" in fersnet   # judge FD and N, each one column
+    no_convflu = next(line for line in lines if line.startswith("FERSNet w/o ConvFLU"))
+    assert no_convflu.split()[-4:] == ["-"] * 4             # no synthesis logged for it
+    assert "0.5 ± 0" in no_convflu and "macro_f1" in header and "balanced_accuracy" in header
     compare.main(mlflow_cfg, Namespace(experiment="ckplus", tags=["profile=paper"]))
     assert "no fold runs match" in capsys.readouterr().out
     with pytest.raises(Exception, match="TAG=VALUE"):
@@ -223,8 +248,10 @@ def test_deferred_job_logging_leaves_the_folds_to_the_parent_step(mlflow_cfg):
 
 
 def test_compare_prints_a_single_value_without_a_spread():
+    import pandas as pd
     from fersnet.tracking.compare import format_table
-    rows = [{"model": "fersnet", "profile": "demo", "folds": 3,
-             "accuracy": (0.5, 0.1, 3), "synth/judge_fid_n90": (2.5, 0.0, 1)}]
-    text = format_table("ckplus", ["accuracy", "synth/judge_fid_n90"], rows)
+    rows = pd.DataFrame([{"model": "fersnet", "profile": "demo", "folds": 3,
+                          "accuracy": {"mean": 0.5, "std": 0.1, "n": 3},
+                          "synth/judge_fid": {"mean": 2.5, "std": float("nan"), "n": 1}}])
+    text = format_table("ckplus", ["accuracy", "synth/judge_fid"], rows)
     assert "0.5 ± 0.1 " in text + " " and "2.5 (n=1)" in text and "± 0 " not in text + " "

@@ -19,6 +19,8 @@ import pandas as pd
 from scipy import stats
 
 from fersnet import paths
+from fersnet.metrics.fold_stats import STD_DDOF, mean_std  # noqa: F401 - the tables use both through here
+from fersnet.training.classification import classification_metrics, labels_from_confusion
 
 # Models with a FER branch, in the ablation's row order (paper: w/o MTL, w/o ConvFLU, FERSNet, w. FES-DA).
 FER_MODELS = ("no_mtl", "no_convflu", "fersnet", "fes_da")
@@ -26,7 +28,6 @@ FER_MODELS = ("no_mtl", "no_convflu", "fersnet", "fes_da")
 GEN_MODELS = ("fersnet", "no_mtl", "no_convflu", "stargan")
 REFERENCE = "fersnet"        # the paired tests compare FERSNet against each ablation
 
-STD_DDOF = 1                 # sample std over folds; stated in every caption
 # Wilcoxon signed-rank: zero differences are dropped (Wilcoxon's own rule, scipy's default);
 # scipy picks the exact null distribution when it can and the normal approximation with ties.
 WILCOXON_ZERO_METHOD = "wilcox"
@@ -118,7 +119,7 @@ def read_fold(cfg: dict, db: str, model: str, fold: int, problems: list) -> dict
     """One fold's row: status ok / missing (no folder) / incomplete (no metrics.json) / failed."""
     run = paths.run_dir(cfg, db, model, fold)
     row = dict(db=db, model=model, fold=fold, status="missing", accuracy=np.nan,
-               best_epoch_test_accuracy=np.nan, selected_epoch=np.nan, best_epoch=np.nan,
+               balanced_accuracy=np.nan, macro_f1=np.nan, best_epoch_test_accuracy=np.nan, selected_epoch=np.nan, best_epoch=np.nan,
                n_test=np.nan, selection=None, classes=None, confusion=None, run_dir=str(run))
     if not run.is_dir():
         return row
@@ -139,7 +140,9 @@ def read_fold(cfg: dict, db: str, model: str, fold: int, problems: list) -> dict
         row["status"] = "failed"
         return row
     classes = m.get("classes")
+    balanced, macro_f1 = _imbalance_metrics(m, cm)
     row.update(status="ok", accuracy=np.nan if acc is None else acc,
+               balanced_accuracy=balanced, macro_f1=macro_f1,
                best_epoch_test_accuracy=_nan_if_none(to_percent(m.get("best_epoch_test_accuracy"))),
                selected_epoch=m.get("selected_epoch") if is_number(m.get("selected_epoch")) else np.nan,
                best_epoch=m.get("best_epoch") if is_number(m.get("best_epoch")) else np.nan,
@@ -148,6 +151,17 @@ def read_fold(cfg: dict, db: str, model: str, fold: int, problems: list) -> dict
                classes=list(classes) if isinstance(classes, list) else None,
                confusion=cm)
     return row
+
+
+def _imbalance_metrics(m: dict, confusion: np.ndarray | None) -> tuple[float, float]:
+    """Balanced accuracy and macro-F1 (%) of a metrics.json; results written before these keys
+    existed get them from their confusion matrix (same scikit-learn function). NaN when neither."""
+    balanced, macro_f1 = to_percent(m.get("balanced_accuracy")), to_percent(m.get("macro_f1"))
+    if (balanced is None or macro_f1 is None) and confusion is not None and confusion.sum() > 0:
+        derived = classification_metrics(*labels_from_confusion(confusion), list(range(len(confusion))))
+        balanced = 100.0 * derived["balanced_accuracy"] if balanced is None else balanced
+        macro_f1 = 100.0 * derived["macro_f1"] if macro_f1 is None else macro_f1
+    return _nan_if_none(balanced), _nan_if_none(macro_f1)
 
 
 def collect_folds(cfg: dict, problems: list) -> pd.DataFrame:
@@ -247,15 +261,6 @@ def collect(cfg: dict) -> Collected:
     return Collected(folds, synthesis, pooled, judges, problems)
 
 
-def summarise(values) -> dict:
-    """mean, sample std (ddof=1; NaN for one value) and count of the finite values."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-    n = int(v.size)
-    mean = float(v.mean()) if n else math.nan
-    std = float(v.std(ddof=STD_DDOF)) if n > STD_DDOF else math.nan
-    return dict(mean=mean, std=std, n=n)
-
-
 def fold_values(folds: pd.DataFrame, db: str, model: str, column: str = "accuracy") -> dict:
     """fold -> value of the usable folds of (db, model)."""
     sel = folds[(folds.db == db) & (folds.model == model) & (folds.status == "ok")]
@@ -265,7 +270,7 @@ def fold_values(folds: pd.DataFrame, db: str, model: str, column: str = "accurac
 
 def accuracy_stats(folds: pd.DataFrame, db: str, model: str, column: str = "accuracy") -> dict:
     """Mean, std (ddof=1) and number of folds of one (db, model) column over its usable folds."""
-    return summarise(fold_values(folds, db, model, column).values())
+    return mean_std(fold_values(folds, db, model, column).values())
 
 
 def paired_tests(reference: dict, other: dict) -> dict:

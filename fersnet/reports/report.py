@@ -79,6 +79,7 @@ def write_contents(cfg: dict, col: agg.Collected, root: Path) -> tuple[dict, dic
         problems=[dict(file=tables.tex_escape(p.file), reason=tables.tex_escape(p.reason)) for p in col.problems],
         completeness=table("completeness", tables.completeness(cfg, col)),
         fer_accuracy=table("fer_accuracy", tables.fer_accuracy(cfg, col)),
+        fer_balanced=table("fer_balanced", tables.fer_balanced(cfg, col)),
         ablation=table("ablation", ablation_tex),
         protocol=table("protocol", tables.protocol(cfg, col)),
         fold_accuracy_width={1: 0.45, 2: 0.75}.get(len(dbs), 1.0),     # one panel per database
@@ -133,6 +134,9 @@ def build_summary(cfg: dict, col: agg.Collected, tests: dict, synthesis_numbers:
                 best = agg.accuracy_stats(col.folds, db, model, "best_epoch_test_accuracy")
                 entry.update(accuracy_mean=acc["mean"], accuracy_std=acc["std"], n_folds=acc["n"],
                              best_epoch_test_accuracy_mean=best["mean"])
+                for key in ("balanced_accuracy", "macro_f1"):
+                    s = agg.accuracy_stats(col.folds, db, model, key)
+                    entry.update({f"{key}_mean": s["mean"], f"{key}_std": s["std"]})
                 if model == agg.REFERENCE:
                     entry["paper_accuracy"] = published.FERSNET_NO_PRETRAIN[db]   # real data, not re-run
                 if (db, model) in tests:

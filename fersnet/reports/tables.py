@@ -119,6 +119,38 @@ def fer_accuracy(cfg: dict, col: agg.Collected) -> str:
     return render(display, caption, "tab:fer_accuracy", bold=bold, clines="skip-last;index")
 
 
+IMBALANCE_METRICS = (("accuracy", f"Accuracy (\\%) {UP}"), ("balanced_accuracy", f"Balanced acc. (\\%) {UP}"),
+                     ("macro_f1", f"Macro-F1 (\\%) {UP}"))
+
+
+def fer_balanced(cfg: dict, col: agg.Collected) -> str | None:
+    """Table 1b: accuracy beside balanced accuracy and macro-F1 (%), per database and FER model.
+
+    The databases are imbalanced (CK+: 83 surprise, 18 contempt sequences), so a model can gain
+    accuracy by favouring the large classes; balanced accuracy and macro-F1 weigh every class alike.
+    """
+    n = cfg["n_folds"]
+    index, display, numeric = [], [], []
+    for db in cfg["databases"]:
+        for model in _fer_models(cfg):
+            s = [agg.accuracy_stats(col.folds, db, model, key) for key, _ in IMBALANCE_METRICS]
+            index.append((names.DATABASE[db], names.MODEL[model]))
+            display.append([fmt_mean_std(x, n) for x in s])
+            numeric.append([x["mean"] for x in s])
+    if not index:                 # no model with a FER branch in `models`
+        return None
+    columns = [head for _, head in IMBALANCE_METRICS]
+    rows = pd.MultiIndex.from_tuples(index)
+    display = pd.DataFrame(display, index=rows, columns=columns)
+    numeric = pd.DataFrame(numeric, index=rows, columns=columns)
+    # best model per database and metric, so bold never compares across databases
+    bold = pd.concat([bold_mask(numeric.loc[[d]]) for d in dict.fromkeys(rows.get_level_values(0))])
+    caption = ("FER accuracy, balanced accuracy (mean recall over the classes of the test fold) and macro-F1 "
+               "(unweighted mean F1 over the classes) per database, computed with scikit-learn on each fold's "
+               "test predictions; best model per database in bold. " + _fold_note(n))
+    return render(display, caption, "tab:fer_balanced", bold=bold, clines="skip-last;index")
+
+
 def ablation(cfg: dict, col: agg.Collected) -> tuple[str, dict]:
     """Table 2: the ablation with paired tests of FERSNet against each variant; also returns the tests."""
     dbs, n = cfg["databases"], cfg["n_folds"]
@@ -190,7 +222,7 @@ def _fid_kid_cells(pooled: dict | None, s: pd.DataFrame, n: int) -> dict:
                     kid_val=np.nan if pooled["kid"] is None else pooled["kid"],
                     fid_n={pooled["fid_n"]}, kid_n={pooled["kid_n"]}, dagger=False)
     if s.fid.notna().any():
-        f, k = agg.summarise(s.fid.dropna()), agg.summarise(s.kid.dropna())
+        f, k = agg.mean_std(s.fid.dropna()), agg.mean_std(s.kid.dropna())
         return dict(fid=fmt_mean_std(f, n) + r"$^{\dagger}$",
                     kid=fmt_mean_std(k, n, 4) + r"$^{\dagger}$" if k["n"] else DASH,
                     fid_val=f["mean"], kid_val=k["mean"] if k["n"] else np.nan,
@@ -212,9 +244,9 @@ def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
     fid_ns, kid_ns, jfd_ns, any_dagger = set(), set(), set(), False
     for model in _gen_models(cfg):
         s = syn[syn.model == model]
-        judge = agg.summarise(s.judge_accuracy.dropna())
-        jfd = agg.summarise(s.judge_fd.dropna())
-        ssim = agg.summarise(s.ssim.dropna())
+        judge = agg.mean_std(s.judge_accuracy.dropna())
+        jfd = agg.mean_std(s.judge_fd.dropna())
+        ssim = agg.mean_std(s.ssim.dropna())
         c = _fid_kid_cells(col.pooled.get((db, model)), s, n)
         fid_ns |= c["fid_n"]; kid_ns |= c["kid_n"]; jfd_ns |= set(s.judge_fd_n.dropna())
         any_dagger |= c["dagger"]
@@ -231,7 +263,7 @@ def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
         numbers[model] = dict(judge_accuracy_mean=judge["mean"], judge_accuracy_std=judge["std"],
                               n_folds=judge["n"], fid=c["fid_val"], kid=c["kid_val"], judge_fd_mean=jfd["mean"],
                               ssim_mean=ssim["mean"], ssim_std=ssim["std"], fid_unavailable=reason)
-    real = agg.summarise(col.judges[col.judges.db == db].accuracy.dropna())
+    real = agg.mean_std(col.judges[col.judges.db == db].accuracy.dropna())
     if real["n"]:
         # the judge on real test faces: the ceiling a perfect synthesis could reach
         rows.append(("\\emph{Real test faces}", [fmt_mean_std(real, n)] + [DASH] * 4, [np.nan] * 5))
@@ -280,9 +312,9 @@ def protocol(cfg: dict, col: agg.Collected) -> str:
             best = agg.fold_values(f, db, model, "best_epoch_test_accuracy")
             gap = {k: best[k] - sel[k] for k in set(sel) & set(best)}
             index.append((names.DATABASE[db], names.MODEL[model]))
-            rows.append([fmt_mean_std(agg.summarise(sel.values()), n),
-                         fmt_mean_std(agg.summarise(best.values()), n),
-                         fmt_mean_std(agg.summarise(gap.values()), n)])
+            rows.append([fmt_mean_std(agg.mean_std(sel.values()), n),
+                         fmt_mean_std(agg.mean_std(best.values()), n),
+                         fmt_mean_std(agg.mean_std(gap.values()), n)])
     selections = sorted({str(s) for s in f.selection.dropna()}) or ["last"]
     display = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index),
                            columns=["Selected (\\%)", "Best epoch on test (\\%)", "Gap (pp)"])

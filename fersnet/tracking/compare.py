@@ -1,22 +1,27 @@
 """`fersnet compare`: models per database from MLflow, mean +- std over the logged folds.
 
-Reads the fold runs (tag kind=fold) that `fersnet track` / the jobs wrote; rows are grouped by
-model and profile so that demo and paper runs never share a mean.
+Reads the fold runs (tag kind=fold) that `fersnet track` / the jobs wrote, as one pandas frame
+per database (`mlflow.search_runs(output_format="pandas")`: a column per `metrics.*` and
+`tags.*`); rows are grouped by model and profile so that demo and paper runs never share a mean.
 """
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
+
+import pandas as pd
 
 from fersnet import names
 from fersnet.config import DATABASES
 from fersnet.errors import FersnetError
-from fersnet.tracking.mlflow_log import client_for, retry, search_all, tracking_uri
+from fersnet.metrics.fold_stats import mean_std
+from fersnet.tracking.mlflow_log import client_for, retry, tracking_uri
 
-# The headline metrics, in column order; FID/KID columns carry their sample size (fid_n<N>).
-HEADLINE = ("accuracy", "synth/judge_accuracy", "synth/ssim", "synth/psnr")
-SIZED = re.compile(r"^synth/(fid|kid|judge_fid)_n\d+$")
+# The columns, in order, when any run has them. A fold's FID/KID/judge FD are logged unsized
+# (their N differs by fold); synth/n_synthetic is that N, so each quantity is one column.
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "synth/judge_accuracy", "synth/judge_fid",
+            "synth/fid", "synth/kid", "synth/ssim", "synth/psnr", "synth/n_synthetic")
+GROUP = ("tags.model", "tags.profile")
 
 
 def parse_tag_filters(items: list[str]) -> dict[str, str]:
@@ -30,51 +35,54 @@ def parse_tag_filters(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return mean, math.sqrt(var)
+def fold_runs(cfg: dict, experiment_id: str, tags: dict[str, str]) -> pd.DataFrame:
+    """The active fold runs of one experiment that carry `tags`, one row per run."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    filt = " AND ".join(["tags.kind = 'fold'"] + [f"tags.{k} = '{v}'" for k, v in tags.items()])
+    return retry(mlflow.search_runs, experiment_ids=[experiment_id], filter_string=filt, output_format="pandas")
 
 
-def summarise(runs: list) -> tuple[list[str], list[dict]]:
-    """Group fold runs by (model, profile): number of folds and mean/std of each headline metric."""
-    groups: dict[tuple[str, str], list] = {}
-    for run in runs:
-        key = (run.data.tags.get("model", "?"), run.data.tags.get("profile", "?"))
-        groups.setdefault(key, []).append(run)
-    present = {k for run in runs for k in run.data.metrics}
-    columns = [m for m in HEADLINE if m in present] + sorted(m for m in present if SIZED.match(m))
-    order = {m: i for i, m in enumerate(list(names.MODEL))}
+def summarise(runs: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
+    """Per (model, profile): number of folds and fold_stats.mean_std of each headline metric present.
+
+    Returns the metric columns and a frame with `model`, `profile`, `folds` and one
+    {"mean", "std", "n"} dict (or None) per metric column, models in the paper's order.
+    """
+    runs = runs.copy()
+    for col in GROUP:
+        runs[col] = runs[col].fillna("?") if col in runs else "?"
+    columns = [m for m in HEADLINE if f"metrics.{m}" in runs and runs[f"metrics.{m}"].notna().any()]
+    order = {m: i for i, m in enumerate(names.MODEL)}
     rows = []
-    for (model, profile), group in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0])):
-        row = {"model": model, "profile": profile,
-               "folds": len({r.data.tags.get("fold") for r in group})}
+    for (model, profile), group in runs.groupby(list(GROUP), sort=False):
+        row = {"model": model, "profile": profile, "folds": int(group["tags.fold"].nunique())}
         for col in columns:
-            values = [r.data.metrics[col] for r in group if col in r.data.metrics]
-            row[col] = _mean_std(values) + (len(values),) if values else None
+            s = mean_std(group[f"metrics.{col}"])
+            row[col] = s if s["n"] else None
         rows.append(row)
-    return columns, rows
+    rows.sort(key=lambda r: (order.get(r["model"], len(order)), r["model"], r["profile"]))
+    return columns, pd.DataFrame(rows, columns=["model", "profile", "folds", *columns])
 
 
-def format_table(db: str, columns: list[str], rows: list[dict]) -> str:
-    """A plain-text table: one line per (model, profile), cells `mean +- std`."""
-    header = ["model", "profile", "folds"] + columns
-    body = []
-    for row in rows:
-        cells = [names.MODEL.get(row["model"], row["model"]), row["profile"], str(row["folds"])]
-        for col in columns:
-            cell = row[col]
-            if cell is None:
-                cells.append("-")
-            else:   # fewer values than folds (e.g. fid_n<N> with N differing by fold): say how many
-                n = "" if cell[2] == row["folds"] else f" (n={cell[2]})"
-                # one value has no spread: print the value alone, not "± 0"
-                cells.append(f"{cell[0]:.4g}{n}" if cell[2] == 1 else f"{cell[0]:.4g} ± {cell[1]:.2g}{n}")
-        body.append(cells)
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+def format_cell(s: dict | None, folds: int) -> str:
+    """`mean ± std`; `(n=k)` when only k of the group's folds have the metric; `-` when none."""
+    if s is None:
+        return "-"
+    n = "" if s["n"] == folds else f" (n={s['n']})"
+    # one value has no spread (std NaN): print the value alone, not "± 0"
+    return f"{s['mean']:.4g}{n}" if s["n"] == 1 else f"{s['mean']:.4g} ± {s['std']:.2g}{n}"
+
+
+def format_table(db: str, columns: list[str], rows: pd.DataFrame) -> str:
+    """A plain-text table (pandas to_string): one line per (model, profile), cells `mean ± std`."""
+    display = pd.DataFrame({
+        "profile": rows["profile"], "folds": rows["folds"],
+        **{col: [format_cell(s, f) for s, f in zip(rows[col], rows["folds"])] for col in columns}})
+    display.index = [names.MODEL.get(m, m) for m in rows["model"]]
     title = f"{names.DATABASE.get(db, db)} (experiment {db})"
-    return "\n".join([title, line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
+    return title + "\n" + display.to_string()
 
 
 def _check_store(cfg: dict) -> None:
@@ -93,15 +101,14 @@ def main(cfg: dict, args) -> None:
     for db in experiments:
         try:
             exp = retry(client.get_experiment_by_name, db)
+            runs = None if exp is None else fold_runs(cfg, exp.experiment_id, tags)
         except Exception as e:  # noqa: BLE001 - corrupt or unreachable store
             raise FersnetError(f"MLflow store {tracking_uri(cfg)} is not readable ({type(e).__name__}: {e})") from None
         if exp is None:
             if getattr(args, "experiment", None):
                 raise FersnetError(f"--experiment {db}: no such experiment in {tracking_uri(cfg)}")
             continue
-        filt = " AND ".join([f"tags.kind = 'fold'"] + [f"tags.{k} = '{v}'" for k, v in tags.items()])
-        runs = search_all(client, [exp.experiment_id], filt)
-        if not runs:
+        if runs.empty:
             continue
         columns, rows = summarise(runs)
         print(format_table(db, columns, rows) + "\n")

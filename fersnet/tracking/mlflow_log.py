@@ -186,6 +186,10 @@ def _finite(value) -> float | None:
 
 
 _METRIC_NAME = re.compile(r"[^A-Za-z0-9_\-./ :]")
+# A sample size in a metric's name (fid_n180, kid_n180_std) suits a pooled metric, computed at one N.
+# A fold's N follows its test set, so sized per-fold names would split one quantity into a column
+# per fold size; the fold's FID/KID/judge FD are logged unsized, next to synth/n_synthetic.
+_SIZED_NAME = re.compile(r"_n\d+(_std)?$")
 
 
 def metric_name(name: str) -> str:
@@ -194,7 +198,8 @@ def metric_name(name: str) -> str:
 
 def final_metrics(folder: Path) -> dict[str, float]:
     """Scalars of metrics.json (per_class_recall as recall/<class>) and of synthesis/scores.json
-    (as synth/<key>, nested dicts as synth/<key>/<sub>)."""
+    (as synth/<key>, nested dicts as synth/<key>/<sub>; sized keys such as fid_n180 left out,
+    their unsized twins `fid`, `kid`, `judge_fid` and `n_synthetic` carry the same numbers)."""
     out = {}
     m = _read_json(folder / paths.METRICS)
     for key, value in m.items():
@@ -209,6 +214,8 @@ def final_metrics(folder: Path) -> dict[str, float]:
     scores_path = folder / "synthesis" / paths.SCORES
     if scores_path.is_file():
         for key, value in _flatten(_read_json(scores_path), sep="/").items():
+            if _SIZED_NAME.search(key):
+                continue
             if not isinstance(value, (str, list)) and _finite(value) is not None:
                 out[metric_name(f"synth/{key}")] = _finite(value)
     return out
@@ -338,15 +345,16 @@ def finished_folds(cfg: dict, db: str, model: str) -> list[int]:
 
 
 def fold_statistics(cfg: dict, db: str, model: str) -> dict:
-    """Mean and std (ddof=1, as the report tables) of every final metric over the finished folds."""
+    """Mean and std of every final metric over the finished folds (fold_stats.mean_std, as the
+    report tables: ddof=1; std null for one fold)."""
+    from fersnet.metrics.fold_stats import mean_std
+
     per_fold = {k: final_metrics(fold_folder(cfg, db, model, k)) for k in finished_folds(cfg, db, model)}
     names = sorted({n for m in per_fold.values() for n in m})
     stats = {}
     for name in names:
-        values = [m[name] for m in per_fold.values() if name in m]
-        mean = sum(values) / len(values)
-        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-        stats[name] = {"mean": mean, "std": math.sqrt(var), "n": len(values)}
+        s = mean_std(m[name] for m in per_fold.values() if name in m)
+        stats[name] = {"mean": s["mean"], "std": s["std"] if math.isfinite(s["std"]) else None, "n": s["n"]}
     return {"database": db, "model": model, "folds": sorted(per_fold), "n_folds_done": len(per_fold),
             "metrics": stats}
 
@@ -364,7 +372,9 @@ def log_parent(cfg: dict, db: str, model: str) -> dict:
     now = int(time.time() * 1000)
     metrics = [Metric("n_folds_done", float(stats["n_folds_done"]), now, 0)]
     for name, s in stats["metrics"].items():
-        metrics += [Metric(f"{name}_mean", s["mean"], now, 0), Metric(f"{name}_std", s["std"], now, 0)]
+        metrics.append(Metric(f"{name}_mean", s["mean"], now, 0))
+        if s["std"] is not None:           # one fold has no spread: no _std rather than a false 0
+            metrics.append(Metric(f"{name}_std", s["std"], now, 0))
     _log_batches(client, parent, metrics, [])
     retry(client.set_tag, parent, "folds", ",".join(map(str, stats["folds"])))
     stats["parent_run_id"] = parent
