@@ -74,3 +74,12 @@ include: "workflow/rules/tracking.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/report.smk"
+
+
+onsuccess:
+    # Every job read the params snapshot taken at the start; if params.yaml was edited since,
+    # the run must not end as a success (DVC would record the edited values in dvc.lock).
+    _changed = fwork.params_changed_message(PARAMS_FILE, PARAMS_DIGEST_AT_START, PARAMS)
+    if _changed:
+        print(_changed, file=sys.stderr)
+        raise SystemExit(1)

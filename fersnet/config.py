@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -24,10 +25,69 @@ class ConfigError(FersnetError):
     """A params.yaml problem, phrased for the user (names the key)."""
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, line: int, first: int):
+        self.key, self.line, self.first = key, line, first
+        super().__init__(f"line {line}: duplicate key `{key}` (first at line {first})")
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _mapping_paths(node, prefix: str = "", seen=None):
+    """(id of each mapping node, its dotted key path + '.') in a composed YAML document."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:                                     # an alias: walked once
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        yield id(node), prefix
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) and key.tag != MERGE_TAG else ""
+            yield from _mapping_paths(value, f"{prefix}{name}." if name else prefix, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _mapping_paths(item, f"{prefix.rstrip('.')}[{i}].", seen)
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_document(self, node):
+        self._paths = dict(_mapping_paths(node))             # to name a duplicate by its full key
+        return super().construct_document(node)
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:                    # `<<: *base` may be overridden on purpose
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(f"{self._paths.get(id(node), '')}{key}", line, seen[key])
+                seen[key] = line
+            except TypeError:                                # an unhashable key: SafeLoader reports it
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str, source: str):
+    """YAML text -> Python objects; a duplicate key is a ConfigError naming the key and its lines."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{source}: line {e.line}: duplicate key `{e.key}` (first at line {e.first}); "
+                          "YAML would silently keep only the last value, so remove one") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+
+
 # --- leaf specs ---------------------------------------------------------------
 @dataclass(frozen=True)
 class Spec:
-    kind: str                      # int, float, bool, str, choice, list, path, optional
+    kind: str                      # int, float, bool, str, choice, list, path, uri
     lo: float | None = None
     hi: float | None = None
     choices: tuple = ()
@@ -47,6 +107,9 @@ class Spec:
             lo = "" if self.lo is None else (f"> {self.lo}" if self.lo_open else f">= {self.lo}")
             hi = "" if self.hi is None else f"<= {self.hi}"
             rng = " " + " and ".join(x for x in (lo, hi) if x)
+        if self.kind == "uri":
+            return ("null (the project's mlflow.db), sqlite:///<path to a .db file>, "
+                    "http(s)://<host>[:port][/path] or a file: URI (file:///<absolute folder>)")
         base = {"int": "an integer", "float": "a number", "bool": "true or false",
                 "str": "a string", "path": "a path"}[self.kind] + rng
         return base + (" or null" if self.nullable else "")
@@ -69,6 +132,7 @@ def List(item, length=None):
 
 
 BOOL = Spec("bool")
+MLFLOW_URI = Spec("uri", nullable=True)
 PATH = Spec("path")
 OPT_PATH = Spec("path", nullable=True)
 PROB = Float(0.0, 1.0)
@@ -93,7 +157,7 @@ SCHEMA: dict[str, Any] = {
     "preprocess": {"out": PATH, "size": Int(16, 512), "margin": Float(0.0, 1.0),
                    "grayscale": BOOL, "no_face": Choice("skip", "center"),
                    "on_bad_file": Choice("error", "skip")},
-    "model": {"width": Float(0.0, 4.0, lo_open=True), "convflu_kernel": Choice(1, 3),
+    "model": {"arch": Choice("paper", "r2021"), "width": Float(0.0, 4.0, lo_open=True), "convflu_kernel": Choice(1, 3),
               "condition": Choice("concat", "cin", "adain"), "output": Choice("direct", "residual")},
     "train": {
         "crop": Int(8, 512), "epochs": Int(1), "min_steps": Int(1, nullable=True), "batch_size": Int(1, 4096),
@@ -116,8 +180,8 @@ SCHEMA: dict[str, Any] = {
     "fid": {"inception_weights": OPT_PATH, "require_inception": BOOL,
             "dims": Choice(64, 192, 768, 2048), "kid_subset": Int(2), "kid_subsets": Int(1, 10000),
             "batch_size": Int(1, 4096), "download": BOOL},
-    "mlflow": {"enabled": BOOL, "uri": Spec("str", nullable=True), "log_jobs": BOOL},
-    "orchestration": {"gpu_jobs_per_device": Int(1, 16), "batch_folds": BOOL},
+    "mlflow": {"enabled": BOOL, "uri": MLFLOW_URI, "log_jobs": BOOL},
+    "orchestration": {"gpu_jobs_per_device": Int(1, 16), "folds_per_job": Int(1, 50)},
 }
 
 
@@ -144,6 +208,9 @@ def _check_leaf(key: str, spec: Spec, value: Any) -> Any:
     elif k in ("str", "path"):
         if not isinstance(value, str) or not value:
             raise bad()
+    elif k == "uri":
+        if not isinstance(value, str) or not _tracking_uri_ok(value):
+            raise bad()
     elif k == "choice":
         if isinstance(value, bool) and {"yes", "no"} <= set(spec.choices):
             value = "yes" if value else "no"     # YAML 1.1 (PyYAML, Snakemake) reads yes/no as booleans
@@ -159,6 +226,18 @@ def _check_leaf(key: str, spec: Spec, value: Any) -> Any:
         if spec.hi is not None and value > spec.hi:
             raise bad()
     return value
+
+
+def _tracking_uri_ok(uri: str) -> bool:
+    """An MLflow store URI fersnet can use: SQLite file, HTTP(S) server or file store."""
+    parts = urlsplit(uri)
+    if parts.scheme == "sqlite":
+        return uri.startswith("sqlite:///") and len(uri) > len("sqlite:///")
+    if parts.scheme in ("http", "https"):
+        return bool(parts.hostname)
+    if parts.scheme == "file":
+        return bool(parts.path) and parts.netloc in ("", "localhost")
+    return False
 
 
 def _validate(tree: Any, schema: dict, prefix: str = "", partial: bool = False) -> dict:
@@ -233,10 +312,7 @@ def load(path: str | Path = "params.yaml", profile: str | None = None, overrides
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raw = read_yaml(path.read_text(), str(path))
     if overrides:
         raw = deep_merge(raw or {}, overrides)
         active = profile or raw.get("profile")
@@ -253,10 +329,7 @@ def parse_sets(items: list[str] | None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. train.epochs=300")
-        try:
-            parsed = yaml.safe_load(value) if value != "" else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {e}") from None
+        parsed = read_yaml(value, f"--set {item!r}: the value") if value != "" else ""
         node = out
         *parents, leaf = key.split(".")
         for part in parents:

@@ -58,17 +58,25 @@ def snakemake(proj: Path, *args: str, timeout: int = 120) -> subprocess.Complete
 
 
 def job_counts(output: str) -> dict[str, int]:
-    """The `Job stats` table of a Snakemake run or dry run."""
+    """The `Job stats` table of a Snakemake run or dry run; the per-fold-group rules
+    (train_fold0, train_folds0_1, ...) are counted under their step's name (train)."""
     table = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    counts: dict[str, int] = {}
+    for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M):
+        step = re.sub(r"_folds?\d+(_\d+)?$", "", m.group(1))
+        counts[step] = counts.get(step, 0) + int(m.group(2))
+    return counts
 
 
 def test_lint_reports_only_the_accepted_no_conda_warning(tmp_path):
     proj = make_project(tmp_path)
     out = snakemake(proj, "--lint")
     lints = {line.strip() for line in (out.stdout + out.stderr).splitlines() if line.startswith("    * ")}
-    # One venv for the whole project (requirements.lock) instead of a conda env per rule.
-    assert lints == {"* Specify a conda environment or container for each rule.:"}
+    # One venv for the whole project (requirements.lock) instead of a conda env per rule; the
+    # params snapshot of a run reaches the jobs as a global ({COMMON_ARGS}), not as a rule param,
+    # because its name changes with every params edit and a param would re-run every job.
+    assert lints == {"* Specify a conda environment or container for each rule.:",
+                     "* Shell command directly uses variable COMMON_ARGS from outside of the rule:"}
 
 
 def test_dry_run_plans_every_fold_model_judge_score_and_report(tmp_path):
@@ -105,7 +113,9 @@ def test_config_profile_switch_reaches_the_cli_and_overrides_travel_in_a_params_
     proj = make_project(tmp_path)
     out = snakemake(proj, "all_folds", "-n", "-p", "--config", "profile=paper")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "--profile paper" in out.stdout and job_counts(out.stdout)["train"] == 5 * 10
+    snap = re.search(r"--params (\.snakemake/fersnet/params-\w+\.yaml)", out.stdout).group(1)
+    assert yaml.safe_load((proj / snap).read_text())["profile"] == "paper"
+    assert job_counts(out.stdout)["train"] == 5 * 10
     out = snakemake(proj, "all_folds", "-n", "-p", "--config", "databases=[oulu]")
     assert out.returncode == 0, out.stderr[-3000:]
     copy = re.search(r"--params (\.snakemake/fersnet/params-\w+\.yaml)", out.stdout).group(1)
@@ -129,13 +139,14 @@ def test_fes_da_waits_for_fersnet_and_scores_wait_for_their_judge(tmp_path):
     assert "results/ckplus/judge/fold0/metrics.json" in out.stdout
 
 
-def test_batch_folds_runs_each_model_step_as_one_job_over_all_folds(tmp_path):
-    proj = make_project(tmp_path, **{"orchestration.batch_folds": True})
+def test_folds_per_job_groups_the_folds_of_each_model_step_into_one_process(tmp_path):
+    proj = make_project(tmp_path, **{"orchestration.folds_per_job": 2})
     out = snakemake(proj, "-n", "-p", "all")
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = job_counts(out.stdout)
     assert jobs["train"] == 5 and jobs["judge"] == 1 and jobs["score"] == 4
-    assert "run_folds.py score --params params.yaml --profile test --db ckplus --model stargan --folds 0,1" in out.stdout
+    assert re.search(r"fersnet score --params \.snakemake/fersnet/params-\w+\.yaml --db ckplus --model stargan "
+                     r"--fold 0,1", out.stdout)
 
 
 def test_gpu_jobs_take_a_share_limited_by_the_default_profile(tmp_path):
@@ -145,7 +156,7 @@ def test_gpu_jobs_take_a_share_limited_by_the_default_profile(tmp_path):
     (proj / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     out = snakemake(proj, "-n", "all_folds")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert re.search(r"rule train:(?:\n    .*)*\n    resources: .*gpu=1, gpu_share=50", out.stdout)
+    assert re.search(r"rule train_fold0:(?:\n    .*)*\n    resources: .*gpu=1, gpu_share=50", out.stdout)
     profile = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
     assert profile["resources"]["gpu_share"] == 100
 
@@ -156,7 +167,7 @@ def test_slurm_profile_dry_run_sends_training_to_the_gpu_partition(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     out = snakemake(proj, "--workflow-profile", "workflow/profiles/slurm", "-n", "all_folds")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert re.search(r"rule train:(?:\n    .*)*\n    resources: .*slurm_partition=gpu", out.stdout)
+    assert re.search(r"rule train_fold0:(?:\n    .*)*\n    resources: .*slurm_partition=gpu", out.stdout)
 
 
 def test_dvc_yaml_stages_resolve_into_the_expected_graph(tmp_path):
@@ -192,8 +203,8 @@ def test_snakemake_runs_the_tiny_grid_end_to_end_and_then_has_nothing_to_do(tmp_
 
 @pytest.mark.slow
 def test_dvc_repro_runs_everything_and_a_second_repro_is_a_no_op(tmp_path):
-    # batch_folds: this test also covers the one-process-per-(db, model) form of the rules
-    proj = make_project(tmp_path, **{"mlflow.enabled": False, "orchestration.batch_folds": True})
+    # folds_per_job 2: this test also covers jobs that run several folds in one process
+    proj = make_project(tmp_path, **{"mlflow.enabled": False, "orchestration.folds_per_job": 2})
     first = run([str(BIN / "dvc"), "repro"], proj, timeout=1800)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
     assert (proj / "reports" / "summary.json").is_file() and (proj / "dvc.lock").is_file()
@@ -228,3 +239,83 @@ def test_demo_command_runs_snakemake_all_with_the_profile_and_names_the_outputs(
     assert "report" in out.stdout and "track_parent" in out.stdout
     message = where_outputs_are(cfg)
     assert "report.pdf" in message and "mlflow ui --backend-store-uri sqlite:///" in message
+
+
+def _history_of(proj: Path, model: str, fold: int):
+    import pandas as pd
+    return pd.read_csv(proj / f"results/ckplus/{model}/fold{fold}/history.csv").drop(columns=["seconds"])
+
+
+def _set_params(proj: Path, **changes) -> None:
+    raw = yaml.safe_load((proj / "params.yaml").read_text())
+    for key, value in changes.items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    (proj / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_changed_params_and_data_rerun_exactly_the_jobs_they_change_and_retrain_from_scratch(tmp_path):
+    proj = make_project(tmp_path, **{"mlflow.enabled": False, "orchestration.folds_per_job": 2})
+    targets = ["results/ckplus/no_mtl/fold0/metrics.json", "results/ckplus/judge/fold0/metrics.json"]
+    first = snakemake(proj, "--cores", "2", *targets, timeout=900)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+    run = proj / "results/ckplus/no_mtl/fold0"
+    before = json.loads((run / "metrics.json").read_text())
+    history = _history_of(proj, "no_mtl", 0)
+
+    # a training key: the training job re-runs, the judge does not; a runtime-only key: nothing
+    _set_params(proj, **{"train.threads": 2})
+    assert "Nothing to be done" in (lambda o: o.stdout + o.stderr)(snakemake(proj, "-n", *targets))
+    _set_params(proj, **{"train.threads": 1, "train.lr": 0.01})
+    plan = snakemake(proj, "-n", *targets)
+    assert plan.returncode == 0 and job_counts(plan.stdout) == {"train": 1, "total": 1}, plan.stdout[-3000:]
+    _set_params(proj, **{"train.lr": 0.002})
+
+    # data settings, and a root pointing at another valid tree: the folds retrain from scratch
+    other = run_cli(proj, "synth", "--db", "ckplus", "--out", "other", "--set", "seed=7")
+    assert other.returncode == 0, other.stderr[-3000:]
+    for change in ({"data.ckplus.frames": 1}, {"data.ckplus.include_neutral": True},
+                   {"data.ckplus.root": "other/ckplus"}):
+        _set_params(proj, **change)
+        again = snakemake(proj, "--cores", "2", *targets, timeout=900)
+        assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+        after = json.loads((run / "metrics.json").read_text())
+        assert after["fingerprint"] != before["fingerprint"], change
+        log = (proj / "logs/train/ckplus_no_mtl_folds0_1.log").read_text()
+        assert "resuming" not in log, change            # never resumed the old data's checkpoint
+        new_history = _history_of(proj, "no_mtl", 0)
+        assert not new_history.equals(history), change
+        before, history = after, new_history
+    assert "neutral" in after["classes"]
+
+
+def run_cli(proj: Path, *argv: str) -> subprocess.CompletedProcess:
+    return run([str(BIN / "fersnet"), argv[0], "--params", "params.yaml", *argv[1:]], proj, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_params_edit_during_a_run_reaches_none_of_its_jobs(tmp_path):
+    import time
+    proj = make_project(tmp_path, **{"mlflow.enabled": False, "orchestration.folds_per_job": 2})
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "results/ckplus/no_mtl/fold0/metrics.json"],
+                            cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (proj / "data/synthetic/ckplus").is_dir() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    _set_params(proj, **{"train.lr": 0.5})          # the stand-in exists; preprocess and training not yet
+    edited = time.time()
+    out, _ = proc.communicate(timeout=600)
+    assert (proj / "data/processed/ckplus/summary.json").stat().st_mtime > edited   # jobs ran after the edit
+    prov = json.loads((proj / "results/ckplus/no_mtl/fold0/provenance.json").read_text())
+    assert prov["params"]["train.lr"] == 0.002                  # ... with the params of the run's start
+    assert proc.returncode != 0 and "was edited while this run was going on" in out
+    # the next run applies the edit: the training job re-runs with it
+    again = snakemake(proj, "--cores", "1", "results/ckplus/no_mtl/fold0/metrics.json", timeout=600)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    prov = json.loads((proj / "results/ckplus/no_mtl/fold0/provenance.json").read_text())
+    assert prov["params"]["train.lr"] == 0.5

@@ -1,13 +1,11 @@
 # Helpers shared by every rule: the resolved config, target lists built from fersnet.paths,
-# the CLI command line and the GPU resource of a job (docs/orchestration.md).
-import hashlib
-import json
+# the CLI command line and the GPU resource of a job (docs/orchestration.md). Decisions live in
+# fersnet/workflow.py (tested); this file only adapts them to Snakemake.
 import os
 import shutil
 import sys
 from pathlib import Path
 
-import yaml
 from snakemake.exceptions import WorkflowError
 
 # The project root (where the Snakefile lives) first on the path, so that the rules use this
@@ -16,6 +14,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 
 from fersnet import config as fconfig  # noqa: E402
 from fersnet import paths  # noqa: E402
+from fersnet import workflow as fwork  # noqa: E402
 from fersnet.tracking import markers  # noqa: E402
 
 PARAMS_FILE = "params.yaml"
@@ -29,30 +28,12 @@ def resolve_config(raw):
         raise WorkflowError(f"fersnet: {e}") from None
 
 
-def effective_params(raw):
-    """The params file the CLI jobs read: params.yaml itself, or a copy carrying --config overrides.
-
-    The profile travels as --profile; any other --config override (e.g. n_folds=2) is written to
-    .snakemake/fersnet/params-<hash>.yaml so that the jobs see exactly what Snakemake planned with.
-    """
-    on_disk = yaml.safe_load(Path(PARAMS_FILE).read_text()) if Path(PARAMS_FILE).is_file() else {}
-    mine = {k: v for k, v in raw.items() if k != "profile"}
-    theirs = {k: v for k, v in (on_disk or {}).items() if k != "profile"}
-    if mine == theirs:
-        return PARAMS_FILE
-    text = yaml.safe_dump(dict(raw), sort_keys=True)
-    out = Path(".snakemake") / "fersnet" / f"params-{hashlib.sha1(text.encode()).hexdigest()[:12]}.yaml"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(text)
-        tmp.replace(out)
-    return str(out)
-
-
 CFG = resolve_config(config)
 PROFILE = CFG["profile"]
-PARAMS = effective_params(config)
+# The params of this run, resolved once now: every job reads this snapshot, so an edit of
+# params.yaml during the run reaches none of its jobs (checked again at the end, Snakefile).
+PARAMS = fwork.snapshot(CFG)
+PARAMS_DIGEST_AT_START = fwork.file_digest(PARAMS_FILE)
 DATABASES = list(CFG["databases"])
 MODELS = list(CFG["models"])
 FOLDS = list(range(CFG["n_folds"]))
@@ -63,7 +44,9 @@ TRACKED_MODELS = MODELS + ["judge"]
 # Jobs call the `fersnet` CLI installed next to the Python running Snakemake (the project's venv),
 # found through PATH so that the interpreter's location is not a rerun-triggering rule param.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-COMMON_ARGS = f"--params {PARAMS} --profile {PROFILE}"
+# Used as {COMMON_ARGS} in shell commands, not passed as params: the snapshot's name changes
+# with every params edit, and as a param it would re-run every job (docs/orchestration.md).
+COMMON_ARGS = f"--params {PARAMS}"
 
 
 def has_gpu():
@@ -78,9 +61,25 @@ USES_GPU = CFG["train"]["device"] in ("cuda", "mps") or (CFG["train"]["device"] 
 GPU_SHARE = 100 // CFG["orchestration"]["gpu_jobs_per_device"] if USES_GPU else 0
 GPU_COUNT = 1 if USES_GPU else 0      # the standard `gpu` resource, read by cluster executors
 TRAIN_THREADS = CFG["train"]["threads"]
-# orchestration.batch_folds: one process per (db, model) step runs all its folds
-BATCH_FOLDS = CFG["orchestration"]["batch_folds"]
-RUN_FOLDS = os.path.relpath(Path(workflow.basedir) / "workflow" / "scripts" / "run_folds.py")
+# orchestration.folds_per_job: the folds of a (db, model) step, grouped into jobs
+FOLD_GROUPS = fwork.fold_groups(CFG)
+
+
+def share_step_resources(steps=("train", "judge", "score")):
+    """Profiles set resources per step (`set-resources: train: ...`, workflow/profiles/slurm); the
+    steps' rules are named per fold group (train_fold0, train_folds0_9), so the step's settings
+    are copied to each of them before the rules are defined (a group's own entry wins)."""
+    settings = getattr(workflow, "resource_settings", None)
+    parsed = getattr(settings, "_parsed_overwrite_resources", None)
+    if not isinstance(parsed, dict):
+        return
+    for step in steps:
+        if step in parsed:
+            for group in FOLD_GROUPS:
+                parsed.setdefault(f"{step}_{fwork.group_tag(group)}", parsed[step])
+
+
+share_step_resources()
 INIT_MARKER = str(markers.init_marker(CFG))
 FOLDS_MANIFEST = str(markers.manifest(CFG, "folds"))
 SCORES_MANIFEST = str(markers.manifest(CFG, "scores"))
@@ -137,45 +136,46 @@ def pooled_file(db, model):
     return str(Path(CFG["paths"]["results"]) / db / model / "synthesis_pooled.json")
 
 
-def train_inputs(wildcards):
-    """A training job needs its processed database; fes_da fine-tunes the same fold's fersnet."""
+def train_inputs(wildcards, group):
+    """A training job needs its processed database; fes_da fine-tunes the same folds' fersnet."""
     inputs = processed_files(wildcards.db)
     if wildcards.model == "fes_da":
-        inputs.append(run_done(wildcards.db, "fersnet", wildcards.fold))
+        inputs += [run_done(wildcards.db, "fersnet", k) for k in group]
     return inputs
+
+
+def group_train_inputs(group):
+    """train_inputs for one fold group, as the input function of that group's rule."""
+    return lambda wildcards: train_inputs(wildcards, group)
 
 
 def synth_params(wildcards):
-    """Settings the stand-in depends on (Snakemake reruns `synth` when they change)."""
-    return json.dumps({"seed": CFG["seed"], "synth": CFG["synth"]}, sort_keys=True)
+    return fwork.synth_params(CFG)
 
 
 def preprocess_params(wildcards):
-    return json.dumps({"n_folds": CFG["n_folds"], "preprocess": CFG["preprocess"],
-                       "data": CFG["data"][wildcards.db]}, sort_keys=True)
-
-
-def train_batch_inputs(wildcards):
-    """All folds of a (db, model) in one job; fes_da waits for every fersnet fold of the database."""
-    inputs = processed_files(wildcards.db)
-    if wildcards.model == "fes_da":
-        inputs += [run_done(wildcards.db, "fersnet", k) for k in FOLDS]
-    return inputs
+    return fwork.preprocess_params(CFG, wildcards.db)
 
 
 def model_params(wildcards):
-    """The params a training job depends on, as stable JSON: Snakemake reruns it when they change."""
-    keys = ["seed", "n_folds", "preprocess", "model", "train"]
-    keys += {"fes_da": ["fes_da"], "stargan": ["stargan"], "judge": ["judge"]}.get(wildcards.model, [])
-    return json.dumps({k: CFG[k] for k in keys}, sort_keys=True)
+    """The params a training job reads (its fingerprint's params): a change re-runs it."""
+    return fwork.rule_params(CFG, "train", wildcards.model)
 
 
 def judge_params(wildcards):
-    return json.dumps({k: CFG[k] for k in ("seed", "n_folds", "preprocess", "judge", "train")}, sort_keys=True)
+    return fwork.rule_params(CFG, "judge")
 
 
 def score_params(wildcards):
-    return json.dumps({k: CFG[k] for k in ("seed", "fid", "train")}, sort_keys=True)
+    return fwork.rule_params(CFG, "score")
+
+
+def pool_params(wildcards):
+    return fwork.rule_params(CFG, "pool")
+
+
+def report_params(wildcards):
+    return fwork.rule_params(CFG, "report")
 
 
 def training_targets(dbs=None):
@@ -212,48 +212,3 @@ def fold_outputs(wildcards):
     if model in SCORED:
         files += [scores_file(db, model, k) for k in FOLDS]
     return files
-
-
-# Settings that do not change a training result (fersnet.training.train.fingerprint ignores them).
-RUNTIME_ONLY = {"train": ("device", "threads", "checkpoint_every")}
-
-
-def _result_settings(cfg, model):
-    keys = json.loads(model_params(type("W", (), {"model": model})()))
-    return {k: ({kk: vv for kk, vv in v.items() if kk not in RUNTIME_ONLY.get(k, ())}
-                if isinstance(v, dict) else v) for k, v in keys.items()}
-
-
-def clear_stale_checkpoint(db, model, fold):
-    """Before Snakemake reruns a training job whose params changed, drop the old checkpoint.
-
-    The trainer resumes from checkpoint.pt after a crash but refuses one made with other settings;
-    a rerun decided by the workflow (params trigger) must start over. The previous settings are
-    read from the run's config.json (the resolved config of that run, docs/architecture.md).
-    """
-    folder = run_folder(db, model, fold)
-    stale, previous = folder / paths.CHECKPOINT, folder / paths.CONFIG
-    if not (stale.is_file() and previous.is_file()):
-        return
-    try:
-        old = json.loads(previous.read_text())
-    except (OSError, json.JSONDecodeError):
-        return
-    current = _result_settings(CFG, model)
-    before = {k: ({kk: vv for kk, vv in old.get(k, {}).items() if kk not in RUNTIME_ONLY.get(k, ())}
-                  if isinstance(old.get(k), dict) else old.get(k)) for k in current}
-    if before != current:
-        stale.unlink()
-
-
-def write_manifest(inputs, output):
-    """A stamp for DVC: one line per input with its size and content hash (mtime-free)."""
-    lines = []
-    for f in sorted(map(str, inputs)):
-        data = Path(f).read_bytes()
-        lines.append(f"{hashlib.sha1(data).hexdigest()}  {len(data):>10}  {f}")
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)

@@ -7,10 +7,9 @@ rule synth:
     log:
         "logs/synth/{db}.log",
     params:
-        args=COMMON_ARGS,
         settings=synth_params,
     shell:
-        "fersnet synth {params.args} --db {wildcards.db} > {log} 2>&1"
+        "fersnet synth {COMMON_ARGS} --db {wildcards.db} > {log} 2>&1"
 
 
 rule preprocess:
@@ -21,7 +20,6 @@ rule preprocess:
     log:
         "logs/preprocess/{db}.log",
     params:
-        args=COMMON_ARGS,
         settings=preprocess_params,
     shell:
-        "fersnet preprocess {params.args} --db {wildcards.db} > {log} 2>&1"
+        "fersnet preprocess {COMMON_ARGS} --db {wildcards.db} > {log} 2>&1"

@@ -10,6 +10,6 @@ rule report:
     log:
         "logs/report/report.log",
     params:
-        args=COMMON_ARGS,
+        settings=report_params,
     shell:
-        "fersnet report {params.args} > {log} 2>&1"
+        "fersnet report {COMMON_ARGS} > {log} 2>&1"

@@ -12,10 +12,8 @@ rule track_init:
         INIT_MARKER,
     log:
         "logs/track/init.log",
-    params:
-        args=COMMON_ARGS,
     shell:
-        "fersnet track {params.args} --init > {log} 2>&1"
+        "fersnet track {COMMON_ARGS} --init > {log} 2>&1"
 
 
 rule track_parent:
@@ -26,7 +24,5 @@ rule track_parent:
         str(markers.parent_marker(CFG, "{db}", "{tracked}")),
     log:
         "logs/track/parent_{db}_{tracked}.log",
-    params:
-        args=COMMON_ARGS,
     shell:
-        "fersnet track {params.args} --parent {wildcards.db} {wildcards.tracked} > {log} 2>&1"
+        "fersnet track {COMMON_ARGS} --parent {wildcards.db} {wildcards.tracked} > {log} 2>&1"

@@ -1,105 +1,83 @@
-# The fan-out: one job per (database, model, fold), plus the fold's judge (docs/architecture.md).
-# Every job waits for the MLflow store (track_init) so that no two jobs create it at once.
+# The fan-out: every (database, model) trained on each group of folds (orchestration.folds_per_job;
+# one fold per job by default, all folds in one process in the CPU demo), plus the folds' judges
+# (docs/architecture.md). One rule body, instantiated once per fold group. Every job waits for the
+# MLflow store (track_init) so that no two jobs create it at once. A job re-runs when a param it
+# reads changes (params.settings, the same selection as its fingerprint: fersnet/provenance.py)
+# or an input file changes; the CLI then resumes a checkpoint only if it was made from the same
+# inputs.
 
+for _group in FOLD_GROUPS:
+    _tag = fwork.group_tag(_group)
 
-if BATCH_FOLDS:
-
-    rule train:
+    rule:
+        name:
+            f"train_{_tag}"
         input:
-            train_batch_inputs,
+            group_train_inputs(_group),
             ancient(INIT_MARKER),
         output:
-            [run_done("{db}", "{model}", k) for k in FOLDS],
+            [run_done("{db}", "{model}", k) for k in _group],
         log:
-            "logs/train/{db}_{model}.log",
+            f"logs/train/{{db}}_{{model}}_{_tag}.log",
         benchmark:
-            "benchmarks/train/{db}_{model}.tsv"
+            f"benchmarks/train/{{db}}_{{model}}_{_tag}.tsv"
         params:
-            args=COMMON_ARGS,
             settings=model_params,
-            script=RUN_FOLDS,
-            folds=",".join(map(str, FOLDS)),
-        threads: TRAIN_THREADS
-        resources:
-            gpu=GPU_COUNT,
-            gpu_share=GPU_SHARE,
-        run:
-            for k in FOLDS:
-                clear_stale_checkpoint(wildcards.db, wildcards.model, k)
-            shell(
-                "python {params.script} train {params.args} --db {wildcards.db}"
-                " --model {wildcards.model} --folds {params.folds} > {log} 2>&1"
-            )
-
-    rule judge:
-        input:
-            processed_files("{db}"),
-            ancient(INIT_MARKER),
-        output:
-            [judge_done("{db}", k) for k in FOLDS],
-        log:
-            "logs/judge/{db}.log",
-        benchmark:
-            "benchmarks/judge/{db}.tsv"
-        params:
-            args=COMMON_ARGS,
-            settings=judge_params,
-            script=RUN_FOLDS,
-            folds=",".join(map(str, FOLDS)),
+            folds=fwork.fold_arg(_group),
         threads: TRAIN_THREADS
         resources:
             gpu=GPU_COUNT,
             gpu_share=GPU_SHARE,
         shell:
-            "python {params.script} judge {params.args} --db {wildcards.db}"
-            " --folds {params.folds} > {log} 2>&1"
+            "fersnet train {COMMON_ARGS} --db {wildcards.db} --model {wildcards.model}"
+            " --fold {params.folds} > {log} 2>&1"
 
-else:
-
-    rule train:
-        input:
-            train_inputs,
-            ancient(INIT_MARKER),
-        output:
-            run_done("{db}", "{model}", "{fold}"),
-        log:
-            "logs/train/{db}_{model}_fold{fold}.log",
-        benchmark:
-            "benchmarks/train/{db}_{model}_fold{fold}.tsv"
-        params:
-            args=COMMON_ARGS,
-            settings=model_params,
-        threads: TRAIN_THREADS
-        resources:
-            gpu=GPU_COUNT,
-            gpu_share=GPU_SHARE,
-        run:
-            clear_stale_checkpoint(wildcards.db, wildcards.model, wildcards.fold)
-            shell(
-                "fersnet train {params.args} --db {wildcards.db} --model {wildcards.model}"
-                " --fold {wildcards.fold} > {log} 2>&1"
-            )
-
-
-    rule judge:
+    rule:
+        name:
+            f"judge_{_tag}"
         input:
             processed_files("{db}"),
             ancient(INIT_MARKER),
         output:
-            judge_done("{db}", "{fold}"),
+            [judge_done("{db}", k) for k in _group],
         log:
-            "logs/judge/{db}_fold{fold}.log",
+            f"logs/judge/{{db}}_{_tag}.log",
         benchmark:
-            "benchmarks/judge/{db}_fold{fold}.tsv"
+            f"benchmarks/judge/{{db}}_{_tag}.tsv"
         params:
-            args=COMMON_ARGS,
             settings=judge_params,
+            folds=fwork.fold_arg(_group),
         threads: TRAIN_THREADS
         resources:
             gpu=GPU_COUNT,
             gpu_share=GPU_SHARE,
         shell:
-            "fersnet judge {params.args} --db {wildcards.db} --fold {wildcards.fold} > {log} 2>&1"
+            "fersnet judge {COMMON_ARGS} --db {wildcards.db} --fold {params.folds} > {log} 2>&1"
+
+    rule:
+        name:
+            f"score_{_tag}"
+        input:
+            [run_done("{db}", "{model}", k) for k in _group],
+            [judge_done("{db}", k) for k in _group],
+        output:
+            [scores_file("{db}", "{model}", k) for k in _group],
+        wildcard_constraints:
+            model="fersnet|no_mtl|no_convflu|stargan",
+        log:
+            f"logs/score/{{db}}_{{model}}_{_tag}.log",
+        benchmark:
+            f"benchmarks/score/{{db}}_{{model}}_{_tag}.tsv"
+        params:
+            settings=score_params,
+            folds=fwork.fold_arg(_group),
+        threads: TRAIN_THREADS
+        resources:
+            gpu=GPU_COUNT,
+            gpu_share=GPU_SHARE,
+        shell:
+            "fersnet score {COMMON_ARGS} --db {wildcards.db} --model {wildcards.model}"
+            " --fold {params.folds} > {log} 2>&1"
 
 
 localrules:
@@ -114,4 +92,4 @@ rule folds_manifest:
     log:
         "logs/manifest/folds.log",
     run:
-        write_manifest(input, output[0])
+        fwork.write_manifest(input, output[0])

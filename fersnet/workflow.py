@@ -1,0 +1,113 @@
+"""What the Snakemake workflow needs from the project, as plain tested functions.
+
+The .smk files only wire rules; every decision they take (which params a rule depends on, how
+folds are grouped into jobs, the frozen params snapshot of a run, the manifests DVC reads) is
+made here. No torch, pandas or MLflow imports: Snakemake imports this at every start.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from fersnet import provenance
+
+SNAPSHOT_DIR = Path(".snakemake") / "fersnet"
+
+
+# --- frozen params --------------------------------------------------------------------------------
+def snapshot(cfg: dict, folder: Path = SNAPSHOT_DIR) -> str:
+    """Write the run's resolved params once, at its start; every job of the run reads this file.
+
+    The file is named by its content, so it never changes once written: editing params.yaml
+    while a run goes on reaches no job of that run (the next run picks the edit up). It is a
+    complete params file of one profile (`fersnet --params <it>` loads and validates it).
+    """
+    text = yaml.safe_dump(cfg, sort_keys=True)
+    out = Path(folder) / f"params-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        tmp.write_text("# The resolved params of one workflow run (written by the Snakefile at its start).\n" + text)
+        tmp.replace(out)
+    return str(out)
+
+
+def file_digest(path) -> str | None:
+    path = Path(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def params_changed_message(params_file, digest_at_start: str | None, snapshot_file: str) -> str | None:
+    """None when params.yaml is as it was when the run started; otherwise what to tell the user.
+
+    The jobs used the snapshot; DVC records params.yaml's values when the stage ends, so a run
+    during which params.yaml was edited must not end as a success (dvc.lock would then claim
+    values the jobs did not use).
+    """
+    if file_digest(params_file) == digest_at_start:
+        return None
+    return (f"fersnet: {params_file} was edited while this run was going on; its jobs used the params as "
+            f"they were at the start ({snapshot_file}). Run again to apply the edit: only the jobs it "
+            "changes run.")
+
+
+# --- rule params (rerun triggers) -----------------------------------------------------------------
+def rule_params(cfg: dict, verb: str, model: str | None = None) -> str:
+    """The params a job depends on, as stable JSON: Snakemake re-runs the job when they change.
+
+    The same selection as the job's fingerprint (fersnet.provenance.job_params), so a change
+    re-plans exactly the jobs whose fingerprint changes; the data and the checkpoints a job reads
+    are its input files, whose changes Snakemake sees itself.
+    """
+    return json.dumps(provenance.job_params(cfg, verb, model), sort_keys=True)
+
+
+def synth_params(cfg: dict) -> str:
+    """Settings the stand-in depends on."""
+    return json.dumps({"seed": cfg["seed"], "synth": {k: v for k, v in cfg["synth"].items() if k != "out"}},
+                      sort_keys=True)
+
+
+def preprocess_params(cfg: dict, db: str) -> str:
+    """Settings the processed data depends on (the database's root included)."""
+    pp = {k: v for k, v in cfg["preprocess"].items() if k != "out"}
+    return json.dumps({"n_folds": cfg["n_folds"], "preprocess": pp, "data": cfg["data"][db],
+                       "check_counts": cfg["data"]["check_counts"]}, sort_keys=True)
+
+
+# --- fold groups ----------------------------------------------------------------------------------
+def fold_groups(cfg: dict) -> list[list[int]]:
+    """The folds of one (database, model) split into jobs of `orchestration.folds_per_job` folds.
+
+    One fold per job suits a GPU or a cluster; all folds in one process saves the start-up per
+    job (imports, data) that dominates short CPU jobs (docs/orchestration.md).
+    """
+    n, size = int(cfg["n_folds"]), int(cfg["orchestration"]["folds_per_job"])
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
+def group_tag(group: list[int]) -> str:
+    """A name for a group of folds, usable in rule and log names: fold3, folds0_9."""
+    return f"fold{group[0]}" if len(group) == 1 else f"folds{group[0]}_{group[-1]}"
+
+
+def fold_arg(group: list[int]) -> str:
+    return ",".join(map(str, group))
+
+
+# --- manifests ------------------------------------------------------------------------------------
+def write_manifest(inputs, output) -> None:
+    """A stamp for DVC: one line per input with its size and content hash (mtime-free)."""
+    lines = []
+    for f in sorted(map(str, inputs)):
+        data = Path(f).read_bytes()
+        lines.append(f"{hashlib.sha1(data).hexdigest()}  {len(data):>10}  {f}")
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(out)

@@ -1,0 +1,71 @@
+"""fersnet/workflow.py: the decisions the Snakemake rules take, without Snakemake."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import yaml
+
+from fersnet import config, workflow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cfg(profile="test"):
+    return config.load(ROOT / "params.yaml", profile)
+
+
+def test_fold_groups_cover_every_fold_once_in_groups_of_folds_per_job():
+    c = cfg()
+    c["orchestration"]["folds_per_job"] = 3
+    groups = workflow.fold_groups(c)
+    assert groups == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert [workflow.group_tag(g) for g in groups[-2:]] == ["folds6_8", "fold9"]
+    c["orchestration"]["folds_per_job"] = 1
+    assert len(workflow.fold_groups(c)) == 10
+
+
+def test_snapshot_is_a_loadable_params_file_named_by_content(tmp_path):
+    c = cfg()
+    path = workflow.snapshot(c, tmp_path)
+    assert config.load(path) == c
+    assert workflow.snapshot(copy.deepcopy(c), tmp_path) == path            # same content, same file
+    c2 = copy.deepcopy(c)
+    c2["train"]["lr"] = 0.5
+    other = workflow.snapshot(c2, tmp_path)
+    assert other != path and config.load(path)["train"]["lr"] != 0.5        # the first is unchanged
+
+
+def test_rule_params_follow_the_fingerprint_and_leave_runtime_keys_out():
+    c = cfg()
+    base = workflow.rule_params(c, "train", "fersnet")
+    c2 = copy.deepcopy(c)
+    c2["train"]["threads"] = 8
+    c2["train"]["device"] = "cpu"
+    c2["mlflow"]["enabled"] = False
+    assert workflow.rule_params(c2, "train", "fersnet") == base
+    c2["train"]["lambda_l1"] = 3.0
+    assert workflow.rule_params(c2, "train", "fersnet") != base
+    assert workflow.rule_params(c2, "judge") == workflow.rule_params(c, "judge")     # judge reads no lambda
+    c2["stargan"]["n_critic"] = 1
+    assert workflow.rule_params(c2, "train", "fersnet") == workflow.rule_params(
+        dict(c2, stargan=c["stargan"]), "train", "fersnet")
+    assert json.loads(workflow.rule_params(c2, "train", "stargan"))["stargan"]["n_critic"] == 1
+
+
+def test_params_changed_message_only_when_the_file_changed(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"a": 1}))
+    digest = workflow.file_digest(params)
+    assert workflow.params_changed_message(params, digest, "snap.yaml") is None
+    params.write_text(yaml.safe_dump({"a": 2}))
+    msg = workflow.params_changed_message(params, digest, "snap.yaml")
+    assert "edited while this run" in msg and "snap.yaml" in msg
+
+
+def test_manifest_lists_content_hashes(tmp_path):
+    (tmp_path / "a.json").write_text("{}")
+    workflow.write_manifest([tmp_path / "a.json"], tmp_path / "m" / "x.manifest")
+    line = (tmp_path / "m" / "x.manifest").read_text().split()
+    assert line[0] == "bf21a9e8fbc5a3846fb05b4fa0859e0917b2202f" and line[1] == "2"
