@@ -169,3 +169,135 @@ def test_cin_decoder_norms_take_their_scale_and_shift_from_the_target():
     torch.testing.assert_close(out[1], plain[1] * 2.0 + 0.5)
     dec = Decoder([4, 8, 16, 32], 1, 7, "cin", "direct")
     assert sum(isinstance(m, ConditionalInstanceNorm) for m in dec.modules()) == 6   # 3 up blocks x 2 convs
+
+
+# --- model.arch: r2021, the authors' released network (fersnet/models/r2021.py) ---------------
+
+def _r2021(cfg, crop=64):
+    cfg = copy.deepcopy(cfg)
+    cfg["model"]["arch"] = "r2021"
+    cfg["train"]["crop"] = crop
+    return cfg
+
+
+def _batch(n, channels, crop, n_classes=6):
+    torch.manual_seed(0)
+    s = torch.arange(n) % n_classes
+    return {"x": torch.rand(n, channels, crop, crop), "s": s, "xt": torch.rand(n, channels, crop, crop),
+            "t": (s + 1) % n_classes, "has_t": torch.tensor([True] * (n - 1) + [False]), "step": 0}
+
+
+def test_r2021_has_the_authors_parameter_counts_at_3_channels_6_classes_96_px(test_cfg):
+    # measured from the authors' code (cikrhazo/FERSNet a5d9d2e); width 1.0 is the authors' width
+    assert registry.r2021_reference_counts(test_cfg) == {"generator_net": 53_983_438, "discriminator": 2_770_881}
+
+
+def test_r2021_parts_add_up_and_its_convflus_are_bias_free(test_cfg):
+    net = registry.build("fersnet", registry.paper_scale(test_cfg, "r2021"), 6, 3).gen
+    parts = net.parts()
+    assert sum(parts.values()) == sum(p.numel() for p in net.parameters())
+    assert parts["convflu"] == 4_128_768 and parts["shared"] > 0      # the authors' 6 ConvFLUs
+    assert all(conv.bias is None for pair in net.flus for unit in (pair.to_fer, pair.to_fes)
+               for conv in (unit.w_r, unit.w, unit.u, unit.w_z))
+
+
+def test_r2021_one_training_step_runs_forward_and_backward_through_every_part(test_cfg):
+    from fersnet.models.r2021 import R2021Discriminator, R2021Net
+    task = registry.build("fersnet", _r2021(test_cfg), 6, 1)
+    assert isinstance(task.gen, R2021Net) and isinstance(task.disc, R2021Discriminator)
+    before = {k: v.clone() for k, v in task.state_dict().items()}
+    out = task.train_step(_batch(4, 1, 64))
+    for key in ("D/loss", "G/loss", "C/loss_ce", "G/loss_adv", "G/loss_l1", "G/loss_cyc", "gate/fer_z_l3"):
+        assert torch.isfinite(out[key]), key
+    for name, p in task.gen.named_parameters():
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
+    moved = {k.split(".")[1] for k, v in task.state_dict().items()
+             if v.is_floating_point() and not torch.equal(v, before[k])}
+    assert {"stem", "fer", "fes", "flus", "joint", "head", "decoder", "net"} <= moved
+
+
+@pytest.mark.parametrize("model", ["fersnet", "no_mtl", "no_convflu"])
+def test_every_r2021_model_classifies_and_synthesizes_unit_range_images(test_cfg, model):
+    task = registry.build(model, _r2021(test_cfg), 7, 3).eval()
+    x = torch.rand(2, 3, 64, 64)
+    out = task.synthesize(x, torch.tensor([0, 6]))
+    assert out.shape == x.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert task.classify(x).shape == (2, 7)
+
+
+def test_r2021_ablations_remove_the_exchange_and_the_sharing(test_cfg):
+    cfg = _r2021(test_cfg)
+    no_convflu = registry.build("no_convflu", cfg, 6, 1).gen
+    assert _convflus(no_convflu) == [] and no_convflu.parts()["shared"] > 0
+    no_mtl = registry.build("no_mtl", cfg, 6, 1).gen
+    assert isinstance(no_mtl, SingleTaskNets) and _convflus(no_mtl) == []
+    fer_ids = {id(p) for p in no_mtl.fer_net.parameters()}
+    assert fer_ids and not fer_ids & {id(p) for p in no_mtl.fes_net.parameters()}
+
+
+def test_r2021_refuses_a_crop_it_cannot_halve_five_times(test_cfg):
+    from fersnet.errors import FersnetError
+    with pytest.raises(FersnetError, match="train.crop"):
+        registry.build("fersnet", _r2021(test_cfg, crop=32), 6, 1)
+    with pytest.raises(FersnetError, match="train.crop"):
+        registry.build("fersnet", _r2021(test_cfg, crop=80), 6, 1)
+
+
+def test_r2021_fes_da_fine_tuning_leaves_the_fes_side_unchanged(test_cfg):
+    from fersnet.models.tasks import FerFinetuneTask
+    cfg = _r2021(test_cfg)
+    gen = registry.build("fes_da", cfg, 6, 1).gen
+    fes = {k: v.clone() for k, v in gen.state_dict().items() if k.startswith(("fes.", "decoder."))}
+    out = FerFinetuneTask(gen, cfg, 6).train_step(_batch(4, 1, 64))
+    assert torch.isfinite(out["C/loss_ce"])
+    for k, v in fes.items():
+        assert torch.equal(gen.state_dict()[k], v), k
+
+
+def test_discriminator_receptive_fields_and_score_maps_at_96_px(test_cfg):
+    from fersnet.models.blocks import receptive_field
+    sizes = {}
+    for arch in ("paper", "r2021"):
+        cfg = _r2021(test_cfg, crop=96)
+        cfg["model"]["arch"] = arch
+        disc = registry.build("fersnet", cfg, 6, 1).disc.eval()
+        sizes[arch] = (receptive_field(disc), tuple(disc(torch.rand(1, 1, 96, 96), torch.eye(6)[[2]]).shape[-2:]))
+    assert sizes == {"paper": (54, (12, 12)), "r2021": (94, (6, 6))}
+
+
+def test_cli_trains_r2021_with_one_key_changed(tmp_path):
+    import json
+    from pathlib import Path
+
+    import yaml
+    from conftest import write_processed
+    from fersnet import paths
+    from fersnet.cli import main
+    from fersnet.models.registry import load_generator
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["preprocess"]["out"] = str(tmp_path / "processed")
+    raw["paths"]["results"] = str(tmp_path / "results")
+    raw["mlflow"]["enabled"] = False
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    write_processed(tmp_path / "processed" / "ckplus", n_subjects=10, size=72)
+    sets = ["model.arch=r2021", "train.crop=64", "preprocess.size=72"]
+    code = main(["train", "--params", str(params), "--profile", "test", "--db", "ckplus", "--model", "fersnet",
+                 "--fold", "0", *[a for s in sets for a in ("--set", s)]])
+    assert code == 0
+    run = paths.run_dir(raw, "ckplus", "fersnet", 0)
+    assert json.loads((run / paths.CONFIG).read_text())["model"]["arch"] == "r2021"
+    assert json.loads((run / paths.METRICS).read_text())["accuracy"] is not None
+    assert load_generator(run)(torch.rand(2, 1, 64, 64), torch.tensor([0, 3])).shape == (2, 1, 64, 64)
+
+
+@pytest.mark.parametrize("arch", ["paper", "r2021"])
+def test_a_training_step_under_bf16_autocast_keeps_the_expression_loss(test_cfg, arch):
+    # as on CUDA (bf16 autocast): the fake is bf16, and the expression loss must still reach it
+    cfg = _r2021(test_cfg)
+    cfg["model"]["arch"] = arch
+    cfg["train"]["lambda_expr"] = 0.3
+    task = registry.build("fersnet", cfg, 6, 3)
+    task.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    out = task.train_step(_batch(4, 3, 64))
+    assert torch.isfinite(out["G/loss_expr"]) and torch.isfinite(out["G/loss"])

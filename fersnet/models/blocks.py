@@ -198,17 +198,24 @@ class Decoder(nn.Module):
         h = self.bottleneck(h)
         for up, skip in zip(self.ups, reversed(skips)):
             h = up(h, skip, onehot)
-        out = self.to_image(h)
-        if self.residual:
-            out = out + torch.logit(x.float().clamp(1e-3, 1 - 1e-3)).to(out.dtype)
-        return torch.sigmoid(out)
+        return to_unit_range(self.to_image(h), x, self.residual)
+
+
+def to_unit_range(out, x=None, residual: bool = False):
+    """The decoder's last map -> image in [0, 1]: a sigmoid (`model.output: direct`), or with
+    `residual` a sigmoid of the map added to the input image x in logit space."""
+    if residual:
+        out = out + torch.logit(x.float().clamp(1e-3, 1 - 1e-3)).to(out.dtype)
+    return torch.sigmoid(out)
 
 
 class PatchDiscriminator(nn.Module):
-    """Conditional PatchGAN (pix2pix 70x70 layout): the target one-hot is tiled and concatenated to the image.
+    """Conditional PatchGAN of `model.arch: paper`: the target one-hot is tiled and concatenated to the image.
 
-    Three stride-2 4x4 convs (64-128-256 x width), one stride-1 conv (512 x width), one conv to a
-    score map. InstanceNorm on all but the first, LeakyReLU 0.2 (paper.md 1.4/1.5).
+    Three 4x4 stride-2 convs (64-128-256 x width), a 3x3 stride-1 conv (512 x width) and a 3x3
+    conv to a score map; InstanceNorm on all but the first, LeakyReLU 0.2. Each score sees a
+    54x54 px window (`receptive_field`); 96 px gives a 12x12 map. Not pix2pix's 70x70 PatchGAN
+    (its stride-1 convs are 4x4) and not R2021's (`r2021.R2021Discriminator`, 94x94 px, 6x6 map).
     """
 
     def __init__(self, in_ch: int, n_classes: int, chans: list[int]):
@@ -228,6 +235,20 @@ class PatchDiscriminator(nn.Module):
     def forward(self, img, onehot):
         cond = onehot[..., None, None].expand(-1, -1, img.shape[-2], img.shape[-1])
         return self.net(torch.cat([img, cond], dim=1))
+
+
+def receptive_field(module: nn.Module) -> int:
+    """Side in pixels of the input window one output value of a plain conv stack sees.
+
+    Walks the convolutions in order (padding moves a window, it does not widen it). The
+    InstanceNorm statistics, taken over the whole map, are not counted.
+    """
+    size, jump = 1, 1
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            size += (m.kernel_size[0] - 1) * m.dilation[0] * jump
+            jump *= m.stride[0]
+    return size
 
 
 def count(module: nn.Module | None) -> int:

@@ -20,26 +20,28 @@ from torch import nn
 class ConvFLU(nn.Module):
     """One direction of feature exchange: updates F_x with what the gates let through from F_y.
 
-    The gate convolutions carry a bias (the paper's equations show none): it lets a gate
-    open or close independently of the features, which is also what makes the limiting
+    By default the gate convolutions carry a bias (the paper's equations show none): it lets a
+    gate open or close independently of the features, which is also what makes the limiting
     cases z -> 0 / z -> 1 reachable by a parameter setting (tests/test_convflu.py).
+    `gate_bias=False` is the equations as written and the authors' code (model.arch r2021).
     """
 
-    def __init__(self, channels: int, kernel: int = 1):
+    def __init__(self, channels: int, kernel: int = 1, gate_bias: bool = True):
         super().__init__()
         pad = self.pad = kernel // 2
-        self.w_r = nn.Conv2d(2 * channels, channels, kernel, padding=pad)
+        self.w_r = nn.Conv2d(2 * channels, channels, kernel, padding=pad, bias=gate_bias)
         self.w = nn.Conv2d(channels, channels, kernel, padding=pad, bias=False)
         self.u = nn.Conv2d(channels, channels, kernel, padding=pad, bias=False)
-        self.w_z = nn.Conv2d(2 * channels, channels, kernel, padding=pad)
+        self.w_z = nn.Conv2d(2 * channels, channels, kernel, padding=pad, bias=gate_bias)
 
     def forward(self, fx: torch.Tensor, fy: torch.Tensor):
         """Return (F_x', r, z) for features fx (receiving) and fy (other branch)."""
         both = torch.cat([fx, fy], dim=1)
         # Both gates read [F_x, F_y]: one convolution with the stacked weights of W_r and W_z,
         # and W * a + U * b = [W U] * [a; b]: the same function with half the convolution calls.
-        gates = torch.sigmoid(F.conv2d(both, torch.cat([self.w_r.weight, self.w_z.weight]),
-                                       torch.cat([self.w_r.bias, self.w_z.bias]), padding=self.pad))
+        bias = None if self.w_r.bias is None else torch.cat([self.w_r.bias, self.w_z.bias])
+        gates = torch.sigmoid(F.conv2d(both, torch.cat([self.w_r.weight, self.w_z.weight]), bias,
+                                       padding=self.pad))
         r, z = gates.chunk(2, dim=1)
         candidate = torch.tanh(F.conv2d(torch.cat([r * fy, fx], dim=1),
                                         torch.cat([self.w.weight, self.u.weight], dim=1), padding=self.pad))
@@ -53,10 +55,10 @@ class ConvFLUPair(nn.Module):
     pre-update features"). The mean gate values of the last call are kept, detached, for logging.
     """
 
-    def __init__(self, channels: int, kernel: int = 1):
+    def __init__(self, channels: int, kernel: int = 1, gate_bias: bool = True):
         super().__init__()
-        self.to_fer = ConvFLU(channels, kernel)
-        self.to_fes = ConvFLU(channels, kernel)
+        self.to_fer = ConvFLU(channels, kernel, gate_bias)
+        self.to_fes = ConvFLU(channels, kernel, gate_bias)
         self.last_gates: dict[str, torch.Tensor] = {}
 
     def forward(self, f_fer: torch.Tensor, f_fes: torch.Tensor):

@@ -6,21 +6,25 @@ image in [0, 1]):
 - `FERSNet`         two VGG branches exchanging features through ConvFLU pairs after levels 1-3
 - `SharedTrunkNet`  "w/o ConvFLU": hard parameter sharing, one trunk for levels 1-3
 - `SingleTaskNets`  "w/o MTL": a FER network and a FES network that share and exchange nothing
+
+These are `model.arch: paper` (the paper's figure, VGG levels); `model.arch: r2021` builds the
+authors' released network and its ablations (fersnet/models/r2021.py) behind the same interface.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from fersnet.models.blocks import Classifier, Decoder, Level, count, vgg_levels, widths
+from fersnet.models.blocks import Classifier, Decoder, Level, PatchDiscriminator, count, vgg_levels, widths
 from fersnet.models.convflu import ConvFLUPair
 
 
 class _GeneratorNet(nn.Module):
     """Shared interface: encode -> (fer4, fes4, skips); head and decoder on top."""
 
-    head: Classifier
-    decoder: Decoder
+    head: nn.Module
+    decoder: nn.Module
+    flus: nn.ModuleList      # ConvFLU pairs, where the network has them
 
     def encode(self, x):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -40,7 +44,11 @@ class _GeneratorNet(nn.Module):
 
     def gate_means(self) -> dict[str, torch.Tensor]:
         """Mean ConvFLU gate values of the last forward pass (empty without ConvFLUs)."""
-        return {}
+        out = {}
+        for level, pair in enumerate(getattr(self, "flus", None) or (), start=1):
+            for key, value in pair.last_gates.items():
+                out[f"{key}_l{level}"] = value
+        return out
 
     def fer_parameters(self):
         """Parameters that FES-DA fine-tunes: everything that computes the FER logits on the FER side."""
@@ -73,13 +81,6 @@ class FERSNet(_GeneratorNet):
                 f_fer, f_fes = self.flus[level](f_fer, f_fes)
                 skips.append(f_fes)          # FES-side ConvFLU outputs feed the decoder
         return f_fer, f_fes, skips
-
-    def gate_means(self):
-        out = {}
-        for level, pair in enumerate(self.flus, start=1):
-            for key, value in pair.last_gates.items():
-                out[f"{key}_l{level}"] = value
-        return out
 
     def fer_parameters(self):
         params = list(self.fer.parameters()) + list(self.head.parameters())
@@ -160,13 +161,13 @@ class FESNet(nn.Module):
 
 
 class SingleTaskNets(_GeneratorNet):
-    """"w/o MTL": FERNet and FESNet trained in one job; no parameters and no features in common."""
+    """"w/o MTL": a FER network (image -> logits) and a FES network ((image, target) -> image)
+    trained in one job; no parameters and no features in common."""
 
-    def __init__(self, in_ch: int, n_classes: int, width: float, condition: str = "concat",
-                 output: str = "direct"):
+    def __init__(self, fer_net: nn.Module, fes_net: nn.Module):
         super().__init__()
-        self.fer_net = FERNet(in_ch, n_classes, width)
-        self.fes_net = FESNet(in_ch, n_classes, width, condition, output)
+        self.fer_net = fer_net
+        self.fes_net = fes_net
 
     def forward(self, x, onehot):
         return self.fer_net(x), self.fes_net(x, onehot)
@@ -185,12 +186,24 @@ class SingleTaskNets(_GeneratorNet):
 
 
 def build_generator(model_key: str, cfg: dict, n_classes: int, channels: int) -> _GeneratorNet:
-    """The generator-side network of a FERSNet-family model key."""
+    """The generator-side network of a FERSNet-family model key, in the architecture `model.arch`."""
     m = cfg["model"]
+    if m["arch"] == "r2021":
+        from fersnet.models.r2021 import build_r2021_generator     # r2021 builds on this module
+        return build_r2021_generator(model_key, cfg, n_classes, channels)
     if model_key in ("fersnet", "fes_da"):
         return FERSNet(channels, n_classes, m["width"], m["convflu_kernel"], m["condition"], m["output"])
     if model_key == "no_convflu":
         return SharedTrunkNet(channels, n_classes, m["width"], m["condition"], m["output"])
     if model_key == "no_mtl":
-        return SingleTaskNets(channels, n_classes, m["width"], m["condition"], m["output"])
+        return SingleTaskNets(FERNet(channels, n_classes, m["width"]),
+                              FESNet(channels, n_classes, m["width"], m["condition"], m["output"]))
     raise KeyError(model_key)
+
+
+def build_discriminator(cfg: dict, n_classes: int, channels: int) -> nn.Module:
+    """The conditional PatchGAN of `model.arch` (docs/models.md: receptive fields)."""
+    if cfg["model"]["arch"] == "r2021":
+        from fersnet.models.r2021 import R2021Discriminator
+        return R2021Discriminator(channels, n_classes, widths(cfg["model"]["width"]))
+    return PatchDiscriminator(channels, n_classes, widths(cfg["model"]["width"]))

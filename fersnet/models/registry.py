@@ -48,8 +48,9 @@ def load_generator(run_dir, device="cpu"):
     cfg = json.loads(cfg_path.read_text())
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     meta = ckpt["meta"]
-    # runs trained before `model.output` existed used the direct decoder output
+    # runs trained before `model.output` / `model.arch` existed used the direct output, the paper network
     cfg.setdefault("model", {}).setdefault("output", "direct")
+    cfg["model"].setdefault("arch", "paper")
     try:
         task = build(meta["model"], cfg, meta["n_classes"], meta["channels"])
     except KeyError as e:
@@ -71,24 +72,42 @@ def load_generator(run_dir, device="cpu"):
     return generate
 
 
-def count_params(cfg: dict, n_classes: int, channels: int) -> list[dict]:
-    """Parameter counts by part for every model key at cfg's scale."""
+ARCHS = ("paper", "r2021")
+# the authors' setting, at which r2021 must have the counts of their code (cikrhazo/FERSNet a5d9d2e)
+R2021_REFERENCE = {"channels": 3, "classes": 6, "crop": 96,
+                   "generator_net": 53_983_438, "discriminator": 2_770_881}
+
+
+def count_params(cfg: dict, n_classes: int, channels: int,
+                 keys=("fersnet", "no_mtl", "no_convflu", "stargan")) -> list[dict]:
+    """Parameter counts by part for model keys at cfg's scale and `model.arch`."""
     rows = []
-    for key in ("fersnet", "no_mtl", "no_convflu", "stargan"):
+    for key in keys:
         task = build(key, cfg, n_classes, channels)
         gen_total = sum(p.numel() for p in task.gen.parameters())
         disc = sum(p.numel() for p in task.disc.parameters())
         parts = task.gen.parts() if key != "stargan" else {"fer": None, "fes": gen_total, "convflu": None, "shared": None}
-        rows.append({"model": key, "classes": n_classes, "generator_net": gen_total, **parts, "discriminator": disc})
+        arch = cfg["model"]["arch"] if key != "stargan" else "-"
+        rows.append({"arch": arch, "model": key, "classes": n_classes, "generator_net": gen_total, **parts,
+                     "discriminator": disc})
     return rows
 
 
-def paper_scale(cfg: dict) -> dict:
-    """cfg at the paper's scale: width 1.0, 96x96 crops (paper.md 1.1)."""
+def paper_scale(cfg: dict, arch: str | None = None) -> dict:
+    """cfg at the paper's scale: width 1.0, 96x96 crops (paper.md 1.1), optionally another `model.arch`."""
     cfg = copy.deepcopy(cfg)
     cfg["model"]["width"] = 1.0
     cfg["train"]["crop"] = 96
+    if arch:
+        cfg["model"]["arch"] = arch
     return cfg
+
+
+def r2021_reference_counts(cfg: dict) -> dict:
+    """(generator net, discriminator) of `fersnet` at r2021 in the authors' setting: 3 channels, 6 classes, 96 px."""
+    ref = R2021_REFERENCE
+    row = count_params(paper_scale(cfg, "r2021"), ref["classes"], ref["channels"], keys=("fersnet",))[0]
+    return {"generator_net": row["generator_net"], "discriminator": row["discriminator"]}
 
 
 def _fmt(n) -> str:
@@ -97,22 +116,30 @@ def _fmt(n) -> str:
 
 def markdown_table(rows: list[dict], channels: int) -> str:
     lines = [f"Parameter counts at paper scale (width 1.0, 96x96, {channels} input channel(s)). "
+             "`arch` = `model.arch` (paper: the paper's figure; r2021: the authors' released network); "
              "`generator net` = everything that maps (image, target) to (logits, image); "
              "fes_da has fersnet's networks.", "",
-             "| model | classes | generator net | FER only | FES only | ConvFLUs | shared trunk | discriminator |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| arch | model | classes | generator net | FER only | FES only | ConvFLUs | shared | discriminator |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['classes']} | {_fmt(r['generator_net'])} | {_fmt(r['fer'])} | "
+        lines.append(f"| {r['arch']} | {r['model']} | {r['classes']} | {_fmt(r['generator_net'])} | {_fmt(r['fer'])} | "
                      f"{_fmt(r['fes'])} | {_fmt(r['convflu'])} | {_fmt(r['shared'])} | {_fmt(r['discriminator'])} |")
     return "\n".join(lines) + "\n"
 
 
 def count_params_main(cfg: dict, args) -> dict:
-    """CLI `fersnet count-params [--write FILE]`: counts at paper scale for 7 and 6 classes."""
-    big = paper_scale(cfg)
+    """CLI `fersnet count-params [--write FILE]`: counts at paper scale, both architectures, 7 and 6 classes."""
     channels = 1 if cfg["preprocess"]["grayscale"] else 3
-    rows = count_params(big, 7, channels) + count_params(big, 6, channels)
-    table = markdown_table(rows, channels)
+    rows = []
+    for n_classes in (7, 6):
+        for arch in ARCHS:
+            keys = ("fersnet", "no_mtl", "no_convflu") + (("stargan",) if arch == ARCHS[-1] else ())
+            rows += count_params(paper_scale(cfg, arch), n_classes, channels, keys)
+    ref, got = R2021_REFERENCE, r2021_reference_counts(cfg)
+    table = markdown_table(rows, channels) + (
+        f"\nr2021 fersnet in the authors' setting ({ref['channels']} channels, {ref['classes']} classes, "
+        f"{ref['crop']}x{ref['crop']}): generator net {got['generator_net']:,}, discriminator "
+        f"{got['discriminator']:,} (the authors' code: {ref['generator_net']:,} and {ref['discriminator']:,}).\n")
     print(table)
     if getattr(args, "write", None):
         out = Path(args.write)

@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fersnet.errors import FersnetError
-from fersnet.models.blocks import PatchDiscriminator, widths
-from fersnet.models.fersnet import build_generator
+from fersnet.models.fersnet import build_discriminator, build_generator
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
@@ -102,7 +101,7 @@ class FersnetTask(Task):
         super().__init__(n_classes)
         tr = cfg["train"]
         self.gen = build_generator(model_key, cfg, n_classes, channels)
-        self.disc = PatchDiscriminator(channels, n_classes, widths(cfg["model"]["width"]))
+        self.disc = build_discriminator(cfg, n_classes, channels)
         self.lam = {k: tr[f"lambda_{k}"] for k in ("cls", "adv", "l1", "cyc", "expr", "id")}
         if model_key == "no_mtl":
             # the single-task generator gets no signal from the FER network (docs/models.md)
@@ -153,7 +152,8 @@ class FersnetTask(Task):
                 logits_fake, rec = self.gen(fake, oh_s)
             elif self.lam["cyc"] > 0:
                 rec = self.gen.synthesize(fake, oh_s)
-        logits, fake = logits.float(), fake.float()
+        # the expression loss differentiates w.r.t. the fake the cycle pass read (bf16 under autocast)
+        logits, fake_seen, fake = logits.float(), fake, fake.float()
         loss_ce = F.cross_entropy(logits, s)
         loss_adv = F.mse_loss(score, torch.ones_like(score))
         per_item = (fake - xt).abs().mean(dim=(1, 2, 3))
@@ -167,7 +167,7 @@ class FersnetTask(Task):
             out["G/loss_cyc"] = loss_cyc.detach()
         if logits_fake is not None:
             loss_expr = F.cross_entropy(logits_fake.float(), t)
-            total = total + self.lam["expr"] * expression_surrogate(loss_expr, fake)
+            total = total + self.lam["expr"] * expression_surrogate(loss_expr, fake_seen)
             out["G/loss_expr"] = loss_expr.detach()
         if self.identity_net is not None:
             loss_id = identity_loss(self.identity_net, fake, xt, has_t)
@@ -215,7 +215,7 @@ def expression_surrogate(loss_expr: torch.Tensor, fake: torch.Tensor) -> torch.T
     the FER branch here learns from real faces only and judges fakes as a fixed critic.
     """
     (grad,) = torch.autograd.grad(loss_expr, fake, retain_graph=True)
-    term = (fake * grad.detach()).sum()
+    term = (fake.float() * grad.detach().float()).sum()
     return term - term.detach() + loss_expr.detach()     # value of loss_expr, gradient via fake only
 
 
