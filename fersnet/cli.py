@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import sys
 import time
 
@@ -32,17 +33,24 @@ def _db(p, required=True, multi=False):
         p.add_argument("--db", choices=DATABASES, required=required, help="database key")
 
 
+FOLD_PART = re.compile(r"(\d+)(?:-(\d+))?")
+
+
 def _fold_list(text: str) -> list[int]:
     """'3' -> [3]; '0,1,2' -> [0, 1, 2]; '0-9' -> [0..9]."""
     folds: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            folds.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a fold list (e.g. 3, 0,1,2 or 0-9)") from None
-    if not folds or min(folds) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: folds are 0-based non-negative integers")
+    for part in text.split(","):
+        m = FOLD_PART.fullmatch(part.strip())
+        if not m:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: {part!r} is not a fold, nor a range of folds; folds are 0-based "
+                "non-negative integers, e.g. 3, 0,1,2 or 0-9")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: the range {part.strip()} is empty (it runs downwards); write it low-high, "
+                f"e.g. {hi}-{lo}")
+        folds.extend(range(lo, hi + 1))
     return folds
 
 

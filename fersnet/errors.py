@@ -11,3 +11,7 @@ class DataError(FersnetError):
 
 class TrainingError(FersnetError):
     """A training job that cannot go on (e.g. a non-finite loss)."""
+
+
+class CheckpointError(FersnetError):
+    """A checkpoint that cannot be used: corrupt, truncated, or not one fersnet wrote (names the file)."""

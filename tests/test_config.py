@@ -141,3 +141,45 @@ def test_cli_set_reaches_the_verb_and_bad_keys_exit_2(tmp_path, capsys):
     assert out.read_text() != small
     assert main(["count-params", "--set", "train.epoch=3"]) == 2
     assert "train.epoch" in capsys.readouterr().err
+
+
+def test_duplicate_key_in_params_is_an_error_naming_the_key_and_both_lines(tmp_path, capsys):
+    from fersnet.cli import main
+    lines = (ROOT / "params.yaml").read_text().splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if line.strip().startswith("check_counts:"))
+    lines.insert(first + 1, "  check_counts: error\n")           # YAML alone would keep this one silently
+    bad = tmp_path / "params.yaml"
+    bad.write_text("".join(lines))
+    assert main(["synth", "--params", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"line {first + 2}: duplicate key `data.check_counts` (first at line {first + 1})" in err
+
+
+def test_duplicate_keys_are_found_in_profiles_and_set_values_but_merge_keys_may_override():
+    with pytest.raises(ConfigError, match="line 4: duplicate key `profiles.test.train.epochs` \\(first at line 3\\)"):
+        config.read_yaml("profiles:\n  test:\n    train: {epochs: 1,\n            epochs: 2}\n", "params.yaml")
+    with pytest.raises(ConfigError, match="duplicate key `a`"):
+        config.parse_sets(["train.lr_milestones={a: 1, a: 2}"])
+    merged = config.read_yaml("base: &b {lr: 0.1}\ntrain:\n  <<: *b\n  lr: 0.2\n", "params.yaml")
+    assert merged["train"] == {"lr": 0.2}
+
+
+@pytest.mark.parametrize("uri", [None, "sqlite:///mlflow.db", "sqlite:////srv/fer/mlflow.db",
+                                 "http://127.0.0.1:5000", "https://mlflow.example.org/team", "file:///srv/fer/mlruns"])
+def test_mlflow_uri_accepts_sqlite_http_and_file_stores(raw, uri):
+    raw["mlflow"]["uri"] = uri
+    assert config.resolve(raw)["mlflow"]["uri"] == uri
+
+
+@pytest.mark.parametrize("uri", ["bogus://x", "sqlite://", "sqlite:///", "http://", "mlflow.db", "/srv/fer/mlflow.db",
+                                 "file://otherhost/mlruns", 5000])
+def test_mlflow_uri_rejects_what_is_no_store(raw, uri):
+    raw["mlflow"]["uri"] = uri
+    with pytest.raises(ConfigError, match="`mlflow.uri` is .*allowed: null .*sqlite:///.*http\\(s\\)://.*file:"):
+        config.resolve(raw)
+
+
+def test_cli_rejects_a_bogus_mlflow_uri_naming_the_key(capsys):
+    from fersnet.cli import main
+    assert main(["synth", "--params", str(ROOT / "params.yaml"), "--set", "mlflow.uri=bogus://x"]) == 2
+    assert "`mlflow.uri` is 'bogus://x'" in capsys.readouterr().err

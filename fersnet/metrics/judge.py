@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from fersnet import paths, provenance
-from fersnet.errors import DataError, FersnetError
+from fersnet.errors import CheckpointError, DataError, FersnetError
 from fersnet.metrics.common import centre_crop, resolve_device, staged_outputs, to_tensor, write_json
+from fersnet.models.registry import read_checkpoint
 
 
 def build_judge(in_channels: int, n_classes: int, width: float = 1.0):
@@ -240,14 +241,15 @@ def load_judge(judge_dir: str | Path, device: str = "cpu"):
     if not (judge_dir / paths.METRICS).is_file() or not ckpt_path.is_file():
         raise FersnetError(f"{judge_dir}: no finished judge (metrics.json/checkpoint.pt missing); "
                            "run `fersnet judge --db <db> --fold <k>` first")
+    redo = "train the judge again (`fersnet judge ... --force`) or delete the folder"
+    ckpt = read_checkpoint(ckpt_path, "judge", redo)
     try:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         arch = ckpt["arch"]
         model = build_judge(int(arch["in_channels"]), int(arch["n_classes"]), float(arch["width"]))
         model.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError, ValueError, OSError) as e:
-        raise FersnetError(f"{ckpt_path}: not a judge checkpoint of this version ({e}); "
-                           "delete the folder and re-run `fersnet judge`") from None
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
+        what = f"no {e}" if isinstance(e, KeyError) else (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise CheckpointError(f"{ckpt_path}: not a judge checkpoint of this version ({what}); {redo}") from None
     model.crop = int(arch["crop"])
     return model.to(device).eval()
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 
 from fersnet import paths
-from fersnet.errors import FersnetError
+from fersnet.errors import CheckpointError, FersnetError
 
 GENERATOR_KEYS = ("fersnet", "no_mtl", "no_convflu", "fes_da", "stargan")
 
@@ -33,6 +34,25 @@ def generator_state(state: dict) -> dict:
     return {k[len("gen."):]: v for k, v in state.items() if k.startswith("gen.")}
 
 
+def read_checkpoint(path: Path, what: str, redo: str) -> dict:
+    """torch.load(weights_only=True) of a checkpoint fersnet wrote; any failure is a one-line
+    CheckpointError naming the file, what is wrong and `redo` (how to make it again)."""
+    import torch
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling fails with many types; all mean the same here
+        detail = {"EOFError": "empty or cut short", "UnpicklingError": "not a weights-only PyTorch file"}.get(
+            type(e).__name__, (str(e).splitlines() or [type(e).__name__])[0][:120])
+        raise CheckpointError(f"{path}: cannot be read as a {what} checkpoint: corrupt, truncated or not "
+                              f"written by fersnet ({detail}); {redo}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: holds a {type(ckpt).__name__}, not a {what} checkpoint written "
+                              f"by fersnet; {redo}")
+    return ckpt
+
+
 def load_generator(run_dir, device="cpu"):
     """fn(images float (B,C,h,w) in [0,1], targets (B,) long) -> images (B,C,h,w) in [0,1].
 
@@ -45,9 +65,18 @@ def load_generator(run_dir, device="cpu"):
     for p in (ckpt_path, cfg_path):
         if not p.is_file():
             raise FersnetError(f"{p}: missing; train this run first (`fersnet train`)")
-    cfg = json.loads(cfg_path.read_text())
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    meta = ckpt["meta"]
+    redo = f"train the run again (`fersnet train ... --force`) or delete {run_dir}"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{cfg_path}: cannot be read ({e}); {redo}") from None
+    ckpt = read_checkpoint(ckpt_path, "generator", redo)
+    meta = ckpt.get("meta")
+    if (not isinstance(meta, dict) or meta.get("model") not in GENERATOR_KEYS
+            or not {"n_classes", "channels"} <= meta.keys()
+            or not isinstance(ckpt.get("selected") or ckpt.get("model"), dict)):
+        raise CheckpointError(f"{ckpt_path}: not a generator checkpoint written by `fersnet train` (no "
+                              f"`meta` naming one of {', '.join(GENERATOR_KEYS)} and no `model` weights); {redo}")
     # runs trained before `model.output` / `model.arch` existed used the direct output, the paper network
     cfg.setdefault("model", {}).setdefault("output", "direct")
     cfg["model"].setdefault("arch", "paper")
@@ -59,8 +88,9 @@ def load_generator(run_dir, device="cpu"):
     gen = task.gen
     try:
         gen.load_state_dict(generator_state(ckpt.get("selected") or ckpt["model"]))
-    except RuntimeError as e:
-        raise FersnetError(f"{ckpt_path}: does not fit its config.json ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, TypeError, AttributeError, ValueError) as e:
+        raise CheckpointError(f"{ckpt_path}: does not fit its config.json ({(str(e).splitlines() or [''])[0]}); "
+                              f"{redo}") from None
     gen.to(device).eval()
     onehot = task.onehot
 
