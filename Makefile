@@ -1,20 +1,46 @@
-# The two commands of the README:
-#   make demo   set up (.venv from requirements.lock) and run the main job on the synthetic stand-in
-#   make test   set up and run the test suite
+# The commands of the README:
+#   make demo            set up (.venv from requirements.lock) and run the whole pipeline on the synthetic stand-in
+#   make test            set up and run the test suite
+#   make venv TORCH=cpu  set up with a CPU-only torch (no CUDA libraries), for a machine without a GPU
 PY ?= python3
+# the oldest Python the pins support (pyproject's requires-python)
+PY_MIN := 3.11
+# cuda: the lock as it is (PyPI's torch is a CUDA build, ~6.5 GB of venv); cpu: CPU-only torch, no CUDA
+# libraries. Remembered in .venv/.torch, so a later re-install (e.g. after the lock changed) keeps the choice.
+TORCH ?= $(shell cat .venv/.torch 2>/dev/null || echo cuda)
+CPU_INDEX := https://download.pytorch.org/whl/cpu
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# torch and torchvision as pinned in the lock; torchvision must match torch and come from the same index
+TORCH_PINS = $(shell grep -E '^(torch|torchvision)==' requirements.lock)
+# what a CPU-only install leaves out of the lock: the torch pair (installed from CPU_INDEX) and CUDA
+CUDA_ONLY := ^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+)==
 
-.PHONY: venv demo test lock clean-results
+.PHONY: venv demo test lock check-python
+
+# A clear message instead of a failed install when $(PY) is missing or older than PY_MIN.
+CHECK_PYTHON = command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; fersnet-bench needs Python $(PY_MIN) or newer (give one with make PY=/path/to/python3)" >&2; exit 1; }; \
+	$(PY) -c 'import sys; need = tuple(int(x) for x in "$(PY_MIN)".split(".")); sys.exit(0 if sys.version_info[:2] >= need else "error: fersnet-bench needs Python $(PY_MIN) or newer; $(PY) is Python %d.%d (give another with make PY=/path/to/python3)" % sys.version_info[:2])'
+
+check-python:
+	@$(CHECK_PYTHON)
 
 venv: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
+	@$(CHECK_PYTHON)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24"
+ifeq ($(TORCH),cpu)
+	$(BIN)/pip install --quiet --index-url $(CPU_INDEX) $(TORCH_PINS)
+	grep -vE '$(CUDA_ONLY)' requirements.lock > $(VENV)/requirements-cpu.txt
+	$(BIN)/pip install --quiet -r $(VENV)/requirements-cpu.txt
+else
 	$(BIN)/pip install --quiet -r requirements.lock
+endif
 	$(BIN)/pip install --quiet --no-deps -e .
+	echo $(TORCH) > $(VENV)/.torch
 	touch $(STAMP)
 
 demo: $(STAMP)

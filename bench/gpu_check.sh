@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU check for the lent machine (one H100, < 8 min). Writes everything to $OUT (default bench/results/gpu).
-# Python: .venv if carried; else system python if torch imports; else a venv from requirements.lock.
+# GPU check for a CUDA machine (written for one H100, < 8 min). Writes everything to $OUT (default bench/results/gpu).
+# Python: .venv if it exists; else system python if torch imports; else a venv from requirements.lock.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/results/gpu}"

@@ -1,4 +1,4 @@
-"""The README's main job: the whole pipeline on the synthetic stand-in, through Snakemake.
+"""Run the whole benchmark pipeline on the synthetic stand-in through Snakemake, then say where the outputs are.
 
     python -m fersnet.demo [--cores N] [--profile demo|test|paper] [--dry-run] [TARGET ...]
 

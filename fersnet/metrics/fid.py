@@ -1,8 +1,8 @@
 """FID and KID on pytorch-fid's Inception features, with offline weight handling.
 
 pytorch-fid 0.3.0 always fetches its weights through `load_state_dict_from_url` into
-`torch.hub.get_dir()/checkpoints/` and has no local-path argument (ecosystem.md §4). We
-keep its network and its loading code, and choose only where that call looks:
+`torch.hub.get_dir()/checkpoints/` and has no local-path argument (docs/scoring.md, "Inception
+weights offline"). We keep its network and its loading code, and choose only where that call looks:
 
 1. `fid.inception_weights: <file>`: the file is linked into a private temporary hub
    folder for the duration of the load, so pytorch-fid finds it "in the cache".

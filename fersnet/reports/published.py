@@ -1,4 +1,4 @@
-"""The paper's published FER accuracies, as data (Zhao et al., ICPR 2020; /work/shared/docs/paper.md §4).
+"""The paper's published FER accuracies, as data (Zhao et al., ICPR 2020, arXiv:2007.04514).
 
 These numbers are copied from the paper's result tables and are never re-run here; the report
 prints them in a separate block marked "reported". Accuracies are in %, exactly as printed.

@@ -54,7 +54,7 @@ def sequence_setup(rng: np.random.Generator, h: int, w: int, face_frac: float, c
     """Base pose, lighting and per-sequence expression jitter of one recording.
 
     face_frac: face height (forehead to chin) as a fraction of the frame height.
-    Pose jitter follows the issue: roll +-5 degrees, a few % translation and scale.
+    Pose jitter: roll +-5 degrees, a few % translation and scale.
     session: the subject's session lighting (Identity.session_light); each sequence varies it a
     little. Without it, every sequence draws its own lighting.
     """
