@@ -93,6 +93,39 @@ def check_replaceable(folder, how: str = HOW) -> None:
                         f"marker), so it is neither replaced nor written into; {how}")
 
 
+def check_data_roots(cfg: dict, target, verb: str) -> None:
+    """Refuse to replace or write into `target` when it is, holds or lies inside a configured
+    `data.<db>.root` that is not a marked stand-in: a licensed copy is never modified."""
+    t = Path(target).resolve()
+    for db, entry in cfg["data"].items():
+        if not isinstance(entry, dict) or not entry.get("root"):
+            continue
+        root = Path(entry["root"])
+        if not root.exists() or owned(root):
+            continue
+        r = root.resolve()
+        if r == t or t in r.parents or r in t.parents:
+            where = "is" if r == t else ("holds" if t in r.parents else "lies inside")
+            raise ForeignFolder(
+                f"{target}: {where} the configured database root data.{db}.root = {root}, which carries no "
+                f"{MARKER} marker (it may be a licensed copy), so {verb} neither writes into nor deletes "
+                f"from it; pick another --out, or point data.{db}.root elsewhere. A stand-in written by "
+                "an older fersnet has no marker: delete it and run `fersnet synth` again")
+
+
+def adopt_earlier(folder, names, required, made_by: str) -> bool:
+    """Mark `folder` when it holds only files named in `names`, all of `required` among them:
+    a complete output of a fersnet version from before folders carried markers. True if marked."""
+    folder = Path(folder)
+    if not folder.is_dir() or folder.is_symlink() or owned(folder):
+        return False
+    found = {p.name for p in folder.iterdir()}
+    if not set(required) <= found or any(n not in names and _parse(n) is None for n in found):
+        return False
+    mark(folder, f"{made_by} (taken over: written by an earlier fersnet version)")
+    return True
+
+
 def create_dirs(folder, made_by: str) -> Path:
     """`mkdir -p` with normal permissions (the umask applies, unlike tempfile.mkdtemp's 0700);
     every folder created here is marked. Existing folders are left as they are."""

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fersnet import cli
+from fersnet import cli, ownership
 from fersnet.data import faces
 from fersnet.data.dataset import META_COLUMNS, load_processed
 from fersnet.data.preprocess import preprocess
@@ -61,7 +61,7 @@ def test_preprocess_writes_the_contract_files(test_cfg, tmp_path):
     out = _out(test_cfg)
     result = preprocess(test_cfg, "ckplus", root=root, out=out)
     assert sorted(p.name for p in out.iterdir()) == [
-        "contact_sheet.png", "images.npy", "meta.csv", "report.md", "summary.json"]
+        ownership.MARKER, "contact_sheet.png", "images.npy", "meta.csv", "report.md", "summary.json"]
     data = load_processed(folder=out)
     size = test_cfg["preprocess"]["size"]
     assert data.images.shape == (9, size, size, 1) and data.images.dtype == np.uint8
@@ -244,7 +244,7 @@ def test_failed_run_keeps_the_previous_output_and_leaves_no_partial_folder(test_
     _first_png(root).write_bytes(b"garbage")
     _expect_error(test_cfg, "ckplus", root, "truncated PNG", out=out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert sorted(p.name for p in out.parent.iterdir()) == ["db"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [ownership.MARKER, "db"]
 
 
 def test_output_inside_the_raw_root_is_refused(test_cfg, tmp_path):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from fersnet import config, names, paths
+from fersnet import config, names, ownership, paths
 from fersnet.errors import DataError
 from fersnet.reports import aggregate as agg
 from fersnet.reports import report, tables
@@ -403,7 +403,7 @@ def test_report_without_pdflatex_writes_tex_and_says_pdf_skipped(tmp_path, monke
     cfg["models"] = ["fersnet"]
     write_grid(cfg, dbs=("ckplus",))
     stale = paths.reports_dir(cfg) / "report.pdf"
-    stale.parent.mkdir(parents=True)
+    ownership.claim_folder(stale.parent, "fersnet report")        # an earlier report's folder
     stale.write_bytes(b"%PDF- old")
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))       # no pdflatex on PATH
     summary = report.build_report(cfg)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fersnet import config
+from fersnet import config, ownership
 from fersnet.data.faces import detect_face
 from fersnet.data.folds import assign_folds
 from fersnet.data.labels import CKPLUS_CODES, OULU_FOLDERS
@@ -260,8 +260,10 @@ def test_haar_cascade_finds_most_oulu_and_mmi_faces(written):
 def test_same_seed_writes_byte_identical_ckplus(written, tmp_path):
     cfg, out = written
     again = Path(write_database(cfg, "ckplus", tmp_path)["root"])
-    files = sorted(p.relative_to(out / "ckplus") for p in (out / "ckplus").rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    def data_files(root):          # the ownership marker records when it was written: not data
+        return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name != ownership.MARKER)
+    files = data_files(out / "ckplus")
+    assert files == data_files(again)
     assert all((out / "ckplus" / f).read_bytes() == (again / f).read_bytes() for f in files)
 
 
@@ -289,7 +291,8 @@ def test_frames_do_not_depend_on_the_python_hash_seed():
 def test_main_replaces_an_older_database_and_leaves_no_temporary_folders(tmp_path):
     cfg = _cfg(tmp_path / "default", image_scale=0.1)
     out = tmp_path / "synthetic"
-    (out / "mmi").mkdir(parents=True)
+    out.mkdir()
+    ownership.claim_folder(out / "mmi", "fersnet synth")       # an older stand-in: marked
     (out / "mmi" / "stale.txt").write_text("from an older run")
     result = synth_main(cfg, argparse.Namespace(db=["mmi"], out=str(out)))
     assert set(result) == {"mmi"} and result["mmi"]["subjects"] == cfg["synth"]["subjects"]
@@ -300,7 +303,7 @@ def test_main_replaces_an_older_database_and_leaves_no_temporary_folders(tmp_pat
 
 def test_interrupted_write_keeps_the_old_database_whole(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path, image_scale=0.1)
-    (tmp_path / "oulu").mkdir()
+    ownership.claim_folder(tmp_path / "oulu", "fersnet synth")
     (tmp_path / "oulu" / "complete.txt").write_text("old but whole")
     calls = {"n": 0}
     real = common.imwrite

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from fersnet import paths
+from fersnet import ownership, paths
 from fersnet.data import faces, labels, readers
 from fersnet.data.folds import assign_folds
 from fersnet.data.readers import BadFile, BadInput, FrameRecord, Reading
@@ -30,6 +28,7 @@ from fersnet.names import DATABASE
 FACE_METHOD = {"ckplus": "landmarks", "oulu": "detector", "mmi": "detector"}
 SHEET_PER_CLASS = 8
 SHEET_CELL = 64
+HOW = "pick another --out (or params preprocess.out), or empty it"
 
 
 def main(cfg: dict, args) -> dict:
@@ -46,6 +45,9 @@ def preprocess(cfg: dict, db: str, root=None, out=None) -> dict:
     root = Path(root if root is not None else cfg["data"][db]["root"])
     out = Path(out if out is not None else paths.processed_dir(cfg, db))
     _refuse_out_in_root(root, out)
+    ownership.check_data_roots(cfg, out, "fersnet preprocess")
+    ownership.check_replaceable(out, HOW)          # before the work, not after it
+    ownership.clean_temps(out)
     bad = BadInput(cfg["preprocess"]["on_bad_file"])
     reading = readers.read(cfg, db, root, bad)
     if not reading.records:
@@ -231,24 +233,14 @@ def _protocol(cfg: dict, db: str, root: Path, reading: Reading) -> dict:
 
 
 def _write_atomically(out: Path, write) -> None:
-    """Run write(tmp) on a temporary sibling folder, then swap it in for `out`."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    """Run write(tmp) on a marked temporary sibling folder, then swap it in for `out`
+    (fersnet.ownership.swap_in: only a marked or empty `out` is replaced)."""
+    tmp = ownership.make_temp_dir(out.parent, out.name, "fersnet preprocess")
     try:
         write(tmp)
-        if out.exists():
-            out.rename(old)
-        try:
-            tmp.rename(out)
-        except OSError:
-            if old.exists():
-                old.rename(out)
-            raise
-    except BaseException:
+        ownership.swap_in(tmp, out, HOW)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_outputs(folder: Path, images: np.ndarray, meta, summary: dict, reading: Reading) -> None:

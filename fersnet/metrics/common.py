@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from fersnet import ownership
 
 
 def centre_crop(images: np.ndarray, crop: int) -> np.ndarray:
@@ -49,31 +50,33 @@ def resolve_device(cfg: dict, override: str | None = None) -> str:
 def write_json(path: Path, obj) -> None:
     """Write JSON through a temporary sibling and rename (never a half-written file)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    tmp = ownership.temp_path(path)
+    try:
+        with open(tmp, "x") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, allow_nan=False)
+            f.write("\n")
+        ownership.pause_point(f"write:{path.name}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextmanager
-def staged_outputs(final: Path, done_name: str):
-    """Yield a temporary sibling folder to write into; on success move its files into `final`.
+def staged_outputs(final: Path, done_name: str, made_by: str = "fersnet"):
+    """Yield a marked temporary sibling folder to write into; on success swap it in for `final`.
 
-    The file `done_name` (metrics.json, scores.json) moves last, so its presence means the
-    job is complete; on error the temporary folder is removed and `final` is left as it was.
-    Files only (not a folder rename) because the workflow may keep its logs in `final`.
+    The whole folder is installed in one step (fersnet.ownership.swap_in), so `final` holds
+    either the old result or the new complete one (with `done_name`, metrics.json or
+    scores.json), never a mix; on error the temporary folder is removed and `final` is left as
+    it was. A `final` that holds files fersnet did not create is refused before any work.
     """
     final = Path(final)
-    final.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    ownership.check_replaceable(final)
+    tmp = ownership.make_temp_dir(final.parent, final.name, made_by)
     try:
         yield tmp
-        names = sorted(p.name for p in tmp.iterdir())
-        # an older result's done file goes first: a crash while moving leaves an incomplete
-        # folder (recomputed next time), never old scores beside new files
-        (final / done_name).unlink(missing_ok=True)
-        for name in [n for n in names if n != done_name] + [n for n in names if n == done_name]:
-            os.replace(tmp / name, final / name)
+        if not (tmp / done_name).is_file():
+            raise FileNotFoundError(f"{tmp / done_name}: the job wrote no {done_name}")
+        ownership.swap_in(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fersnet import paths, provenance
+from fersnet import ownership, paths, provenance
 from fersnet.errors import CheckpointError, DataError, FersnetError
 from fersnet.metrics.common import centre_crop, resolve_device, staged_outputs, to_tensor, write_json
 from fersnet.models.registry import read_checkpoint
@@ -175,6 +175,7 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = paths.judge_dir(cfg, db, fold)
+    ownership.clean_temps(out)             # leftovers of a killed judge of this fold
     fp = provenance.fingerprint(cfg, "judge", db, "judge", fold)
     done = provenance.reuse(out / paths.METRICS, fp, force, log)
     if done is not None:
@@ -220,7 +221,7 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
     config_out = dict(cfg, job={"db": db, "model": "judge", "fold": int(fold), "device": device,
                                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds")},
                       judge_arch=arch)
-    with staged_outputs(out, paths.METRICS) as tmp:
+    with staged_outputs(out, paths.METRICS, "fersnet judge") as tmp:
         (tmp / paths.CONFIG).write_text(json.dumps(config_out, indent=2, sort_keys=True))
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         torch.save({"model": state, "epoch": int(cfg["judge"]["epochs"]), "arch": arch}, tmp / paths.CHECKPOINT)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fersnet import paths, provenance
+from fersnet import ownership, paths, provenance
 from fersnet.errors import DataError, FersnetError
 from fersnet.metrics import fid as fidlib
 from fersnet.metrics.common import centre_crop, resolve_device, staged_outputs, to_tensor, to_uint8, write_json
@@ -201,6 +201,7 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
     if model not in GENERATORS:
         raise FersnetError(f"score: model {model!r} is not a generator; allowed: {', '.join(GENERATORS)}")
     out = paths.synthesis_dir(cfg, db, model, fold)
+    ownership.clean_temps(out)             # leftovers of a killed scoring job of this fold
     fp = score_fingerprint(cfg, db, model, fold)
     if generator is not None:           # a generator passed in (not the run's checkpoint): always scored
         fp.inputs["generator"] = f"in-memory {type(generator).__name__}"
@@ -251,7 +252,7 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
               f"judge_fid_n{m}": fidlib.fid_from_features(j_syn, j_real), "judge_fid": None,
               "seconds": None, "device": device, **provenance.stamp(fp)}
     scores["judge_fid"] = scores[f"judge_fid_n{m}"]
-    with staged_outputs(out, paths.SCORES) as tmp:
+    with staged_outputs(out, paths.SCORES, "fersnet score") as tmp:
         np.save(tmp / paths.SYNTH_IMAGES, synth)
         with open(tmp / paths.SYNTH_INDEX, "w", newline="") as f:
             w = csv.writer(f)
@@ -357,7 +358,8 @@ def pool_main(cfg: dict, args) -> dict:
     for model in [m for m in cfg["models"] if m in GENERATORS]:
         pooled = pool_scores(cfg, args.db, model)
         path = pooled_path(cfg, args.db, model)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ownership.create_dirs(path.parent, "fersnet pool")
+        ownership.clean_temps(path.parent)
         write_json(path, pooled)
         summary[model] = {"folds": pooled["folds"], "judge_accuracy": pooled["judge_accuracy"],
                           "fid": pooled["fid"], "kid": pooled["kid"]}

@@ -1,8 +1,8 @@
 """`fersnet report`: tables, figures, statistics, summary.json and report.pdf from the results on disk.
 
-Everything is built in a temporary folder inside reports/ and moved into place only when the
-whole build (including pdflatex, when installed) succeeded, so a failed run leaves the previous
-report intact and nothing half-written. summary.json, the DVC metric, is moved last.
+Everything is built in a marked temporary sibling of reports/ and swapped in as one folder
+only when the whole build (including pdflatex, when installed) succeeded, so a failed or killed
+run leaves the previous report intact and never old files beside new ones (fersnet.ownership).
 """
 from __future__ import annotations
 
@@ -12,19 +12,19 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import jinja2
 
-from fersnet import names, paths
+from fersnet import names, ownership, paths, provenance
 from fersnet.errors import DataError, FersnetError
 from fersnet.reports import aggregate as agg
 from fersnet.reports import figures, published, tables
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "reports" / "report.tex.j2"
+TEMPLATE = Path(__file__).resolve().with_name("report.tex.j2")
 SUMMARY = "summary.json"
-OUTPUTS = ("tables", "figures", "plots", "report.tex", "report.pdf")   # moved into reports/, then SUMMARY
+OUTPUTS = ("tables", "figures", "plots", "report.tex", "report.pdf")   # installed with SUMMARY
+HOW = "pick another paths.reports, or empty it"
 PDFLATEX_TIMEOUT_S = 300
 
 
@@ -42,8 +42,10 @@ def build_report(cfg: dict) -> dict:
         raise DataError(f"{cfg['paths']['results']}: no finished results (no metrics.json or scores.json) for "
                         f"databases {', '.join(cfg['databases'])}; run `fersnet train` (or snakemake) first")
     out = paths.reports_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
+    ownership.adopt_earlier(out, OUTPUTS + (SUMMARY, "report.log"), (SUMMARY,), "fersnet report")
+    ownership.check_replaceable(out, HOW)
+    ownership.clean_temps(out)
+    tmp = ownership.make_temp_dir(out.parent, out.name, "fersnet report")
     try:
         context, summary = write_contents(cfg, col, tmp)
         (tmp / "report.tex").write_text(render_template(context))
@@ -103,7 +105,25 @@ def write_contents(cfg: dict, col: agg.Collected, root: Path) -> tuple[dict, dic
             gates=figure(f"gates_{db}.png", figures.gate_means(cfg, db, fdir / f"gates_{db}.png")),
         ))
     write_confusion_plots(cfg, col, root / "plots")
-    return context, build_summary(cfg, col, tests, synthesis_numbers)
+    summary = build_summary(cfg, col, tests, synthesis_numbers)
+    summary["provenance"] = prov = provenance.results_provenance(cfg)
+    context["provenance"] = provenance_context(prov)
+    return context, summary
+
+
+def provenance_context(prov: dict) -> dict:
+    """The provenance paragraph of the PDF: code versions, environment, data (LaTeX-escaped)."""
+    esc = tables.tex_escape
+    kinds = ("training", "judge", "scores")
+    return dict(
+        report_code=esc(prov["report_code"]), mixed=prov["mixed"],
+        code=[dict(label=esc(label), counts=", ".join(f"{n} {k}" for k in kinds if (n := c.get(k))))
+              for label, c in sorted(prov["code"].items())],
+        torch=esc(", ".join(prov["torch"]) or "unrecorded"), device=esc(", ".join(prov["device"]) or "unrecorded"),
+        cpu=esc(", ".join(prov["cpu_capability"]) or "unrecorded"),
+        data=[dict(name=esc(names.DATABASE[db]), source=d["source"], hash=esc((d["data_hash"] or "unrecorded")[:12]))
+              for db, d in prov["data"].items()],
+    )
 
 
 def _has_generators(cfg: dict) -> bool:
@@ -206,6 +226,7 @@ def compile_pdf(folder: Path, out: Path) -> str:
         if run.returncode != 0:
             log = folder / "report.log"
             if log.is_file():
+                ownership.claim_folder(out, "fersnet report", HOW)
                 shutil.copyfile(log, out / "report.log")
             first = next((ln for ln in run.stdout.splitlines() if ln.startswith("!")), "see the log")
             raise FersnetError(f"pdflatex failed on report.tex: {first} (full log: {out / 'report.log'})")
@@ -213,15 +234,10 @@ def compile_pdf(folder: Path, out: Path) -> str:
 
 
 def install(tmp: Path, out: Path) -> None:
-    """Move the built outputs from `tmp` into `out`, replacing the old ones; summary.json last."""
-    for name in OUTPUTS + (SUMMARY,):
-        src, dst = tmp / name, out / name
-        if dst.is_dir():
-            shutil.rmtree(dst)
-        elif dst.exists():
-            dst.unlink()                      # e.g. a stale report.pdf when pdflatex was skipped
-        if src.exists():
-            os.replace(src, dst)
-    stale_log = out / "report.log"
-    if stale_log.exists():
-        stale_log.unlink()
+    """Swap the built folder `tmp` in for `out` in one step, keeping only the outputs (LaTeX's
+    auxiliary files and a stale report.log go with the old report)."""
+    keep = set(OUTPUTS) | {SUMMARY, ownership.MARKER}
+    for p in tmp.iterdir():
+        if p.name not in keep:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    ownership.swap_in(tmp, out, HOW)

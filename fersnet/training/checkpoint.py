@@ -15,23 +15,28 @@ from pathlib import Path
 
 import torch
 
+from fersnet import ownership
 from fersnet.errors import TrainingError
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling, then rename: readers never see half a file."""
+    """Write to a temporary sibling, then rename: readers never see half a file.
+
+    The temporary is named by fersnet.ownership.temp_path, so the next run removes it should
+    this process be killed while writing (ownership.clean_temps).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    ownership.create_dirs(path.parent, "fersnet")
+    tmp = ownership.temp_path(path)
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        ownership.pause_point(f"write:{path.name}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fersnet import paths, provenance
+from fersnet import ownership, paths, provenance
 from fersnet.errors import FersnetError, TrainingError
 
 def main(cfg: dict, args) -> dict:
@@ -117,12 +117,13 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     final_dir = Path(out) if out else paths.run_dir(cfg, db, model, fold)
+    ownership.clean_temps(final_dir)         # what a killed run left: checkpoint temporaries, staging
     fp = fingerprint(cfg, db, model, fold)
     done = provenance.reuse(final_dir / paths.METRICS, fp, force, log)   # before importing torch
     if done is not None:
         return done
     replacing = (final_dir / paths.METRICS).is_file()
-    run_dir = _staging(final_dir) if replacing else final_dir
+    run_dir = _staging(final_dir) if replacing else ownership.claim_folder(final_dir, "fersnet train")
     metrics = _train(cfg, db, model, fold, run_dir, fp, device, hooks, log)
     if replacing and metrics:
         _swap_in(run_dir, final_dir)
@@ -132,22 +133,11 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
 def _staging(final: Path) -> Path:
     """A fresh sibling folder to recompute a finished run in (`--force`); the old one stays until
     the new one is complete."""
-    import os
-    staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    if staging.exists():
-        import shutil
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    return staging
+    return ownership.make_temp_dir(final.parent, final.name, "fersnet train")
 
 
 def _swap_in(staging: Path, final: Path) -> None:
-    import os
-    import shutil
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    ownership.swap_in(staging, final)
 
 
 def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:

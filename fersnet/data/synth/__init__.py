@@ -5,12 +5,14 @@ unchanged. What is drawn and which MMI sessions are special: docs/synthetic.md.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
 
+from fersnet import ownership
 from fersnet.errors import DataError
+
+HOW = "pick another --out (or params synth.out), or empty it"
 
 
 def _writer(db: str):
@@ -22,35 +24,33 @@ def _writer(db: str):
 
 
 def write_database(cfg: dict, db: str, out) -> dict:
-    """Write one stand-in database to `<out>/<db>/`, replacing an older one atomically.
+    """Write one stand-in database to `<out>/<db>/`, replacing an older stand-in atomically.
 
-    The database is built in a hidden temporary sibling and renamed into place, so an
-    interrupted run leaves either the old complete database or the new one, never half.
+    The database is built in a marked temporary sibling and swapped in whole, so an interrupted
+    run leaves either the old complete database or the new one, never half. Only a stand-in
+    fersnet marked (or an empty folder) is replaced; a configured `data.<db>.root` that is not a
+    marked stand-in is never written into or deleted from (fersnet.ownership).
     """
     writer = _writer(db)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"synth: output {out} exists and is not a folder")
+    final = out / db
+    ownership.check_data_roots(cfg, final, "fersnet synth")
+    ownership.check_replaceable(final, HOW)
+    ownership.clean_temps(final)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        tmp = ownership.make_temp_dir(out, db, "fersnet synth")
     except OSError as e:
         raise DataError(f"synth: cannot create output folder {out}: {e.strerror}") from None
-    final, tmp, old = out / db, out / f".{db}.tmp-{os.getpid()}", out / f".{db}.old-{os.getpid()}"
-    for leftover in (tmp, old):
-        shutil.rmtree(leftover, ignore_errors=True)
     t0 = time.perf_counter()
     try:
         summary = writer(cfg, tmp)
+        ownership.swap_in(tmp, final, HOW)
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"synth: writing {db} under {out} failed: {e}") from None
-    except BaseException:
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
     return {"db": db, "root": str(final), **summary, "seconds": round(time.perf_counter() - t0, 2)}
 
 
