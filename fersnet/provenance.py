@@ -311,3 +311,57 @@ def reuse(done: Path, fp: Fingerprint, force: bool = False, log=None) -> dict | 
             why = f"{prov_file} is unreadable"
     raise StaleResult(f"{done.parent} holds a result made from other inputs ({why}); "
                       "re-run with --force to recompute it, or point paths.results elsewhere")
+
+
+# --- what the report says about where its numbers came from -------------------------------------
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_stand_in(cfg: dict, db: str) -> bool:
+    """Whether data.<db>.root is the synthetic stand-in (under synth.out) rather than a licensed copy."""
+    root, synth = Path(cfg["data"][db]["root"]).resolve(), Path(cfg["synth"]["out"]).resolve()
+    return root == synth / db or synth in root.parents
+
+
+def results_provenance(cfg: dict) -> dict:
+    """Code versions, environments and data behind the finished results of cfg's grid.
+
+    `code`: code version -> {kind: number of results} (kind: training, judge, scores); `mixed` is
+    true when the results come from more than one code version or from a dirty tree.
+    """
+    kinds = {"training": [], "judge": [], "scores": []}
+    for db in cfg["databases"]:
+        for k in range(int(cfg["n_folds"])):
+            kinds["judge"].append(paths.judge_dir(cfg, db, k))
+            for model in cfg["models"]:
+                kinds["training"].append(paths.run_dir(cfg, db, model, k))
+                kinds["scores"].append(paths.synthesis_dir(cfg, db, model, k))
+    code: dict = {}
+    env = {"torch": set(), "device": set(), "cpu_capability": set()}
+    dirty = unrecorded = 0
+    for kind, folders in kinds.items():
+        for folder in folders:
+            if not (folder / (paths.SCORES if kind == "scores" else paths.METRICS)).is_file():
+                continue
+            prov = _read(folder / PROVENANCE)
+            label = code_label(prov.get("code")) if prov else "unrecorded"
+            unrecorded += prov is None
+            dirty += bool(prov and (prov.get("code") or {}).get("dirty"))
+            code.setdefault(label, {}).setdefault(kind, 0)
+            code[label][kind] += 1
+            for key in env:
+                value = (prov or {}).get("environment", {}).get(key)
+                if value:
+                    env[key].add(str(value))
+    data = {}
+    for db in cfg["databases"]:
+        summary = _read(paths.processed_dir(cfg, db) / paths.PREP_SUMMARY) or {}
+        data[db] = {"source": "stand-in" if is_stand_in(cfg, db) else "licensed copy",
+                    "root": cfg["data"][db]["root"], "data_hash": summary.get("data_hash")}
+    return {"code": code, "mixed": len(code) > 1 or dirty > 0 or unrecorded > 0, "dirty_results": dirty,
+            "unrecorded_results": unrecorded, "data": data,
+            **{k: sorted(v) for k, v in env.items()}, "report_code": code_label(code_version())}

@@ -21,6 +21,7 @@ import numpy as np
 from fersnet import ownership, paths
 from fersnet.data import faces, labels, readers
 from fersnet.data.folds import assign_folds
+from fersnet.provenance import processed_hash
 from fersnet.data.readers import BadFile, BadInput, FrameRecord, Reading
 from fersnet.errors import DataError
 from fersnet.names import DATABASE
@@ -247,6 +248,7 @@ def _write_outputs(folder: Path, images: np.ndarray, meta, summary: dict, readin
     import cv2
     np.save(folder / paths.IMAGES, images)
     meta.to_csv(folder / paths.META, index=False)
+    summary["data_hash"] = processed_hash(folder)       # read by every job's fingerprint
     (folder / paths.PREP_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     (folder / paths.PREP_REPORT).write_text(report_markdown(summary, reading))
     if not cv2.imwrite(str(folder / paths.CONTACT_SHEET), contact_sheet(images, meta, summary)):

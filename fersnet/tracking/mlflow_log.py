@@ -299,8 +299,14 @@ def sync_fold(client, cfg: dict, db: str, model: str, fold: int) -> str:
             retry(client.delete_run, r.info.run_id)
     if current:
         return "unchanged"
-    tags = dict(identity, git_commit=str(job.get("git_commit") or _git_commit()),
-                **{"mlflow.parentRunId": parent})
+    commit = str(job.get("git_commit") or _git_commit())
+    result = _read_json(folder / paths.METRICS)
+    prov_file = folder / "provenance.json"
+    env = ((_read_json(prov_file) if prov_file.is_file() else {}).get("environment")) or {}
+    tags = dict(identity, git_commit=commit, fingerprint=str(result.get("fingerprint") or "unrecorded"),
+                code_version=str(result.get("code_version") or "unrecorded"),
+                **{"mlflow.parentRunId": parent, "mlflow.source.git.commit": commit},
+                **{f"env.{k}": str(v) for k, v in env.items() if v is not None})
     run_id = retry(client.create_run, exp_id, run_name=f"{model}/fold{fold}", tags=tags).info.run_id
     now = int(time.time() * 1000)
     params = [Param(k, str(v)[:PARAM_VALUE_MAX]) for k, v in sorted(_flatten(job_cfg).items())

@@ -1,0 +1,56 @@
+"""The report says which code versions, environment and data its numbers came from."""
+from __future__ import annotations
+
+import json
+
+from fersnet import paths, provenance
+from fersnet.reports import report
+from test_report import small_cfg, write_grid
+
+
+def stamp_results(cfg, commit_of, dirty=False):
+    """provenance.json beside every finished training run, judge and score of the grid."""
+    for db in cfg["databases"]:
+        for k in range(cfg["n_folds"]):
+            folders = [paths.judge_dir(cfg, db, k)] + [paths.run_dir(cfg, db, m, k) for m in cfg["models"]]
+            folders += [paths.synthesis_dir(cfg, db, m, k) for m in cfg["models"]]
+            for folder in folders:
+                if folder.is_dir():
+                    code = {"git_commit": commit_of(db, k), "dirty": dirty, "source_hash": "abc"}
+                    env = {"torch": "2.14.1", "device": "cpu", "cpu_capability": "AVX2"}
+                    (folder / provenance.PROVENANCE).write_text(json.dumps({"code": code, "environment": env}))
+
+
+def test_one_clean_commit_is_stated_without_a_warning(tmp_path):
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    write_grid(cfg, dbs=("ckplus",))
+    stamp_results(cfg, lambda db, k: "a" * 40)
+    summary = report.build_report(cfg)
+    prov = summary["provenance"]
+    assert list(prov["code"]) == ["aaaaaaa"] and not prov["mixed"]
+    assert prov["code"]["aaaaaaa"]["training"] == len(cfg["models"]) * cfg["n_folds"]
+    assert prov["torch"] == ["2.14.1"] and prov["cpu_capability"] == ["AVX2"]
+    assert prov["data"]["ckplus"]["source"] == "stand-in"
+    tex = (paths.reports_dir(cfg) / "report.tex").read_text()
+    assert "aaaaaaa" in tex and "mixed code versions" not in tex
+
+
+def test_results_from_two_commits_are_flagged_in_the_pdf_source_and_summary(tmp_path):
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    cfg["data"]["ckplus"]["root"] = str(tmp_path / "licensed" / "CK+")
+    write_grid(cfg, dbs=("ckplus",))
+    stamp_results(cfg, lambda db, k: ("a" if k < 5 else "b") * 40)
+    summary = report.build_report(cfg)
+    prov = summary["provenance"]
+    assert set(prov["code"]) == {"aaaaaaa", "bbbbbbb"} and prov["mixed"]
+    assert prov["data"]["ckplus"]["source"] == "licensed copy"
+    tex = (paths.reports_dir(cfg) / "report.tex").read_text()
+    assert "Warning: mixed code versions" in tex and "bbbbbbb" in tex
+
+
+def test_a_dirty_tree_is_flagged_too(tmp_path):
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    write_grid(cfg, dbs=("ckplus",))
+    stamp_results(cfg, lambda db, k: "a" * 40, dirty=True)
+    prov = report.build_report(cfg)["provenance"]
+    assert prov["mixed"] and prov["dirty_results"] > 0 and "aaaaaaa+dirty(src abc)" in prov["code"]
