@@ -141,6 +141,7 @@ VERBS = {
 
 
 TRACKED = ("train", "judge", "score")
+GPU_VERBS = ("train", "judge", "score")
 
 
 def _track(cfg: dict, args) -> None:
@@ -181,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         for k in getattr(args, "fold", None) or []:
             if k >= cfg["n_folds"]:
                 raise FersnetError(f"--fold {k}: out of range 0..{cfg['n_folds'] - 1} (params `n_folds`)")
+        if args.verb in GPU_VERBS and getattr(args, "device", None) in (None, "auto", "cuda"):
+            from fersnet import gpu_slots
+            gpu_slots.claim_for_job(cfg)        # before torch is imported: one device per job
         module, func = VERBS[args.verb]
         try:
             fn = getattr(importlib.import_module(module), func)

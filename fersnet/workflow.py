@@ -99,6 +99,13 @@ def fold_arg(group: list[int]) -> str:
     return ",".join(map(str, group))
 
 
+# --- GPUs ---------------------------------------------------------------------------------------
+def gpu_share(jobs_per_device: int, n_devices: int) -> int:
+    """Each GPU job's `gpu_share`: the default profile allows 100 in all, so that
+    jobs_per_device x n_devices jobs run at once (each on its own slot: fersnet/gpu_slots.py)."""
+    return max(1, 100 // (int(jobs_per_device) * max(1, int(n_devices))))
+
+
 # --- manifests ------------------------------------------------------------------------------------
 def write_manifest(inputs, output) -> None:
     """A stamp for DVC: one line per input with its size and content hash (mtime-free)."""

@@ -187,7 +187,18 @@ def score_fingerprint(cfg: dict, db: str, model: str, fold: int):
     for f in (paths.run_dir(cfg, db, model, fold) / paths.CHECKPOINT, paths.judge_dir(cfg, db, fold) / paths.CHECKPOINT):
         if f.is_file():
             inputs[str(f)] = None
+    inputs["Inception weights"] = _inception_state(cfg)
     return provenance.fingerprint(cfg, "score", db, model, fold, inputs)
+
+
+def _inception_state(cfg: dict) -> str:
+    """The Inception weights FID/KID would use (their content hash), or why there are none: weights
+    supplied after a run change its scores (n/a -> numbers), so they are one of its inputs."""
+    try:
+        how, path = fidlib.weights_source(cfg)
+    except fidlib.InceptionUnavailable:
+        return "missing"
+    return provenance.file_sha256(path)[:16] if path is not None else how
 
 
 def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = None,

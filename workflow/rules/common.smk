@@ -2,7 +2,6 @@
 # the CLI command line and the GPU resource of a job (docs/orchestration.md). Decisions live in
 # fersnet/workflow.py (tested); this file only adapts them to Snakemake.
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir)))
 
 from fersnet import config as fconfig  # noqa: E402
-from fersnet import paths  # noqa: E402
+from fersnet import gpu_slots, paths  # noqa: E402
 from fersnet import workflow as fwork  # noqa: E402
 from fersnet.tracking import markers  # noqa: E402
 
@@ -21,8 +20,11 @@ PARAMS_FILE = "params.yaml"
 
 
 def resolve_config(raw):
-    """Validate Snakemake's config (params.yaml plus --config) with the project's schema."""
+    """Validate Snakemake's config (params.yaml plus --config) with the project's schema; params.yaml
+    is also read with the project's strict loader, which Snakemake's own reading lacks (duplicate keys)."""
     try:
+        if Path(PARAMS_FILE).is_file():
+            fconfig.read_yaml(Path(PARAMS_FILE).read_text(), PARAMS_FILE)
         return fconfig.resolve(dict(raw), source=PARAMS_FILE)
     except fconfig.ConfigError as e:
         raise WorkflowError(f"fersnet: {e}") from None
@@ -49,16 +51,13 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 COMMON_ARGS = f"--params {PARAMS}"
 
 
-def has_gpu():
-    """Whether this machine has an NVIDIA GPU, without importing torch (seconds per Snakemake start)."""
-    return shutil.which("nvidia-smi") is not None
-
-
-USES_GPU = CFG["train"]["device"] in ("cuda", "mps") or (CFG["train"]["device"] == "auto" and has_gpu())
-# `gpu_share`: one device = 100; the default profile limits it to 100, so at most
-# orchestration.gpu_jobs_per_device heavy jobs share the GPU. Snakemake resources are integers,
-# hence a percentage rather than a fraction of `gpu`. CPU-only runs take no share at all.
-GPU_SHARE = 100 // CFG["orchestration"]["gpu_jobs_per_device"] if USES_GPU else 0
+# GPUs are found without importing torch (seconds per Snakemake start): CUDA_VISIBLE_DEVICES or
+# `nvidia-smi -L`. Each job takes a slot on one device itself (fersnet/gpu_slots.py).
+GPU_DEVICES = gpu_slots.devices() if CFG["train"]["device"] in ("auto", "cuda") else []
+USES_GPU = CFG["train"]["device"] in ("cuda", "mps") or bool(GPU_DEVICES)
+# `gpu_share`: all devices together = 100 (the default profile's limit), so at most
+# orchestration.gpu_jobs_per_device jobs per device run at once. CPU-only runs take no share.
+GPU_SHARE = fwork.gpu_share(CFG["orchestration"]["gpu_jobs_per_device"], max(1, len(GPU_DEVICES))) if USES_GPU else 0
 GPU_COUNT = 1 if USES_GPU else 0      # the standard `gpu` resource, read by cluster executors
 TRAIN_THREADS = CFG["train"]["threads"]
 # orchestration.folds_per_job: the folds of a (db, model) step, grouped into jobs
