@@ -319,3 +319,11 @@ def test_a_params_edit_during_a_run_reaches_none_of_its_jobs(tmp_path):
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     prov = json.loads((proj / "results/ckplus/no_mtl/fold0/provenance.json").read_text())
     assert prov["params"]["train.lr"] == 0.5
+
+
+def test_a_duplicate_key_in_params_stops_snakemake_naming_it(tmp_path):
+    proj = make_project(tmp_path)
+    text = (proj / "params.yaml").read_text()
+    (proj / "params.yaml").write_text(text.replace("seed: 0\n", "seed: 0\nseed: 1\n", 1))
+    out = snakemake(proj, "-n")
+    assert out.returncode != 0 and "duplicate key `seed`" in out.stdout + out.stderr
