@@ -290,12 +290,17 @@ def _clean_entries(folder: Path, only: str | None = None) -> tuple[list[Path], l
         if (only is not None and name != only) or not (marked or _ours(p)) or _in_use(p, pid, host):
             continue
         final = folder / name
-        if kind == "old" and p.is_dir() and not final.exists() and not final.is_symlink():
-            p.rename(final)            # killed between the two renames of swap_in: the old one returns
-        elif p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+        try:
+            if kind == "old" and p.is_dir() and not final.exists() and not final.is_symlink():
+                p.rename(final)        # killed between the two renames of swap_in: the old one returns
+            elif p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+                if p.exists():
+                    continue
+            else:
+                p.unlink()
+        except OSError:
+            continue                   # e.g. removed at the same moment by another command
         done.append(p)
     return done, below
 

@@ -146,3 +146,199 @@ def test_clean_temps_puts_back_an_old_folder_when_the_new_one_never_arrived(tmp_
     ownership.clean_temps(parent / "ckplus")
     assert (parent / "ckplus" / "images.npy").read_text() == "complete"
     assert sorted(p.name for p in parent.iterdir()) == [ownership.MARKER, "ckplus"]
+
+
+# Through the real CLI: foreign folders, configured data roots, and SIGKILL at named points.
+
+import copy
+import hashlib
+import json
+import shutil
+import signal
+
+import yaml
+
+from conftest import ROOT, write_processed
+from fersnet import cli, paths
+
+FERSNET = str(Path(sys.executable).with_name("fersnet"))     # the venv's console script
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file and folder under `folder` with its content hash (folders: None)."""
+    return {p.relative_to(folder).as_posix(): (hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def temporaries(folder: Path) -> list[str]:
+    """Every leftover of an interrupted run (temporary or old copy) anywhere under `folder`."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if ownership._parse(p.name))
+
+
+def fersnet(params: Path, *argv: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([FERSNET, argv[0], "--params", str(params), *argv[1:]], cwd=ROOT, text=True,
+                          capture_output=True, env=env, timeout=300)
+
+
+def kill_at(params: Path, point: str, *argv: str) -> str:
+    """Run `fersnet <argv>` until it pauses at `point` (FERSNET_PAUSE_AT), then SIGKILL it."""
+    env = {**os.environ, ownership.PAUSE_ENV: point, ownership.PAUSE_SECONDS_ENV: "120"}
+    proc = subprocess.Popen([FERSNET, argv[0], "--params", str(params), *argv[1:]], cwd=ROOT, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if f"paused at {point}" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"never paused at {point}:\n{''.join(seen)}"
+    return "".join(seen)
+
+
+def write_params(cfg: dict, tmp_path: Path) -> Path:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(cfg))
+    return params
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    """A small CK+ stand-in written once by `fersnet synth` (in-process), marked as fersnet's."""
+    from fersnet import config
+    from fersnet.data.synth import write_database
+    cfg = config.load(ROOT / "params.yaml", profile="test")
+    cfg["synth"]["image_scale"] = 0.2
+    out = tmp_path_factory.mktemp("standin")
+    return Path(write_database(cfg, "ckplus", out)["root"])
+
+
+@pytest.fixture
+def licensed(standin, tmp_path, test_cfg):
+    """A (mock) licensed CK+ copy: the stand-in's files without the marker, configured as data.ckplus.root."""
+    root = tmp_path / "licensed" / "ckplus"
+    shutil.copytree(standin, root, ignore=shutil.ignore_patterns(ownership.MARKER))
+    test_cfg["data"]["ckplus"]["root"] = str(root)
+    return root
+
+
+def test_preprocess_into_a_folder_of_foreign_files_keeps_them_and_names_the_folder(standin, test_cfg, tmp_path):
+    thesis = tmp_path / "thesis"
+    (thesis / "chapters").mkdir(parents=True)
+    (thesis / "thesis.tex").write_text("\\documentclass{book}")
+    (thesis / "chapters" / "intro.tex").write_text("\\chapter{Intro}")
+    before = snapshot(thesis)
+    run = fersnet(write_params(test_cfg, tmp_path), "preprocess", "--db", "ckplus", "--root", str(standin),
+                  "--out", str(thesis))
+    assert run.returncode != 0 and str(thesis) in run.stderr and "empty it" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    assert snapshot(thesis) == before
+
+
+def test_synth_over_a_licensed_copy_keeps_it_and_names_the_folder(licensed, test_cfg, tmp_path):
+    before = snapshot(licensed)
+    run = fersnet(write_params(test_cfg, tmp_path), "synth", "--db", "ckplus", "--out", str(licensed.parent))
+    assert run.returncode != 0 and str(licensed) in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert snapshot(licensed) == before
+    assert sorted(p.name for p in licensed.parent.iterdir()) == ["ckplus"]
+
+
+def test_a_configured_data_root_is_never_modified(licensed, test_cfg, tmp_path):
+    test_cfg["synth"]["image_scale"] = 0.2
+    params = write_params(test_cfg, tmp_path)
+    before = snapshot(licensed.parent)
+    attempts = [("synth", "--db", "ckplus", "--out", str(licensed)),                  # writing into it
+                ("synth", "--db", "oulu", "--out", str(licensed)),
+                ("preprocess", "--db", "ckplus", "--out", str(licensed / "processed")),
+                ("preprocess", "--db", "ckplus", "--root", str(tmp_path / "elsewhere"), "--out", str(licensed))]
+    for argv in attempts:
+        run = fersnet(params, *argv)
+        assert run.returncode != 0 and str(licensed) in run.stderr, (argv, run.stderr)
+    assert fersnet(params, "preprocess", "--db", "ckplus").returncode == 0     # reading it is fine
+    assert snapshot(licensed.parent) == before
+    assert ownership.owned(paths.processed_dir(test_cfg, "ckplus"))
+
+
+def test_synth_killed_while_swapping_in_a_new_stand_in_then_rerun(test_cfg, tmp_path):
+    test_cfg["synth"]["image_scale"] = 0.2
+    params = write_params(test_cfg, tmp_path)
+    assert fersnet(params, "synth", "--db", "ckplus").returncode == 0
+    kill_at(params, "swapped:ckplus", "synth", "--db", "ckplus")
+    assert temporaries(tmp_path)                      # the old stand-in, not yet removed
+    assert cli.main(["synth", "--params", str(params), "--db", "ckplus"]) == 0
+    assert temporaries(tmp_path) == [] and ownership.owned(paths.raw_dir(test_cfg, "ckplus"))
+
+
+def test_preprocess_killed_before_its_swap_then_rerun(standin, test_cfg, tmp_path):
+    test_cfg["data"]["ckplus"]["root"] = str(standin)
+    params = write_params(test_cfg, tmp_path)
+    kill_at(params, "swap:ckplus", "preprocess", "--db", "ckplus")
+    assert not paths.processed_dir(test_cfg, "ckplus").exists() and temporaries(tmp_path)
+    assert cli.main(["preprocess", "--params", str(params), "--db", "ckplus"]) == 0
+    out = paths.processed_dir(test_cfg, "ckplus")
+    assert (out / paths.PREP_SUMMARY).is_file() and stat.S_IMODE(out.stat().st_mode) == 0o777 & ~_umask()
+    assert temporaries(tmp_path) == []
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.fixture
+def tiny(test_cfg, tmp_path, monkeypatch):
+    """A params file for one fast fold (fixture database, 1 epoch, one model) and no Inception weights."""
+    cfg = copy.deepcopy(test_cfg)
+    cfg["train"].update(crop=16, batch_size=32, epochs=1)
+    cfg["judge"]["epochs"] = 1
+    cfg.update(databases=["ckplus"], models=["fersnet"])
+    write_processed(Path(cfg["preprocess"]["out"]) / "ckplus", n_subjects=10, size=24)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))       # FID unavailable, fast
+    return cfg, write_params(cfg, tmp_path)
+
+
+def test_train_killed_while_writing_its_checkpoint_then_rerun(tiny, tmp_path):
+    cfg, params = tiny
+    job = ("train", "--db", "ckplus", "--model", "fersnet", "--fold", "0")
+    kill_at(params, "write:checkpoint.pt", *job)
+    run = paths.run_dir(cfg, "ckplus", "fersnet", 0)
+    assert [p.name for p in run.iterdir() if p.name.startswith(".checkpoint.pt.tmp-")]
+    assert cli.main([job[0], "--params", str(params), *job[1:]]) == 0
+    assert (run / paths.METRICS).is_file() and ownership.owned(run)
+    assert temporaries(tmp_path) == []
+
+
+def test_score_killed_while_staging_then_rerun(tiny, tmp_path):
+    from fersnet.metrics.judge import train_judge
+    from fersnet.training.train import train_job
+    cfg, params = tiny
+    quiet = lambda msg: None
+    train_job(cfg, "ckplus", "fersnet", 0, log=quiet)
+    kill_at(params, "swap:fold0", "judge", "--db", "ckplus", "--fold", "0")
+    assert cli.main(["judge", "--params", str(params), "--db", "ckplus", "--fold", "0"]) == 0
+    job = ("score", "--db", "ckplus", "--model", "fersnet", "--fold", "0")
+    kill_at(params, "write:scores.json", *job)
+    syn = paths.synthesis_dir(cfg, "ckplus", "fersnet", 0)
+    assert not syn.exists() and [p.name for p in syn.parent.iterdir() if p.name.startswith(".synthesis.tmp-")]
+    assert cli.main([job[0], "--params", str(params), *job[1:]]) == 0
+    assert (syn / paths.SCORES).is_file() and ownership.owned(syn)
+    assert temporaries(tmp_path) == []
+
+
+def test_report_killed_during_its_install_then_rerun(tiny, tmp_path):
+    from fersnet.training.train import train_job
+    cfg, params = tiny
+    train_job(cfg, "ckplus", "fersnet", 0, log=lambda msg: None)
+    out = paths.reports_dir(cfg)
+    kill_at(params, "swap:reports", "report")               # built, not installed: no report yet
+    assert not out.exists() and temporaries(tmp_path)
+    assert cli.main(["report", "--params", str(params)]) == 0
+    first = json.loads((out / "summary.json").read_text())["ckplus"]
+    kill_at(params, "swapped:reports", "report")            # new one in place, old one not yet removed
+    assert temporaries(tmp_path)
+    assert json.loads((out / "summary.json").read_text())["ckplus"] == first
+    assert cli.main(["report", "--params", str(params)]) == 0
+    assert {p.name for p in out.iterdir()} - {"report.pdf"} == {      # the PDF where pdflatex is installed
+        ownership.MARKER, "summary.json", "report.tex", "tables", "figures", "plots"}
+    assert temporaries(tmp_path) == []

@@ -175,6 +175,7 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = paths.judge_dir(cfg, db, fold)
+    ownership.check_data_roots(cfg, out, "fersnet judge")
     ownership.clean_temps(out)             # leftovers of a killed judge of this fold
     fp = provenance.fingerprint(cfg, "judge", db, "judge", fold)
     done = provenance.reuse(out / paths.METRICS, fp, force, log)

@@ -212,6 +212,7 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
     if model not in GENERATORS:
         raise FersnetError(f"score: model {model!r} is not a generator; allowed: {', '.join(GENERATORS)}")
     out = paths.synthesis_dir(cfg, db, model, fold)
+    ownership.check_data_roots(cfg, out, "fersnet score")
     ownership.clean_temps(out)             # leftovers of a killed scoring job of this fold
     fp = score_fingerprint(cfg, db, model, fold)
     if generator is not None:           # a generator passed in (not the run's checkpoint): always scored

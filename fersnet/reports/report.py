@@ -43,6 +43,7 @@ def build_report(cfg: dict) -> dict:
                         f"databases {', '.join(cfg['databases'])}; run `fersnet train` (or snakemake) first")
     out = paths.reports_dir(cfg)
     ownership.adopt_earlier(out, OUTPUTS + (SUMMARY, "report.log"), (SUMMARY,), "fersnet report")
+    ownership.check_data_roots(cfg, out, "fersnet report")
     ownership.check_replaceable(out, HOW)
     ownership.clean_temps(out)
     tmp = ownership.make_temp_dir(out.parent, out.name, "fersnet report")

@@ -117,6 +117,7 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     final_dir = Path(out) if out else paths.run_dir(cfg, db, model, fold)
+    ownership.check_data_roots(cfg, final_dir, "fersnet train")
     ownership.clean_temps(final_dir)         # what a killed run left: checkpoint temporaries, staging
     fp = fingerprint(cfg, db, model, fold)
     done = provenance.reuse(final_dir / paths.METRICS, fp, force, log)   # before importing torch
