@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from fersnet import provenance
+from fersnet import ownership, provenance
 
 SNAPSHOT_DIR = Path(".snakemake") / "fersnet"
 
@@ -114,7 +114,8 @@ def write_manifest(inputs, output) -> None:
         data = Path(f).read_bytes()
         lines.append(f"{hashlib.sha1(data).hexdigest()}  {len(data):>10}  {f}")
     out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    ownership.create_dirs(out.parent, "fersnet workflow")
+    ownership.clean_temps(out.parent)
+    tmp = ownership.temp_path(out)
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(out)
