@@ -342,3 +342,17 @@ def test_report_killed_during_its_install_then_rerun(tiny, tmp_path):
     assert {p.name for p in out.iterdir()} - {"report.pdf"} == {      # the PDF where pdflatex is installed
         ownership.MARKER, "summary.json", "report.tex", "tables", "figures", "plots"}
     assert temporaries(tmp_path) == []
+
+
+def test_a_processed_folder_written_before_markers_is_taken_over(test_cfg, tmp_path):
+    from fersnet.data.preprocess import EARLIER, preprocess
+    from fersnet.data.synth import write_database
+    cfg = copy.deepcopy(test_cfg)
+    cfg["synth"]["image_scale"] = 0.2
+    root = write_database(cfg, "ckplus", tmp_path / "synthetic")["root"]
+    out = tmp_path / "processed" / "ckplus"
+    out.mkdir(parents=True)
+    for name in EARLIER:
+        (out / name).write_text("an earlier version's output")
+    preprocess(cfg, "ckplus", root=root, out=out)
+    assert ownership.owned(out) and (out / paths.IMAGES).read_bytes() != b"an earlier version's output"

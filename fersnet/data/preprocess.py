@@ -30,6 +30,8 @@ FACE_METHOD = {"ckplus": "landmarks", "oulu": "detector", "mmi": "detector"}
 SHEET_PER_CLASS = 8
 SHEET_CELL = 64
 HOW = "pick another --out (or params preprocess.out), or empty it"
+# what a fersnet version without folder markers wrote here (taken over as fersnet's)
+EARLIER = (paths.IMAGES, paths.META, paths.PREP_SUMMARY, paths.PREP_REPORT, paths.CONTACT_SHEET)
 
 
 def main(cfg: dict, args) -> dict:
@@ -47,6 +49,7 @@ def preprocess(cfg: dict, db: str, root=None, out=None) -> dict:
     out = Path(out if out is not None else paths.processed_dir(cfg, db))
     _refuse_out_in_root(root, out)
     ownership.check_data_roots(cfg, out, "fersnet preprocess")
+    ownership.adopt_earlier(out, EARLIER, EARLIER[:3], "fersnet preprocess")
     ownership.check_replaceable(out, HOW)          # before the work, not after it
     ownership.clean_temps(out)
     bad = BadInput(cfg["preprocess"]["on_bad_file"])
