@@ -19,8 +19,8 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     db="ckplus|oulu|mmi",
-    model="fersnet|no_mtl|no_convflu|fes_da|stargan",
-    tracked="fersnet|no_mtl|no_convflu|fes_da|stargan|judge",
+    model="|".join(fconfig.MODELS),
+    tracked="|".join(fconfig.MODELS + ("judge",)),
     fold=r"\d+",
 
 

@@ -17,7 +17,9 @@ import yaml
 from fersnet.errors import FersnetError
 
 DATABASES = ("ckplus", "oulu", "mmi")
-MODELS = ("fersnet", "no_mtl", "no_convflu", "fes_da", "stargan")
+MODELS = ("fersnet", "no_mtl", "no_convflu", "fes_da", "fes_da_real", "stargan")
+# fine-tune the FER side of the same fold's fersnet: FES-DA and its real-only control
+FINE_TUNED = ("fes_da", "fes_da_real")
 PROFILES = ("demo", "paper", "test")
 
 
@@ -95,8 +97,11 @@ class Spec:
     length: int | None = None
     nullable: bool = False
     lo_open: bool = False
+    alternatives: tuple = ()       # kind "either": the first alternative that accepts the value
 
     def describe(self) -> str:
+        if self.kind == "either":
+            return " or ".join(a.describe() for a in self.alternatives)
         if self.kind == "choice":
             return "one of " + ", ".join(map(str, self.choices))
         if self.kind == "list":
@@ -129,6 +134,10 @@ def Choice(*choices):
 
 def List(item, length=None):
     return Spec("list", item=item, length=length)
+
+
+def Either(*alternatives):
+    return Spec("either", alternatives=tuple(alternatives))
 
 
 BOOL = Spec("bool")
@@ -171,10 +180,10 @@ SCHEMA: dict[str, Any] = {
         "fused_adam": Choice("auto", "yes", "no"), "compile": Choice("auto", "yes", "no"),
         "compile_backend": Choice("inductor", "aot_eager", "eager"),
     },
-    "fes_da": {"per_class": Spec("str"), "epochs": Int(1), "lr": Float(0.0, 1.0, lo_open=True)},
+    "fes_da": {"per_class": Either(Choice("all_targets", "balance"), Int(1)), "epochs": Int(1), "lr": Float(0.0, 1.0, lo_open=True)},
     "stargan": {"lr": Float(0.0, 1.0, lo_open=True), "betas": List(PROB, length=2),
                 "n_critic": Int(1, 20), "lambda_cls": WEIGHT, "lambda_rec": WEIGHT,
-                "lambda_gp": WEIGHT, "res_blocks": Int(1, 12)},
+                "lambda_gp": WEIGHT, "res_blocks": Int(1, 12), "lr_decay": Choice("none", "linear")},
     "judge": {"epochs": Int(1), "batch_size": Int(1, 4096), "lr": Float(0.0, 1.0, lo_open=True),
               "weight_decay": WEIGHT, "width": Float(0.0, 4.0, lo_open=True)},
     "fid": {"inception_weights": OPT_PATH, "require_inception": BOOL,
@@ -195,6 +204,13 @@ def _check_leaf(key: str, spec: Spec, value: Any) -> Any:
             return None
         raise bad()
     k = spec.kind
+    if k == "either":
+        for alternative in spec.alternatives:
+            try:
+                return _check_leaf(key, alternative, value)
+            except ConfigError:
+                pass
+        raise bad()
     if k == "bool":
         if not isinstance(value, bool):
             raise bad()
@@ -272,13 +288,11 @@ def _semantic_checks(cfg: dict) -> None:
     if cfg["train"]["crop"] > cfg["preprocess"]["size"]:
         raise ConfigError(f"params: `train.crop` ({cfg['train']['crop']}) must not exceed "
                           f"`preprocess.size` ({cfg['preprocess']['size']})")
-    per_class = cfg["fes_da"]["per_class"]
-    if per_class != "balance" and not (per_class.isdigit() and int(per_class) > 0):
-        raise ConfigError(f"params: `fes_da.per_class` is {per_class!r}; allowed: 'balance' or a positive integer")
     if not cfg["databases"]:
         raise ConfigError("params: `databases` is empty; allowed: a list of " + ", ".join(DATABASES))
-    if cfg["fes_da"] and "fes_da" in cfg["models"] and "fersnet" not in cfg["models"]:
-        raise ConfigError("params: `models` lists fes_da without fersnet; fes_da fine-tunes fersnet")
+    for model in FINE_TUNED:
+        if model in cfg["models"] and "fersnet" not in cfg["models"]:
+            raise ConfigError(f"params: `models` lists {model} without fersnet; {model} fine-tunes fersnet")
 
 
 def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") -> dict:

@@ -7,6 +7,7 @@ MODEL = {
     "no_convflu": "FERSNet w/o ConvFLU",
     "fersnet": "FERSNet",
     "fes_da": "FERSNet w. FES-DA",
+    "fes_da_real": "FERSNet + fine-tuning on real faces",
     "stargan": "StarGAN",
     "judge": "Judge (ResNet-18)",
 }

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fersnet import paths
+from fersnet.config import FINE_TUNED
 from fersnet.errors import FersnetError
 
 PROVENANCE = "provenance.json"
@@ -102,8 +103,10 @@ def job_params(cfg: dict, verb: str, model: str | None = None) -> dict:
     re-plans exactly the jobs whose fingerprint changes.
     """
     reads = dict(READS[verb])
-    if verb == "train" and model in ("fes_da", "stargan"):
-        reads[model] = None
+    if verb == "train" and model in FINE_TUNED:
+        reads["fes_da"] = None          # the control reads fes_da's settings: same set size, epochs, lr
+    if verb == "train" and model == "stargan":
+        reads["stargan"] = None
     return {name: _section(cfg, name, keys) for name, keys in reads.items()}
 
 

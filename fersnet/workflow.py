@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from fersnet import ownership, provenance
+from fersnet.config import FINE_TUNED
 
 SNAPSHOT_DIR = Path(".snakemake") / "fersnet"
 
@@ -64,6 +65,12 @@ def rule_params(cfg: dict, verb: str, model: str | None = None) -> str:
     are its input files, whose changes Snakemake sees itself.
     """
     return json.dumps(provenance.job_params(cfg, verb, model), sort_keys=True)
+
+
+def train_needs(model: str) -> list[str]:
+    """The models whose run of the same fold a training job of `model` reads: FES-DA and its
+    control fine-tune that fold's fersnet."""
+    return ["fersnet"] if model in FINE_TUNED else []
 
 
 def synth_params(cfg: dict) -> str:

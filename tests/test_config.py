@@ -183,3 +183,28 @@ def test_cli_rejects_a_bogus_mlflow_uri_naming_the_key(capsys):
     from fersnet.cli import main
     assert main(["synth", "--params", str(ROOT / "params.yaml"), "--set", "mlflow.uri=bogus://x"]) == 2
     assert "`mlflow.uri` is 'bogus://x'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["all_targets", "balance", 40])
+def test_fes_da_per_class_takes_all_targets_balance_or_a_count(raw, value):
+    raw["fes_da"]["per_class"] = value
+    assert config.resolve(raw)["fes_da"]["per_class"] == value
+
+
+@pytest.mark.parametrize("value", ["everything", 0, "40", True])
+def test_fes_da_per_class_refuses_anything_else_naming_the_choices(raw, value):
+    raw["fes_da"]["per_class"] = value
+    with pytest.raises(ConfigError, match=r"`fes_da.per_class`.*all_targets, balance or an integer >= 1"):
+        config.resolve(raw)
+
+
+def test_fes_da_control_without_fersnet_is_refused(raw):
+    raw["models"] = ["fes_da_real", "stargan"]
+    with pytest.raises(ConfigError, match="fes_da_real without fersnet"):
+        config.resolve(raw)
+
+
+def test_stargan_lr_decay_is_none_or_linear(raw):
+    raw["stargan"]["lr_decay"] = "cosine"
+    with pytest.raises(ConfigError, match=r"`stargan.lr_decay`.*none, linear"):
+        config.resolve(raw)

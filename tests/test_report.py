@@ -29,7 +29,10 @@ CORRECT = {
     "no_mtl": [33, 34, 32, 35, 33, 34, 31, 33, 34, 32],
     "no_convflu": [35, 33, 36, 34, 35, 36, 34, 35, 36, 33],
     "fes_da": [36, 35, 37, 34, 36, 38, 35, 36, 37, 33],     # identical to fersnet: zero differences
+    "fes_da_real": [35, 35, 36, 34, 35, 37, 35, 35, 36, 33],
 }
+# what FES-DA's fine-tuning set held (metrics.json), per fold k: synthetic faces = 5 x real
+N_REAL = 300
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -115,7 +118,8 @@ def write_grid(cfg: dict, dbs=("ckplus", "oulu"), fid_available: bool = True, sk
             for k in range(cfg["n_folds"]):
                 if (db, model, k) in skip:
                     continue
-                write_fold(cfg, db, model, k, CORRECT[model][k] if model in CORRECT else None)
+                sizes = {"n_train_real": N_REAL + k, "n_train_synthetic": 5 * (N_REAL + k) if model == "fes_da" else 0}
+                write_fold(cfg, db, model, k, CORRECT[model][k] if model in CORRECT else None, extra=sizes)
                 if model in agg.GEN_MODELS:
                     write_scores(cfg, db, model, k, judge=0.5 + 0.01 * k + 0.1 * (model == "fersnet"),
                                  fid=(30.0 + k + 5 * (model == "stargan")) if fid_available else None)
@@ -204,6 +208,17 @@ def test_ablation_table_shows_the_same_p_values_as_scipy(built):
     assert entry["p_ttest_vs_fersnet"] == pytest.approx(stats.ttest_rel(x, y).pvalue)
     # fes_da equals fersnet fold by fold: zero differences are handled, not an error
     assert summary["ckplus"]["fes_da"]["p_wilcoxon_vs_fersnet"] == 1.0
+
+
+def test_ablation_caption_gives_fes_da_synthetic_counts_and_its_effect_against_the_real_only_control(built):
+    cfg, summary, out = built
+    tex = (out / "tables" / "ablation.tex").read_text()
+    real = N_REAL + np.mean(range(10))
+    assert f"Oulu-CASIA {5 * real:,.0f} (to {real:,.0f} real)" in tex
+    assert names.MODEL["fes_da_real"] in tex and "not that of the extra epochs" in tex
+    x = 100 * np.array(CORRECT["fes_da"]) / N_TEST
+    y = 100 * np.array(CORRECT["fes_da_real"]) / N_TEST
+    assert f"CK+ {(x - y).mean():+.2f} pp ($p_W$ {stats.wilcoxon(x, y).pvalue:.3f}" in tex
 
 
 def test_missing_folds_are_shown_with_count_and_absent_model_as_dash(tmp_path):

@@ -243,13 +243,14 @@ def test_fes_da_refuses_without_a_fersnet_run(tiny):
         train_job(tiny, "ckplus", "fes_da", 0)
 
 
-def test_fes_da_balances_classes(tiny):
+def test_fes_da_balance_tops_every_class_up_to_the_largest(tiny):
     folder = Path(tiny["preprocess"]["out"]) / "ckplus"
     meta = pd.read_csv(folder / "meta.csv", dtype={"subject": str, "sequence": str})
     images = np.load(folder / "images.npy")
     keep = ~((meta["label"] == 2) & (meta["frame"] > 0)).to_numpy()     # class 2: 1 frame, others 3
     meta[keep].to_csv(folder / "meta.csv", index=False)
     np.save(folder / "images.npy", images[keep])
+    tiny["fes_da"]["per_class"] = "balance"
     train_job(tiny, "ckplus", "fersnet", 0)
     metrics = train_job(tiny, "ckplus", "fes_da", 0)
     info = metrics["fes_da"]
@@ -258,21 +259,87 @@ def test_fes_da_balances_classes(tiny):
     train, _ = p.split(0)
     counts = np.bincount(p.meta["label"].to_numpy()[train], minlength=6)
     added = np.array([info["added"][c] for c in p.classes])
-    assert (counts + added == counts.max()).all() and added[2] > 0 and added.sum() == info["n_train_synthetic"]
+    assert (counts + added == counts.max()).all() and added[2] > 0 and added.sum() == metrics["n_train_synthetic"]
+    assert list(metrics["train_class_counts"].values()) == [counts.max()] * 6
     assert metrics["accuracy"] is not None and metrics["model"] == "fes_da"
+
+
+@pytest.fixture
+def oulu_fold(test_cfg):
+    """A balanced Oulu-CASIA-style database (every subject shows all 6 expressions, 3 frames each)
+    and the fersnet run of its fold 0, which FES-DA and its control fine-tune."""
+    write_processed(Path(test_cfg["preprocess"]["out"]) / "oulu", db="oulu", n_subjects=10, size=24)
+    cfg = copy.deepcopy(test_cfg)
+    cfg["train"].update(crop=16, batch_size=32, epochs=1)
+    train_job(cfg, "oulu", "fersnet", 0)
+    return cfg
+
+
+def test_fes_da_on_a_balanced_fold_renders_every_face_into_every_other_expression(oulu_fold):
+    metrics = train_job(oulu_fold, "oulu", "fes_da", 0)
+    n_real = metrics["n_train_real"]
+    assert n_real == 9 * 6 * 3                                  # 9 training subjects x 6 expressions x 3 frames
+    assert metrics["n_train_synthetic"] == 5 * n_real > n_real  # every face into the 5 other expressions
+    assert metrics["n_train"] == 6 * n_real
+    assert list(metrics["train_class_counts"].values()) == [n_real] * 6     # balanced
+    assert list(metrics["fes_da"]["added"].values()) == [5 * n_real // 6] * 6
+    assert metrics["fes_da"]["per_class"] == "all_targets"
+
+
+def test_fes_da_real_trains_on_real_faces_only_with_the_same_epochs_and_steps(oulu_fold):
+    aug = train_job(oulu_fold, "oulu", "fes_da", 0)
+    ctrl = train_job(oulu_fold, "oulu", "fes_da_real", 0)
+    assert ctrl["n_train_synthetic"] == 0 and ctrl["n_train_real"] == aug["n_train_real"]
+    assert ctrl["n_train"] == aug["n_train"]                    # the real faces, each 6 times
+    assert list(ctrl["train_class_counts"].values()) == [aug["n_train_real"]] * 6
+    assert ctrl["epochs"] == aug["epochs"] == oulu_fold["fes_da"]["epochs"] and ctrl["steps"] == aug["steps"]
+    assert ctrl["fes_da"]["source_run"] == aug["fes_da"]["source_run"]
+    assert ctrl["accuracy"] is not None and ctrl["model"] == "fes_da_real"
+
+
+def test_fes_da_real_refuses_without_a_fersnet_run(tiny):
+    with pytest.raises(TrainingError, match="fes_da_real fine-tunes it"):
+        train_job(tiny, "ckplus", "fes_da_real", 0)
+
+
+def test_all_targets_then_balance_leaves_every_class_as_large_as_the_largest():
+    from fersnet.training import fes_da
+    labels = np.array([0, 0, 0, 1, 2, 2])                  # imbalanced; class 3 has no face at all
+    src, tgt = fes_da.plan(labels, np.arange(6), 4, "all_targets", np.random.default_rng(0))
+    counts = np.bincount(labels, minlength=4) + np.bincount(tgt, minlength=4)
+    assert (counts == counts.max()).all() and counts.max() == 6
+    assert not (labels[src] == tgt).any()                  # never rendered into its own expression
+    assert len(src) == 6 * 3                               # each face into the 3 other expressions
+
+
+def test_repeat_real_repeats_every_row_as_often_as_the_size_allows():
+    from fersnet.training.fes_da import repeat_real
+    out = repeat_real(np.arange(5), 13, np.random.default_rng(0))
+    counts = np.bincount(out, minlength=5)
+    assert len(out) == 13 and set(counts) == {2, 3} and (counts == 3).sum() == 3
 
 
 def test_fes_da_with_a_number_adds_that_many_faces_per_class(tiny):
     from fersnet.training.fes_da import synthetic_counts
-    assert list(synthetic_counts(np.array([0, 0, 1]), 3, "4")) == [4, 4, 4]
+    assert list(synthetic_counts(np.array([0, 0, 1]), 3, 4)) == [4, 4, 4]
     assert list(synthetic_counts(np.array([0, 0, 0, 1, 2, 2]), 3, "balance")) == [0, 2, 1]
+
+
+def test_stargan_learning_rate_decays_linearly_to_zero_over_the_second_half(tiny):
+    from fersnet.training.loop import linear_decay_factor
+    assert [linear_decay_factor(10, 5)(e) for e in range(1, 11)] == [1.0] * 6 + [0.8, 0.6, 0.4, 0.2]
+    cfg = copy.deepcopy(tiny)
+    cfg["train"]["epochs"] = 4
+    train_job(cfg, "ckplus", "stargan", 0)
+    lr = pd.read_csv(paths.run_dir(cfg, "ckplus", "stargan", 0) / paths.HISTORY)["lr"].to_numpy()
+    assert lr / cfg["stargan"]["lr"] == pytest.approx([1.0, 1.0, 1.0, 0.5])
 
 
 def test_load_generator_renders_faces_for_every_generator_model(tiny):
     from fersnet.models.registry import load_generator
     cfg = copy.deepcopy(tiny)
     cfg["train"]["epochs"] = 1
-    for model in ("fersnet", "no_mtl", "no_convflu", "stargan", "fes_da"):
+    for model in ("fersnet", "no_mtl", "no_convflu", "stargan", "fes_da", "fes_da_real"):
         train_job(cfg, "ckplus", model, 0)
         gen = load_generator(paths.run_dir(cfg, "ckplus", model, 0), "cpu")
         out = gen(torch.rand(3, 1, 16, 16), torch.tensor([0, 2, 5]))

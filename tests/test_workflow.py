@@ -84,9 +84,9 @@ def test_dry_run_plans_every_fold_model_judge_score_and_report(tmp_path):
     out = snakemake(proj, "-n", "all")
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = job_counts(out.stdout)
-    assert jobs["train"] == 5 * 2 and jobs["judge"] == 2 and jobs["score"] == 4 * 2
+    assert jobs["train"] == 6 * 2 and jobs["judge"] == 2 and jobs["score"] == 4 * 2
     assert jobs["pool"] == 1 and jobs["report"] == 1 and jobs["track_init"] == 1
-    assert jobs["track_parent"] == 6            # 5 models + judge
+    assert jobs["track_parent"] == 7            # 6 models + judge
     assert "Using workflow specific profile profiles/default" in out.stdout + out.stderr
 
 
@@ -95,7 +95,7 @@ def test_readme_targets_per_database_and_scores_plan_only_their_jobs(tmp_path):
     one_db = snakemake(proj, "-n", "ckplus")
     assert one_db.returncode == 0, one_db.stderr[-3000:]
     jobs = job_counts(one_db.stdout)
-    assert jobs["train"] == 5 * 2 and jobs["score"] == 4 * 2 and "report" not in jobs
+    assert jobs["train"] == 6 * 2 and jobs["score"] == 4 * 2 and "report" not in jobs
     scores = snakemake(proj, "-n", "all_scores")
     assert scores.returncode == 0, scores.stderr[-3000:]
     jobs = job_counts(scores.stdout)
@@ -115,7 +115,7 @@ def test_config_profile_switch_reaches_the_cli_and_overrides_travel_in_a_params_
     assert out.returncode == 0, out.stderr[-3000:]
     snap = re.search(r"--params (\.snakemake/fersnet/params-\w+\.yaml)", out.stdout).group(1)
     assert yaml.safe_load((proj / snap).read_text())["profile"] == "paper"
-    assert job_counts(out.stdout)["train"] == 5 * 10
+    assert job_counts(out.stdout)["train"] == 6 * 10
     out = snakemake(proj, "all_folds", "-n", "-p", "--config", "databases=[oulu]")
     assert out.returncode == 0, out.stderr[-3000:]
     copy = re.search(r"--params (\.snakemake/fersnet/params-\w+\.yaml)", out.stdout).group(1)
@@ -139,12 +139,21 @@ def test_fes_da_waits_for_fersnet_and_scores_wait_for_their_judge(tmp_path):
     assert "results/ckplus/judge/fold0/metrics.json" in out.stdout
 
 
+def test_fes_da_real_waits_for_the_fersnet_run_of_its_fold(tmp_path):
+    proj = make_project(tmp_path)
+    out = snakemake(proj, "-n", "results/ckplus/fes_da_real/fold1/metrics.json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "results/ckplus/fersnet/fold1/metrics.json" in out.stdout
+    assert "results/ckplus/fes_da_real/fold1/metrics.json" in out.stdout
+    assert "results/ckplus/fes_da/fold1" not in out.stdout
+
+
 def test_folds_per_job_groups_the_folds_of_each_model_step_into_one_process(tmp_path):
     proj = make_project(tmp_path, **{"orchestration.folds_per_job": 2})
     out = snakemake(proj, "-n", "-p", "all")
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = job_counts(out.stdout)
-    assert jobs["train"] == 5 and jobs["judge"] == 1 and jobs["score"] == 4
+    assert jobs["train"] == 6 and jobs["judge"] == 1 and jobs["score"] == 4
     assert re.search(r"fersnet score --params \.snakemake/fersnet/params-\w+\.yaml --db ckplus --model stargan "
                      r"--fold 0,1", out.stdout)
 

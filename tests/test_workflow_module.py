@@ -54,6 +54,17 @@ def test_rule_params_follow_the_fingerprint_and_leave_runtime_keys_out():
     assert json.loads(workflow.rule_params(c2, "train", "stargan"))["stargan"]["n_critic"] == 1
 
 
+def test_fes_da_and_its_control_read_the_fes_da_settings_and_need_the_fold_fersnet():
+    c = cfg()
+    for model in ("fes_da", "fes_da_real"):
+        assert workflow.train_needs(model) == ["fersnet"]
+        assert json.loads(workflow.rule_params(c, "train", model))["fes_da"] == c["fes_da"]
+    assert workflow.train_needs("fersnet") == [] and "fes_da" not in json.loads(workflow.rule_params(c, "train", "fersnet"))
+    c2 = copy.deepcopy(c)
+    c2["fes_da"]["epochs"] = 7            # the control re-runs with FES-DA's epochs
+    assert workflow.rule_params(c2, "train", "fes_da_real") != workflow.rule_params(c, "train", "fes_da_real")
+
+
 def test_params_changed_message_only_when_the_file_changed(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"a": 1}))

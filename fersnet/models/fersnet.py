@@ -191,7 +191,7 @@ def build_generator(model_key: str, cfg: dict, n_classes: int, channels: int) ->
     if m["arch"] == "r2021":
         from fersnet.models.r2021 import build_r2021_generator     # r2021 builds on this module
         return build_r2021_generator(model_key, cfg, n_classes, channels)
-    if model_key in ("fersnet", "fes_da"):
+    if model_key in ("fersnet", "fes_da", "fes_da_real"):
         return FERSNet(channels, n_classes, m["width"], m["convflu_kernel"], m["condition"], m["output"])
     if model_key == "no_convflu":
         return SharedTrunkNet(channels, n_classes, m["width"], m["condition"], m["output"])

@@ -323,7 +323,7 @@ def build_r2021_generator(model_key: str, cfg: dict, n_classes: int, channels: i
     """
     m = cfg["model"]
     check_crop(cfg["train"]["crop"])
-    if model_key in ("fersnet", "fes_da"):
+    if model_key in ("fersnet", "fes_da", "fes_da_real"):
         return R2021Net(channels, n_classes, m["width"], m["convflu_kernel"], m["output"])
     if model_key == "no_convflu":
         return R2021SharedTrunkNet(channels, n_classes, m["width"], m["output"])

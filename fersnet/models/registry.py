@@ -1,6 +1,6 @@
 """Model key -> model (networks + losses); loading a trained generator; parameter counts.
 
-Keys: fersnet, no_mtl, no_convflu, fes_da, stargan (fersnet/config.py::MODELS).
+Keys: fersnet, no_mtl, no_convflu, fes_da, fes_da_real, stargan (fersnet/config.py::MODELS).
 """
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ from pathlib import Path
 from fersnet import paths
 from fersnet.errors import CheckpointError, FersnetError
 
-GENERATOR_KEYS = ("fersnet", "no_mtl", "no_convflu", "fes_da", "stargan")
+GENERATOR_KEYS = ("fersnet", "no_mtl", "no_convflu", "fes_da", "fes_da_real", "stargan")
 
 
 def build(model_key: str, cfg: dict, n_classes: int, channels: int):
     """The Task (nn.Module with train_step/classify/synthesize/gate_means) of a model key.
 
-    fes_da builds the FERSNet it starts from; training swaps in the fine-tuning task.
+    fes_da and its control fes_da_real build the FERSNet they start from; training swaps in the
+    fine-tuning task.
     """
-    if model_key in ("fersnet", "no_mtl", "no_convflu", "fes_da"):
+    if model_key in ("fersnet", "no_mtl", "no_convflu", "fes_da", "fes_da_real"):
         from fersnet.models.tasks import FersnetTask
         return FersnetTask(model_key, cfg, n_classes, channels)
     if model_key == "stargan":
@@ -148,7 +149,7 @@ def markdown_table(rows: list[dict], channels: int) -> str:
     lines = [f"Parameter counts at paper scale (width 1.0, 96x96, {channels} input channel(s)). "
              "`arch` = `model.arch` (paper: the paper's figure; r2021: the authors' released network); "
              "`generator net` = everything that maps (image, target) to (logits, image); "
-             "fes_da has fersnet's networks.", "",
+             "fes_da and fes_da_real have fersnet's networks.", "",
              "| arch | model | classes | generator net | FER only | FES only | ConvFLUs | shared | discriminator |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -22,8 +22,9 @@ from fersnet import paths
 from fersnet.metrics.fold_stats import STD_DDOF, mean_std  # noqa: F401 - the tables use both through here
 from fersnet.training.classification import classification_metrics, labels_from_confusion
 
-# Models with a FER branch, in the ablation's row order (paper: w/o MTL, w/o ConvFLU, FERSNet, w. FES-DA).
-FER_MODELS = ("no_mtl", "no_convflu", "fersnet", "fes_da")
+# Models with a FER branch, in the ablation's row order (paper: w/o MTL, w/o ConvFLU, FERSNet, w. FES-DA),
+# FES-DA's real-only control just before it.
+FER_MODELS = ("no_mtl", "no_convflu", "fersnet", "fes_da_real", "fes_da")
 # Models that synthesize faces (no_mtl stands for its single-task FES generator), synthesis row order.
 GEN_MODELS = ("fersnet", "no_mtl", "no_convflu", "stargan")
 REFERENCE = "fersnet"        # the paired tests compare FERSNet against each ablation
@@ -120,7 +121,8 @@ def read_fold(cfg: dict, db: str, model: str, fold: int, problems: list) -> dict
     run = paths.run_dir(cfg, db, model, fold)
     row = dict(db=db, model=model, fold=fold, status="missing", accuracy=np.nan,
                balanced_accuracy=np.nan, macro_f1=np.nan, best_epoch_test_accuracy=np.nan, selected_epoch=np.nan, best_epoch=np.nan,
-               n_test=np.nan, selection=None, classes=None, confusion=None, run_dir=str(run))
+               n_test=np.nan, n_train_real=np.nan, n_train_synthetic=np.nan, selection=None, classes=None,
+               confusion=None, run_dir=str(run))
     if not run.is_dir():
         return row
     metrics_path = run / paths.METRICS
@@ -147,10 +149,22 @@ def read_fold(cfg: dict, db: str, model: str, fold: int, problems: list) -> dict
                selected_epoch=m.get("selected_epoch") if is_number(m.get("selected_epoch")) else np.nan,
                best_epoch=m.get("best_epoch") if is_number(m.get("best_epoch")) else np.nan,
                n_test=m.get("n_test") if is_number(m.get("n_test")) else np.nan,
+               **_training_set_sizes(m),
                selection=m.get("selection"),
                classes=list(classes) if isinstance(classes, list) else None,
                confusion=cm)
     return row
+
+
+def _training_set_sizes(m: dict) -> dict:
+    """Real and synthetic training faces of a job (FES-DA adds synthetic ones); results written
+    before the top-level keys existed have them under `fes_da` or not at all (NaN)."""
+    nested = m.get("fes_da") if isinstance(m.get("fes_da"), dict) else {}
+    out = {}
+    for key in ("n_train_real", "n_train_synthetic"):
+        value = m.get(key, nested.get(key))
+        out[key] = float(value) if is_number(value) else np.nan
+    return out
 
 
 def _imbalance_metrics(m: dict, confusion: np.ndarray | None) -> tuple[float, float]:

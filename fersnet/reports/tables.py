@@ -180,11 +180,62 @@ def ablation(cfg: dict, col: agg.Collected) -> tuple[str, dict]:
     caption = ("Ablation: FER accuracy of FERSNet and its variants, best in bold. " + _fold_note(n)
                + " $p_W$: Wilcoxon signed-rank, $p_t$: paired $t$-test, both two-sided, of FERSNet against "
                "each variant over the folds both finished (scipy.stats; zero differences dropped; all-zero "
-               f"differences give $p=1$; {DASH}: fewer than 2 paired folds or undefined).")
+               f"differences give $p=1$; {DASH}: fewer than 2 paired folds or undefined)."
+               + _fes_da_caption(cfg, col, models))
     note = ("Caveat: the folds share training subjects, so they are not independent samples and the "
             f"$p$-values are descriptive only. With {n} folds the exact two-sided Wilcoxon $p$ cannot fall "
             f"below $2/2^{{{n}}}\\approx {2 / 2 ** n:.3g}$.")
+    augmentation = _augmentation_effect(cfg, col, models, tests)
+    if augmentation:
+        note = augmentation + " " + note
     return render(display, caption, "tab:ablation", bold=bold_mask(numeric), note=note), tests
+
+
+def _fes_da_caption(cfg: dict, col: agg.Collected, models: list[str]) -> str:
+    """What FES-DA and its control trained on: synthetic and real faces per fold, per database."""
+    if "fes_da" not in models and "fes_da_real" not in models:
+        return ""
+    per_class = cfg["fes_da"]["per_class"]
+    rule = {"all_targets": "every real training face rendered into each of the other expressions of its "
+                           "database, then every class topped up to the largest",
+            "balance": "every class topped up to the largest with synthesized faces"}.get(
+        per_class, f"{per_class} synthesized faces per class")
+    epochs = cfg["fes_da"]["epochs"]
+    text = (f" {names.MODEL['fes_da']}: the fold's FERSNet with its FER side fine-tuned for {epochs} "
+            f"epoch{'' if epochs == 1 else 's'} on the real training faces and faces synthesized by its own "
+            f"FES branch ({rule}).")
+    counts = []
+    for db in cfg["databases"]:
+        syn = agg.fold_values(col.folds, db, "fes_da", "n_train_synthetic")
+        real = agg.fold_values(col.folds, db, "fes_da", "n_train_real")
+        if syn:
+            counts.append(f"{names.DATABASE[db]} {np.mean(list(syn.values())):,.0f}"
+                          + (f" (to {np.mean(list(real.values())):,.0f} real)" if real else ""))
+    if counts:
+        text += " Synthetic training faces per fold (mean over folds): " + ", ".join(counts) + "."
+    if "fes_da_real" in models:
+        text += (f" {names.MODEL['fes_da_real']}: its control, the same FERSNet, epochs, learning rate and "
+                 "number of steps, on the real training faces only (repeated to the size of the enlarged "
+                 "set), so that the difference between the two is the augmentation's effect, not that of the "
+                 "extra epochs.")
+    return text
+
+
+def _augmentation_effect(cfg: dict, col: agg.Collected, models: list[str], tests: dict) -> str:
+    """FES-DA against its real-only control, paired over folds, per database (also into `tests`)."""
+    if not {"fes_da", "fes_da_real"} <= set(models):
+        return ""
+    parts = []
+    for db in cfg["databases"]:
+        t = agg.paired_tests(agg.fold_values(col.folds, db, "fes_da"), agg.fold_values(col.folds, db, "fes_da_real"))
+        tests[(db, "fes_da", "fes_da_real")] = t
+        if t["n_pairs"]:
+            parts.append(f"{names.DATABASE[db]} {t['mean_diff']:+.2f} pp ($p_W$ {fmt_p(t['p_wilcoxon'])}, "
+                         f"$p_t$ {fmt_p(t['p_ttest'])}, {t['n_pairs']} folds)")
+    if not parts:
+        return ""
+    return ("Augmentation effect, " + names.MODEL["fes_da"] + " minus " + names.MODEL["fes_da_real"]
+            + " over the folds both finished: " + "; ".join(parts) + ".")
 
 
 def confusion(cfg: dict, col: agg.Collected, db: str, model: str = agg.REFERENCE) -> str | None:

@@ -57,6 +57,17 @@ def multistep_factor(milestones: list[int], gamma: float) -> Callable[[int], flo
     return factor
 
 
+def linear_decay_factor(epochs: int, decay_epochs: int) -> Callable[[int], float]:
+    """1 until the last `decay_epochs` epochs, then falling linearly to 1/decay_epochs in the
+    last epoch, so the rate reaches zero as training ends (StarGAN, Choi et al. 2018: yunjey/stargan
+    lowers it by lr/decay after each epoch of the decay phase)."""
+    def factor(epoch: int) -> float:
+        if decay_epochs <= 0:
+            return 1.0
+        return min(1.0, (epochs - epoch + 1) / decay_epochs)
+    return factor
+
+
 @torch.no_grad()
 def predict(task, batcher: DeviceBatcher, rows) -> np.ndarray | None:
     """Softmax probabilities (n, classes) of the centre crops of rows; None without a FER branch."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fersnet import ownership, paths, provenance
+from fersnet.config import FINE_TUNED
 from fersnet.errors import FersnetError, TrainingError
 
 def main(cfg: dict, args) -> dict:
@@ -86,9 +87,9 @@ def train_epochs(tr: dict, n_train: int) -> int:
 
 def fingerprint(cfg: dict, db: str, model: str, fold: int) -> provenance.Fingerprint:
     """The run's fingerprint (fersnet.provenance): params, processed data, seed, fold, and for
-    fes_da the checkpoint of the fersnet run it fine-tunes."""
+    fes_da and its control the checkpoint of the fersnet run they fine-tune."""
     inputs = {}
-    if model == "fes_da":
+    if model in FINE_TUNED:
         src = paths.run_dir(cfg, db, "fersnet", fold) / paths.CHECKPOINT
         if src.is_file():
             inputs[str(src)] = None
@@ -172,12 +173,16 @@ def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
     # models are initialised from a seed of their own, so the result is a function of (seed, fold)
     torch.manual_seed(derive_seed(cfg["seed"], fold, 2))
     task = registry.build(model, cfg, n_classes, channels)
+    n_real = len(train_rows)
     epochs, lr_factor, extra = (train_epochs(tr, len(train_rows)),
-                                multistep_factor(tr["lr_milestones"], tr["lr_gamma"]), {})
-    if model == "fes_da":
-        task, images, labels, subjects, train_rows, extra = _prepare_fes_da(
-            cfg, db, fold, task, images, labels, subjects, train_rows, n_classes, dev, data_all.classes)
+                                multistep_factor(tr["lr_milestones"], tr["lr_gamma"]), {"n_train_synthetic": 0})
+    if model == "stargan":
+        lr_factor = stargan_lr_factor(cfg, epochs)
+    if model in FINE_TUNED:
+        task, images, labels, subjects, train_rows = _prepare_fes_da(
+            cfg, db, fold, model, task, images, labels, subjects, train_rows, n_classes, dev, data_all.classes, extra)
         epochs, lr_factor = cfg["fes_da"]["epochs"], (lambda epoch: 1.0)
+    extra.update(training_set(labels, train_rows, n_real, data_all.classes))
     task.to(dev)
     if wanted(tr["fused_adam"], dev):
         task.use_fused_adam()
@@ -284,8 +289,29 @@ def _metrics(cfg, db, model, fold, classes, y_true, probs, state, dev) -> dict:
     return out
 
 
-def _prepare_fes_da(cfg, db, fold, task, images, labels, subjects, train_rows, n_classes, dev, classes):
-    """Load the fold's fersnet, add balanced synthetic faces, and switch to fine-tuning the FER side."""
+def training_set(labels: np.ndarray, rows: np.ndarray, n_real: int, classes) -> dict:
+    """metrics.json's account of what the job trained on: real faces, synthetic ones (FES-DA),
+    samples per epoch and samples per class (after augmentation)."""
+    counts = np.bincount(labels[rows], minlength=len(classes))
+    return {"n_train_real": int(n_real), "n_train": int(len(rows)),
+            "train_class_counts": {c: int(k) for c, k in zip(classes, counts)}}
+
+
+def stargan_lr_factor(cfg: dict, epochs: int):
+    """StarGAN's schedule (`stargan.lr_decay`): `linear`, the original's (yunjey/stargan): the
+    learning rate stays for the first half of training and falls linearly to zero over the
+    second half; `none`: constant."""
+    from fersnet.training.loop import linear_decay_factor
+    if cfg["stargan"]["lr_decay"] == "linear":
+        return linear_decay_factor(epochs, epochs // 2)
+    return lambda epoch: 1.0
+
+
+def _prepare_fes_da(cfg, db, fold, model, task, images, labels, subjects, train_rows, n_classes, dev,
+                    classes, extra):
+    """Load the fold's fersnet and switch to fine-tuning its FER side: fes_da on the real faces and
+    their synthesized renderings, the control fes_da_real on the real faces repeated to the same
+    number of samples (fes_da.py)."""
     from fersnet.models.registry import generator_state
     from fersnet.models.tasks import FerFinetuneTask
     from fersnet.training import checkpoint as ck
@@ -293,7 +319,7 @@ def _prepare_fes_da(cfg, db, fold, task, images, labels, subjects, train_rows, n
 
     src_dir = paths.run_dir(cfg, db, "fersnet", fold)
     if not (src_dir / paths.METRICS).is_file() or not (src_dir / paths.CHECKPOINT).is_file():
-        raise TrainingError(f"{src_dir}: no finished fersnet run; fes_da fine-tunes it, so run "
+        raise TrainingError(f"{src_dir}: no finished fersnet run; {model} fine-tunes it, so run "
                             f"`fersnet train --db {db} --model fersnet --fold {fold}` first")
     state = ck.load(src_dir / paths.CHECKPOINT)
     if state["meta"]["n_classes"] != n_classes or state["meta"]["crop"] != cfg["train"]["crop"]:
@@ -304,17 +330,18 @@ def _prepare_fes_da(cfg, db, fold, task, images, labels, subjects, train_rows, n
     except RuntimeError as e:
         raise TrainingError(f"{src_dir / paths.CHECKPOINT}: does not fit the current `model` settings "
                             f"({str(e).splitlines()[0]}); retrain fersnet for this fold") from None
+    info = {"source_run": str(src_dir), "per_class": cfg["fes_da"]["per_class"]}
+    if model == "fes_da_real":
+        train_rows = fes_da_mod.control_rows(labels, train_rows, n_classes, cfg, fold)
+        extra.update(n_train_synthetic=0, fes_da=info)
+        return FerFinetuneTask(task.gen, cfg, n_classes), images, labels, subjects, train_rows
     task.to(dev)
-    syn_imgs, syn_labels, syn_src, need = fes_da_mod.augment(task, images, labels, train_rows, n_classes,
-                                                             cfg, fold, dev)
+    syn_imgs, syn_labels, syn_src = fes_da_mod.augment(task, images, labels, train_rows, n_classes, cfg, fold, dev)
     n = len(images)
     images = np.concatenate([images, syn_imgs]) if len(syn_imgs) else images
     labels = np.concatenate([labels, syn_labels])
     subjects = np.concatenate([subjects, subjects[syn_src]])
     train_rows = np.concatenate([train_rows, np.arange(n, n + len(syn_imgs))])
-    ft = FerFinetuneTask(task.gen, cfg, n_classes)
-    extra = {"fes_da": {"source_run": str(src_dir), "per_class": cfg["fes_da"]["per_class"],
-                        "added": {c: int(k) for c, k in zip(classes, need)},
-                        "n_train_real": int(len(train_rows) - len(syn_imgs)),
-                        "n_train_synthetic": int(len(syn_imgs))}}
-    return ft, images, labels, subjects, train_rows, extra
+    info["added"] = {c: int(k) for c, k in zip(classes, np.bincount(syn_labels, minlength=n_classes))}
+    extra.update(n_train_synthetic=int(len(syn_imgs)), fes_da=info)
+    return FerFinetuneTask(task.gen, cfg, n_classes), images, labels, subjects, train_rows

@@ -39,7 +39,7 @@ PARAMS_DIGEST_AT_START = fwork.file_digest(PARAMS_FILE)
 DATABASES = list(CFG["databases"])
 MODELS = list(CFG["models"])
 FOLDS = list(range(CFG["n_folds"]))
-# Models whose generator is scored (fes_da shares fersnet's generator; fersnet/cli.py `score`).
+# Models whose generator is scored (fes_da and fes_da_real share fersnet's generator; fersnet/cli.py `score`).
 SCORED = [m for m in MODELS if m in ("fersnet", "no_mtl", "no_convflu", "stargan")]
 TRACKED_MODELS = MODELS + ["judge"]
 
@@ -136,10 +136,11 @@ def pooled_file(db, model):
 
 
 def train_inputs(wildcards, group):
-    """A training job needs its processed database; fes_da fine-tunes the same folds' fersnet."""
+    """A training job needs its processed database; fes_da and its control fes_da_real fine-tune
+    the same folds' fersnet."""
     inputs = processed_files(wildcards.db)
-    if wildcards.model == "fes_da":
-        inputs += [run_done(wildcards.db, "fersnet", k) for k in group]
+    for needed in fwork.train_needs(wildcards.model):
+        inputs += [run_done(wildcards.db, needed, k) for k in group]
     return inputs
 
 
