@@ -60,3 +60,17 @@ def test_train_step_benchmark_reports_both_paths_and_the_compiled_step(tmp_path)
     for key in ("fast_step_s", "straightforward_step_s", "speedup", "compiled_step_s", "compiled_first_step_s"):
         assert r[key] > 0, key
     assert r["speedup"] == pytest.approx(r["straightforward_step_s"] / r["fast_step_s"])
+
+
+def test_profile_step_benchmark_splits_a_step_and_names_its_top_operators(tmp_path):
+    import json
+
+    import profile_step
+    out = tmp_path / "p.json"
+    profile_step.main(["--profile", "test", "--models", "fersnet", "judge", "--warmup", "1", "--steps", "2",
+                       "--out", str(out)])
+    rows = json.loads(out.read_text())["results"]
+    assert [r["model"] for r in rows] == ["fersnet", "judge"]
+    for r in rows:
+        assert abs(sum(r["split_share"].values()) - 1) < 1e-6 and r["split_share"]["backward"] > 0
+        assert r["step_cpu_ms"] > 0 and any("convolution" in o["op"] for o in r["top_ops"])
