@@ -301,3 +301,15 @@ def test_a_training_step_under_bf16_autocast_keeps_the_expression_loss(test_cfg,
     task.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     out = task.train_step(_batch(4, 3, 64))
     assert torch.isfinite(out["G/loss_expr"]) and torch.isfinite(out["G/loss"])
+
+
+def test_synthesis_losses_name_each_generators_target_signal(test_cfg):
+    cfg = copy.deepcopy(test_cfg)
+    cfg["train"]["lambda_expr"] = 0.3
+    assert registry.target_signal("fersnet", cfg) == ("expr", 0.3)
+    assert registry.target_signal("no_convflu", cfg) == ("expr", 0.3)
+    assert registry.target_signal("no_mtl", cfg) is None                 # no FER branch to take it
+    assert registry.target_signal("stargan", cfg) == ("cls", cfg["stargan"]["lambda_cls"])
+    cfg["train"]["lambda_expr"] = 0.0
+    assert registry.target_signal("fersnet", cfg) is None
+    assert [name for name, _, _ in registry.synthesis_losses("fersnet", cfg)] == ["adv", "L1", "cyc"]

@@ -374,11 +374,52 @@ def test_synthesis_table_with_fid_unavailable_shows_na_and_footnote(tmp_path):
 def test_synthesis_table_headers_carry_sample_size_and_bold_min_fid(built):
     _, _, out = built
     tex = (out / "tables" / "synthesis_ckplus.tex").read_text()
-    assert "FID $\\downarrow$ ($n$=240)" in tex and "KID $\\downarrow$ ($n$=20)" in tex
-    assert "Judge FD $\\downarrow$ ($n$=240)" in tex
+    header = tex.splitlines()[tex.splitlines().index("\\toprule") + 1:][:2]
+    assert header[0].split("&")[3:6] == [" FID ", " KID ", " Judge FD "]
+    assert header[1].split("&")[3:6] == [" $\\downarrow$ ($n$=240) ", " $\\downarrow$ ($n$=20) ", " $\\downarrow$ ($n$=240) "]
     best = np.mean([30.0 + k for k in range(10)])          # the three non-StarGAN generators tie
     assert len(re.findall(re.escape(f"\\textbf{{{best:.2f} $\\pm$"), tex)) == 3
     assert "$^{\\dagger}$" in tex                           # no pooled file: per-fold mean, marked
+
+
+def test_synthesis_table_names_the_losses_of_each_generator_and_says_the_expression_weight_is_shared(built):
+    _, _, out = built
+    tex = (out / "tables" / "synthesis_ckplus.tex").read_text()
+    rows = {name: next(ln for ln in tex.splitlines() if ln.startswith(names.GENERATOR[name] + " &"))
+            for name in ("fersnet", "no_mtl", "no_convflu", "stargan")}
+    cells = {m: row.split("&")[1].strip() for m, row in rows.items()}
+    assert cells == {"fersnet": "adv, L1, cyc, expr 0.3", "no_convflu": "adv, L1, cyc, expr 0.3",
+                     "no_mtl": "adv, L1, cyc", "stargan": "adv, rec, cls 1"}
+    assert ("Every generator with a FER branch (FERSNet, FERSNet w/o ConvFLU) takes the expression loss with "
+            "the same weight, 0.3") in tex
+    assert "Single-task FES has no FER branch" in tex and "domain classification" in tex
+
+
+def test_losses_column_reads_the_weights_the_runs_were_trained_with(tmp_path):
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    write_grid(cfg, dbs=("ckplus",))
+    for k in range(cfg["n_folds"]):                    # no_convflu trained with another expression weight
+        run_cfg = json.loads(json.dumps(cfg))
+        run_cfg["train"]["lambda_expr"] = 1.0
+        write_json(paths.run_dir(cfg, "ckplus", "no_convflu", k) / paths.CONFIG, run_cfg)
+    tex, _ = tables.synthesis(cfg, agg.collect(cfg), "ckplus")
+    row = next(ln for ln in tex.splitlines() if ln.startswith(names.GENERATOR["no_convflu"] + " &"))
+    assert row.split("&")[1].strip() == "adv, L1, cyc, expr 1"
+    assert "took the expression loss with different weights" in tex and "not comparable" in tex
+
+
+def test_synthesis_table_reports_psnr_mean_and_std_over_folds(tmp_path):
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    write_grid(cfg, dbs=("ckplus",))
+    psnr = 18.0 + np.arange(cfg["n_folds"])
+    for k in range(cfg["n_folds"]):
+        path = paths.synthesis_dir(cfg, "ckplus", "fersnet", k) / paths.SCORES
+        write_json(path, dict(json.loads(path.read_text()), psnr=float(psnr[k])))
+    tex, numbers = tables.synthesis(cfg, agg.collect(cfg), "ckplus")
+    assert "PSNR (dB)" in tex
+    row = next(ln for ln in tex.splitlines() if ln.startswith(names.GENERATOR["fersnet"] + " &"))
+    assert row.rstrip(" \\").split("&")[-1].strip() == f"\\textbf{{{psnr.mean():.1f} $\\pm$ {psnr.std(ddof=1):.1f}}}"
+    assert numbers["fersnet"]["psnr_mean"] == pytest.approx(psnr.mean())
 
 
 def test_pooled_synthesis_scores_take_precedence_over_fold_means(tmp_path):

@@ -30,6 +30,41 @@ def build(model_key: str, cfg: dict, n_classes: int, channels: int):
     raise FersnetError(f"unknown model key {model_key!r}; allowed: {', '.join(GENERATOR_KEYS)}")
 
 
+# Generators with a FER branch of their own, through which the expression loss can reach them
+# (train.lambda_expr); no_mtl's generator is single-task and StarGAN has its own classifier.
+FER_BRANCH_GENERATORS = ("fersnet", "no_convflu", "fes_da", "fes_da_real")
+
+
+def expression_weight(model_key: str, cfg: dict) -> float:
+    """The weight of the expression loss (synthesized face through the FER branch -> target) of a
+    model's generator: train.lambda_expr where the generator has a FER branch, else 0."""
+    return float(cfg["train"]["lambda_expr"]) if model_key in FER_BRANCH_GENERATORS else 0.0
+
+
+def synthesis_losses(model_key: str, cfg: dict) -> list[tuple[str, str, float]]:
+    """The losses that shape a model's synthesis, as (short name, what it is, weight), zero weights
+    left out; the target signal is `expr` (expression loss through the FER branch) or `cls`
+    (StarGAN's domain classification by its own discriminator), or absent."""
+    if model_key == "stargan":
+        sg = cfg["stargan"]
+        out = [("adv", "WGAN-GP adversarial", 1.0), ("rec", "L1 cycle reconstruction", sg["lambda_rec"]),
+               ("cls", "domain classification by its own discriminator", sg["lambda_cls"])]
+    else:
+        tr = cfg["train"]
+        out = [("adv", "LSGAN adversarial (conditional discriminator)", tr["lambda_adv"]),
+               ("L1", "paired L1 to the subject's real target face", tr["lambda_l1"]),
+               ("cyc", "cycle reconstruction (MSE)", tr["lambda_cyc"]),
+               ("expr", "expression loss through the FER branch", expression_weight(model_key, cfg)),
+               ("id", "identity features", tr["lambda_id"])]
+    return [(name, what, float(w)) for name, what, w in out if w > 0]
+
+
+def target_signal(model_key: str, cfg: dict) -> tuple[str, float] | None:
+    """(loss name, weight) of the loss that pushes a generator's faces towards being read as the
+    target: `expr` or `cls`; None when none does (only the paired L1 and the conditional discriminator)."""
+    return next(((name, w) for name, _, w in synthesis_losses(model_key, cfg) if name in ("expr", "cls")), None)
+
+
 def generator_state(state: dict) -> dict:
     """The generator's weights (`gen.*`) out of a task state dict."""
     return {k[len("gen."):]: v for k, v in state.items() if k.startswith("gen.")}

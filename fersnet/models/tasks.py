@@ -20,6 +20,7 @@ from torch import nn
 
 from fersnet.errors import FersnetError
 from fersnet.models.fersnet import build_discriminator, build_generator
+from fersnet.models.registry import expression_weight
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
@@ -102,10 +103,9 @@ class FersnetTask(Task):
         tr = cfg["train"]
         self.gen = build_generator(model_key, cfg, n_classes, channels)
         self.disc = build_discriminator(cfg, n_classes, channels)
-        self.lam = {k: tr[f"lambda_{k}"] for k in ("cls", "adv", "l1", "cyc", "expr", "id")}
-        if model_key == "no_mtl":
-            # the single-task generator gets no signal from the FER network (docs/models.md)
-            self.lam["expr"] = 0.0
+        self.lam = {k: tr[f"lambda_{k}"] for k in ("cls", "adv", "l1", "cyc", "id")}
+        # 0 for no_mtl: the single-task generator gets no signal from the FER network (docs/models.md)
+        self.lam["expr"] = expression_weight(model_key, cfg)
         self.d_steps = tr["d_steps"]
         self.identity_net = None
         if self.lam["id"] > 0:

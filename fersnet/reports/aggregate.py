@@ -20,6 +20,8 @@ from scipy import stats
 
 from fersnet import paths
 from fersnet.metrics.fold_stats import STD_DDOF, mean_std  # noqa: F401 - the tables use both through here
+from fersnet.models.registry import FER_BRANCH_GENERATORS  # noqa: F401 - the tables use it through here
+from fersnet.models.registry import synthesis_losses as model_losses
 from fersnet.training.classification import classification_metrics, labels_from_confusion
 
 # Models with a FER branch, in the ablation's row order (paper: w/o MTL, w/o ConvFLU, FERSNet, w. FES-DA),
@@ -310,6 +312,23 @@ def paired_tests(reference: dict, other: dict) -> dict:
     if np.ptp(d) > 0:
         out["p_ttest"] = float(stats.ttest_rel(x, y).pvalue)
     return out
+
+
+def synthesis_losses(cfg: dict, folds: pd.DataFrame, db: str, model: str) -> list[list[tuple]]:
+    """The distinct loss lists (fersnet.models.registry.synthesis_losses) that the finished runs
+    of (db, model) were trained with, read from each run's config.json; today's params where no
+    run recorded its config. Usually one list; more when folds were trained with other weights."""
+    variants: list[list[tuple]] = []
+    sel = folds[(folds.db == db) & (folds.model == model) & (folds.status == "ok")]
+    for r in sel.itertuples():
+        run_cfg = read_json(Path(r.run_dir) / paths.CONFIG, [])
+        try:
+            losses = model_losses(model, run_cfg) if run_cfg else None
+        except (KeyError, TypeError):          # a config.json of an older layout
+            losses = None
+        if losses is not None and losses not in variants:
+            variants.append(losses)
+    return variants or [model_losses(model, cfg)]
 
 
 def summed_confusion(folds: pd.DataFrame, db: str, model: str) -> tuple[np.ndarray | None, list, int]:

@@ -59,7 +59,8 @@ def bold_mask(values: pd.DataFrame, best: str = "max", axis: int = 0) -> pd.Data
 
 
 def render(display: pd.DataFrame, caption: str, label: str, bold: pd.DataFrame | None = None,
-           column_format: str | None = None, note: str | None = None, clines: str | None = None) -> str:
+           column_format: str | None = None, note: str | None = None, clines: str | None = None,
+           font: str = "\\small", colsep: str = "4pt") -> str:
     """A booktabs LaTeX table from display strings; `bold` marks cells to set in bold."""
     styler = display.style.format(escape=None, na_rep=DASH)
     if bold is not None:
@@ -75,7 +76,7 @@ def render(display: pd.DataFrame, caption: str, label: str, bold: pd.DataFrame |
     tex = re.sub(r"\\cline\{[0-9-]+\}\n(?=\\bottomrule)", "", tex)
     tex = re.sub(r"\\cline\{[0-9-]+\}", r"\\midrule", tex)
     # A smaller font and tighter columns keep the widest table (ablation, 3 databases) inside A4.
-    tex = tex.replace("\\centering\n", "\\centering\n\\small\\setlength{\\tabcolsep}{4pt}\n", 1)
+    tex = tex.replace("\\centering\n", f"\\centering\n{font}\\setlength{{\\tabcolsep}}{{{colsep}}}\n", 1)
     if note:
         tex = tex.replace("\\end{table}", f"\\par\\smallskip\n{{\\footnotesize\\raggedright {note}\\par}}\n\\end{{table}}")
     return tex
@@ -291,13 +292,15 @@ def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
     """
     n = cfg["n_folds"]
     syn = col.synthesis[(col.synthesis.db == db) & (col.synthesis.status == "ok")]
-    rows, numbers, reasons = [], {}, []
+    rows, numbers, reasons, losses = [], {}, [], {}
     fid_ns, kid_ns, jfd_ns, any_dagger = set(), set(), set(), False
     for model in _gen_models(cfg):
         s = syn[syn.model == model]
         judge = agg.mean_std(s.judge_accuracy.dropna())
         jfd = agg.mean_std(s.judge_fd.dropna())
         ssim = agg.mean_std(s.ssim.dropna())
+        psnr = agg.mean_std(s.psnr.dropna())
+        losses[model] = agg.synthesis_losses(cfg, col.folds, db, model)
         c = _fid_kid_cells(col.pooled.get((db, model)), s, n)
         fid_ns |= c["fid_n"]; kid_ns |= c["kid_n"]; jfd_ns |= set(s.judge_fd_n.dropna())
         any_dagger |= c["dagger"]
@@ -309,30 +312,35 @@ def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
                 reasons.append(reason)
                 c["fid"] = c["kid"] = NA + "$^{a}$"
         rows.append((names.GENERATOR[model],
-                     [fmt_mean_std(judge, n), c["fid"], c["kid"], fmt_mean_std(jfd, n), fmt_mean_std(ssim, n, 3)],
-                     [judge["mean"], c["fid_val"], c["kid_val"], jfd["mean"], ssim["mean"]]))
+                     [_losses_cell(losses[model]), fmt_mean_std(judge, n), c["fid"], c["kid"], fmt_mean_std(jfd, n),
+                      fmt_mean_std(ssim, n, 3), fmt_mean_std(psnr, n, 1)],
+                     [np.nan, judge["mean"], c["fid_val"], c["kid_val"], jfd["mean"], ssim["mean"], psnr["mean"]]))
         numbers[model] = dict(judge_accuracy_mean=judge["mean"], judge_accuracy_std=judge["std"],
                               n_folds=judge["n"], fid=c["fid_val"], kid=c["kid_val"], judge_fd_mean=jfd["mean"],
-                              ssim_mean=ssim["mean"], ssim_std=ssim["std"], fid_unavailable=reason)
+                              ssim_mean=ssim["mean"], ssim_std=ssim["std"], psnr_mean=psnr["mean"],
+                              psnr_std=psnr["std"], fid_unavailable=reason)
     real = agg.mean_std(col.judges[col.judges.db == db].accuracy.dropna())
     if real["n"]:
         # the judge on real test faces: the ceiling a perfect synthesis could reach
-        rows.append(("\\emph{Real test faces}", [fmt_mean_std(real, n)] + [DASH] * 4, [np.nan] * 5))
-    columns = [f"Judge acc. (\\%) {UP}", f"FID {DOWN}{_n_header(fid_ns)}", f"KID {DOWN}{_n_header(kid_ns)}",
-               f"Judge FD {DOWN}{_n_header(jfd_ns)}", f"SSIM {UP}"]
+        rows.append(("\\emph{Real test faces}", [DASH, fmt_mean_std(real, n)] + [DASH] * 5, [np.nan] * 7))
+    # two header rows (name, then direction and sample size) keep the eight columns within A4
+    columns = pd.MultiIndex.from_tuples([
+        ("Losses", ""), ("Judge acc. (\\%)", UP), ("FID", DOWN + _n_header(fid_ns)),
+        ("KID", DOWN + _n_header(kid_ns)), ("Judge FD", DOWN + _n_header(jfd_ns)), ("SSIM", UP), ("PSNR (dB)", UP)])
     index = [r[0] for r in rows]
     display = pd.DataFrame([r[1] for r in rows], index=index, columns=columns)
     numeric = pd.DataFrame([r[2] for r in rows], index=index, columns=columns)
-    bold = pd.concat([bold_mask(numeric.iloc[:, [0, 4]], "max"), bold_mask(numeric.iloc[:, [1, 2, 3]], "min")],
-                     axis=1)[columns]
+    bold = pd.concat([bold_mask(numeric.iloc[:, [1, 5, 6]], "max"), bold_mask(numeric.iloc[:, [2, 3, 4]], "min")],
+                     axis=1).reindex(columns=columns, fill_value=False)
     caption = (f"Expression synthesis on {names.DATABASE[db]}: every test face into every other expression. "
                "Judge acc.: share of synthesized faces that the judge (a standard FER model trained on the "
                "fold's real training faces) classifies as the target expression. FID/KID: Inception "
                "features of synthesized vs.\\ real test faces, pooled over all folds ($n$: sample size in "
                "the metric's name; KID $\\pm$ std over subsets). Judge FD: Fr\\'echet distance on the judge's "
-               "own features (domain-specific, per fold). SSIM: against the subject's real image of "
+               "own features (domain-specific, per fold). SSIM, PSNR: against the subject's real image of "
                "the target expression. Best generator in bold; \\emph{Real test faces}: the judge's accuracy "
-               "on the real test faces, the ceiling for judge accuracy. " + _fold_note(n))
+               "on the real test faces, the ceiling for judge accuracy. " + _fold_note(n)
+               + " " + _losses_caption(losses))
     notes = []
     if any_dagger:
         notes.append(r"$^{\dagger}$ No pooled file (\texttt{fersnet pool}): mean $\pm$ std of the per-fold values.")
@@ -342,7 +350,56 @@ def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
                      + r" To compute them, set \texttt{fid.inception\_weights} in params.yaml to a local copy of "
                      r"\texttt{pt\_inception-2015-12-05-6726825d.pth}, or place that file in the torch hub cache "
                      r"(\texttt{torch.hub.get\_dir()/checkpoints/}); see docs/scoring.md.")
-    return render(display, caption, f"tab:synthesis_{db}", bold=bold, note=" ".join(notes) or None), numbers
+    return render(display, caption, f"tab:synthesis_{db}", bold=bold, note=" ".join(notes) or None,
+                  column_format="lp{1.2cm}" + "c" * (len(columns) - 1), font="\\footnotesize", colsep="2.5pt"), numbers
+
+
+# Abbreviations of the losses column (fersnet.models.registry.synthesis_losses names them).
+LOSS_NAMES = {"adv": "adversarial", "L1": "paired L1 to the real target face", "cyc": "cycle (MSE)",
+              "rec": "cycle reconstruction (L1)", "id": "identity features",
+              "expr": "expression loss through the model's FER branch (\\texttt{train.lambda\\_expr})",
+              "cls": "StarGAN's domain classification by its own discriminator (\\texttt{stargan.lambda\\_cls})"}
+TARGET_LOSSES = ("expr", "cls")
+
+
+def _losses_cell(variants: list[tuple]) -> str:
+    """`adv, L1, cyc, expr 0.3`: the losses of a generator's runs, the target signal with its weight;
+    runs made with different losses are listed side by side (`/`)."""
+    if not variants:
+        return DASH
+    cells = [", ".join(name + (f" {w:g}" if name in TARGET_LOSSES else "") for name, _, w in v) for v in variants]
+    return " / ".join(cells)
+
+
+def _losses_caption(losses: dict) -> str:
+    """Which generators had a target signal, and whether those that can take the expression loss took
+    it with the same weight (the comparison is then fair in that respect; otherwise the caption says not)."""
+    used = {name for variants in losses.values() for v in variants for name, _, _ in v}
+    legend = "; ".join(f"{k}: {LOSS_NAMES[k]}" for k in LOSS_NAMES if k in used)
+    text = f"Losses that shaped each generator's synthesis ({legend})." if legend else ""
+    can_take = {m: v for m, v in losses.items() if m in agg.FER_BRANCH_GENERATORS and v}
+    weights = {m: {dict((name, w) for name, _, w in variant).get("expr", 0.0) for variant in v}
+               for m, v in can_take.items()}
+    shown = ", ".join(names.GENERATOR[m] for m in can_take)
+    flat = {w for ws in weights.values() for w in ws}
+    if can_take and len(flat) == 1 and flat != {0.0}:
+        text += (f" Every generator with a FER branch ({shown}) takes the expression loss with the same weight, "
+                 f"{next(iter(flat)):g}")
+    elif can_take and flat == {0.0}:
+        text += f" No generator takes the expression loss (weight 0 for {shown})"
+    elif can_take:
+        text += (f" The generators with a FER branch ({shown}) took the expression loss with different weights "
+                 "(see the column): their judge accuracies are not comparable with each other")
+    others = [names.GENERATOR[m] for m in losses if m not in can_take and m != "stargan" and losses[m]]
+    if can_take and others:
+        text += f"; {', '.join(others)} has no FER branch to take it"
+    if "stargan" in losses and losses["stargan"]:
+        text += "; StarGAN is pushed to the target by its own discriminator's domain classification"
+    if can_take:
+        text += (". Judge accuracy therefore also reflects whether a generator had such a target signal, not only "
+                 "its architecture; \\texttt{train.lambda\\_expr: 0} (the \\texttt{paper} profile) compares "
+                 "the FERSNet generators without it.")
+    return text.strip()
 
 
 def _shorten(reason: str, limit: int = 200) -> str:
