@@ -1,14 +1,18 @@
-"""MLflow mirror: concurrent writers, idempotent --sync, parents, corrupt stores, `fersnet compare`.
+"""MLflow mirror: concurrent writers, idempotent --sync, parents, corrupt stores, `fersnet compare`,
+locked and unusable stores, and the real jobs that share a store, a judge and the data at once.
 
-Result folders are written here in the contract's format (docs/architecture.md); the MLflow store
-is real (SQLite under tmp_path).
+Result folders are written here in the contract's format (docs/architecture.md), or by the real
+jobs; the MLflow store is real (SQLite under tmp_path), and so is every lock on it.
 """
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from argparse import Namespace
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -255,3 +259,210 @@ def test_compare_prints_a_single_value_without_a_spread():
                           "synth/judge_fid": {"mean": 2.5, "std": float("nan"), "n": 1}}])
     text = format_table("ckplus", ["accuracy", "synth/judge_fid"], rows)
     assert "0.5 ± 0.1 " in text + " " and "2.5 (n=1)" in text and "± 0 " not in text + " "
+
+
+# --- a locked or unusable store; processes sharing it --------------------------------------------
+HOLDER = """
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
+con.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2])) if len(sys.argv) > 2 else sys.stdin.readline()
+con.execute("COMMIT")
+"""
+
+
+def store_file(cfg: dict) -> Path:
+    return Path(cfg["mlflow"]["uri"][len("sqlite:///"):])
+
+
+@contextmanager
+def exclusive_lock(db_file: Path, seconds: float | None = None):
+    """Another process holds SQLite's exclusive lock on `db_file`: for `seconds`, or until the
+    block ends."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db_file)] + ([str(seconds)] if seconds else []),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    try:
+        yield holder
+    finally:
+        if seconds is None:
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+        holder.wait(timeout=120)
+
+
+def track(params: Path, *flags: str) -> int:
+    from fersnet.cli import main as cli
+    forget_open_stores()                  # each command opens the store as a new process would
+    return cli(["track", "--params", str(params), "--profile", "test", *flags])
+
+
+def test_a_store_locked_for_longer_than_sqlites_5s_wait_is_waited_for(mlflow_cfg, tmp_path):
+    from fersnet.tracking import mlflow_log
+    params = write_params(mlflow_cfg, tmp_path / "params.yaml")
+    assert track(params, "--init") == 0
+    fake_fold(mlflow_cfg, "ckplus", "fersnet", 0, accuracy=0.6)
+    forget_open_stores()
+    with exclusive_lock(store_file(mlflow_cfg), seconds=8):
+        t0 = time.monotonic()
+        assert mlflow_log.log_job(mlflow_cfg, "train", Namespace(db="ckplus", model="fersnet", fold=0)) == "created"
+        assert time.monotonic() - t0 > 5.0             # it outwaited SQLite's own 5 s
+    markers.init_marker(mlflow_cfg).unlink()
+    with exclusive_lock(store_file(mlflow_cfg), seconds=7):
+        assert track(params, "--init") == 0
+    assert markers.init_marker(mlflow_cfg).is_file()
+    assert mlflow_log.recorded_failures(mlflow_cfg) == []
+    st = mlflow_log.status(mlflow_cfg)
+    assert (st["logged"], st["total"], st["missing"]) == (1, 1, [])
+    assert mlflow_log.summary_line(st).startswith("MLflow: 1 of 1 fold runs logged, none failed")
+
+
+def test_a_store_locked_past_the_wait_keeps_the_job_fails_init_loudly_and_sync_recovers(
+        mlflow_cfg, tmp_path, capsys, monkeypatch):
+    from conftest import write_processed
+    from fersnet.cli import main as cli
+    from fersnet.tracking import mlflow_log
+    write_processed(Path(mlflow_cfg["preprocess"]["out"]) / "ckplus", size=mlflow_cfg["preprocess"]["size"])
+    params = write_params(mlflow_cfg, tmp_path / "params.yaml")
+    assert track(params, "--init") == 0 and markers.init_marker(mlflow_cfg).is_file()
+    monkeypatch.setattr(mlflow_log, "LOCK_WAIT_S", 1.0)     # give up after one SQLite wait (5 s)
+    capsys.readouterr()
+    with exclusive_lock(store_file(mlflow_cfg)):
+        forget_open_stores()
+        rc = cli(["judge", "--params", str(params), "--profile", "test", "--db", "ckplus", "--fold", "0"])
+        assert rc == 0 and "warning: MLflow logging failed" in capsys.readouterr().err
+        judge = paths.judge_dir(mlflow_cfg, "ckplus", 0)
+        assert all((judge / f).is_file() for f in (paths.METRICS, paths.CHECKPOINT, paths.CONFIG, paths.HISTORY))
+        (record,) = mlflow_log.recorded_failures(mlflow_cfg)
+        assert (record["database"], record["model"], record["fold"]) == ("ckplus", "judge", 0)
+        assert "database is locked" in record["error"] and record["relog"] == "fersnet track --sync"
+
+        assert track(params, "--init") == 2                  # loudly: non-zero, and no marker
+        assert "is not usable" in capsys.readouterr().err
+        assert not markers.init_marker(mlflow_cfg).exists()
+
+        forget_open_stores()
+        line = mlflow_log.summary_line(mlflow_log.status(mlflow_cfg))
+        assert "cannot be read" in line and "1 fold results on disk, 1 recorded as not logged" in line
+        assert "ckplus/judge/fold0" in line and "`fersnet track --sync`" in line
+    assert track(params, "--sync") == 0
+    (run,) = store_runs(mlflow_cfg, "ckplus")
+    assert run.data.tags["model"] == "judge" and "accuracy" in run.data.metrics
+    assert mlflow_log.recorded_failures(mlflow_cfg) == []
+    assert mlflow_log.summary_line(mlflow_log.status(mlflow_cfg)).startswith("MLflow: 1 of 1 fold runs logged, none")
+
+
+def test_an_unwritable_store_keeps_the_job_fails_init_loudly_and_sync_recovers(mlflow_cfg, tmp_path, capsys):
+    from conftest import write_processed
+    from fersnet.cli import main as cli
+    from fersnet.tracking import mlflow_log
+    write_processed(Path(mlflow_cfg["preprocess"]["out"]) / "ckplus", size=mlflow_cfg["preprocess"]["size"])
+    blocker = tmp_path / "blocked"                       # a file where the store's folder should be
+    blocker.write_text("not a folder")
+    mlflow_cfg["mlflow"]["uri"] = f"sqlite:///{blocker / 'store' / 'mlflow.db'}"
+    params = write_params(mlflow_cfg, tmp_path / "params.yaml")
+    forget_open_stores()
+    assert cli(["judge", "--params", str(params), "--profile", "test", "--db", "ckplus", "--fold", "0"]) == 0
+    assert "warning: MLflow logging failed" in capsys.readouterr().err
+    assert (paths.judge_dir(mlflow_cfg, "ckplus", 0) / paths.METRICS).is_file()
+    assert track(params, "--init") == 2
+    err = capsys.readouterr().err
+    assert f"MLflow store {mlflow_cfg['mlflow']['uri']} is not usable" in err and "mlflow.enabled: false" in err
+    assert not markers.init_marker(mlflow_cfg).exists()
+    st = mlflow_log.status(mlflow_cfg)
+    assert (st["logged"], st["total"], st["missing"]) == (0, 1, ["ckplus/judge/fold0"])
+    line = mlflow_log.summary_line(st)
+    assert "0 of 1 fold runs logged, 1 not logged (ckplus/judge/fold0" in line and "fersnet track --sync" in line
+    assert track(params, "--sync") == 2                  # still unusable: --sync says so
+    blocker.unlink()                                     # the researcher makes the store usable
+    assert track(params, "--sync") == 0
+    assert [r.data.tags["model"] for r in store_runs(mlflow_cfg, "ckplus")] == ["judge"]
+    assert mlflow_log.recorded_failures(mlflow_cfg) == []
+    assert mlflow_log.status(mlflow_cfg)["logged"] == 1
+
+
+def test_workflow_summary_prints_one_line_and_never_raises(test_cfg):
+    import io
+    from fersnet.tracking import mlflow_log
+    out = io.StringIO()
+    assert mlflow_log.workflow_summary(test_cfg, out) == "MLflow: tracking is off (`mlflow.enabled: false`); no runs logged"
+    broken = dict(test_cfg, mlflow=None)                 # whatever goes wrong, the run's end is not hurt
+    assert mlflow_log.workflow_summary(broken, out).startswith("MLflow: no summary (TypeError")
+    assert out.getvalue().count("\n") == 2
+
+
+SAME_FOLD = """
+import json, sys, time
+from fersnet.tracking.mlflow_log import log_fold
+cfg = json.load(open(sys.argv[1]))
+while time.time() < float(sys.argv[2]):
+    time.sleep(0.001)
+print(log_fold(cfg, "ckplus", "fersnet", 0, "sync"))
+"""
+
+
+def test_processes_logging_the_same_fold_at_once_all_succeed_and_leave_one_run(mlflow_cfg, tmp_path):
+    """A job and `track --sync` (or two syncs) logging one fold at the same moment: each used to
+    delete the run the other was writing ("must be in the 'active' state"), or both created one."""
+    from fersnet.tracking.mlflow_log import init_store
+    init_store(mlflow_cfg)
+    fake_fold(mlflow_cfg, "ckplus", "fersnet", 0, accuracy=0.5)
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(mlflow_cfg))
+    start = time.time() + 15                               # after every process has imported MLflow
+    procs = [subprocess.Popen([sys.executable, "-c", SAME_FOLD, str(cfg_file), str(start)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    assert [rc for _, _, rc in results] == [0] * 4, [err[-1500:] for _, err, _ in results]
+    assert sorted(out.split()[-1] for out, _, _ in results) == ["created", "unchanged", "unchanged", "unchanged"]
+    assert len(store_runs(mlflow_cfg, "ckplus")) == 1
+
+
+def test_jobs_sharing_a_judge_the_data_and_the_store_run_at_once_and_all_are_logged(mlflow_cfg, tmp_path):
+    """The jobs of a workflow that share files, as real processes at the same moment: two scoring
+    jobs of one fold (same judge, same data, same store), the judge of the next fold (beside that
+    judge), `track --sync` re-logging the same folds, and another program locking the store for
+    longer than SQLite's 5 s wait just as a scoring job starts to log."""
+    from conftest import write_processed
+    from fersnet.metrics.judge import train_judge
+    from fersnet.tracking import mlflow_log
+    from fersnet.training.train import train_job
+    cfg = mlflow_cfg
+    write_processed(Path(cfg["preprocess"]["out"]) / "ckplus", classes=["happy", "sadness", "surprise"],
+                    n_subjects=10, size=cfg["preprocess"]["size"])
+    quiet = {"log": lambda msg: None}
+    train_judge(cfg, "ckplus", 0, **quiet)
+    for model in ("fersnet", "no_convflu"):
+        train_job(cfg, "ckplus", model, 0)
+    params = write_params(cfg, tmp_path / "params.yaml")
+    assert track(params, "--init") == 0
+    env = dict(os.environ, TORCH_HOME=str(tmp_path / "torch"), OMP_NUM_THREADS="1")   # no Inception: FID skipped
+    common = ["--params", str(params), "--profile", "test", "--db", "ckplus"]
+    commands = {"score fersnet": ["score", *common, "--model", "fersnet", "--fold", "0"],
+                "score no_convflu": ["score", *common, "--model", "no_convflu", "--fold", "0"],
+                "judge fold 1": ["judge", *common, "--fold", "1"],
+                "track --sync": ["track", "--params", str(params), "--profile", "test", "--sync"]}
+    procs = {name: subprocess.Popen([sys.executable, "-m", "fersnet", *argv], cwd=ROOT, env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for name, argv in commands.items()}
+    # the moment the first scores are on disk its job opens the store: another program locks it now
+    first = paths.synthesis_dir(cfg, "ckplus", "fersnet", 0) / paths.SCORES
+    while not first.is_file() and procs["score fersnet"].poll() is None:
+        time.sleep(0.05)
+    with exclusive_lock(store_file(cfg), seconds=7):
+        pass
+    results = {name: p.communicate(timeout=900) + (p.returncode,) for name, p in procs.items()}
+    for name, (_, err, rc) in results.items():
+        assert rc == 0, f"{name}: {err[-2000:]}"
+        assert "MLflow logging failed" not in err and "track: warning" not in err, f"{name}: {err[-2000:]}"
+    for model in ("fersnet", "no_convflu"):
+        assert json.loads((paths.synthesis_dir(cfg, "ckplus", model, 0) / paths.SCORES).read_text())["n_synthetic"] > 0
+    assert (paths.judge_dir(cfg, "ckplus", 1) / paths.METRICS).is_file()
+    assert mlflow_log.recorded_failures(cfg) == []
+    st = mlflow_log.status(cfg)
+    assert (st["logged"], st["total"], st["missing"]) == (4, 4, [])   # judges 0, 1 and both generators
+    runs = store_runs(cfg, "ckplus")
+    assert sorted((r.data.tags["model"], r.data.tags["fold"]) for r in runs) == [
+        ("fersnet", "0"), ("judge", "0"), ("judge", "1"), ("no_convflu", "0")]
+

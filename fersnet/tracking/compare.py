@@ -115,3 +115,5 @@ def main(cfg: dict, args) -> None:
         printed += 1
     if not printed:
         print("no fold runs match" + (f" {tags}" if tags else "") + f" in {tracking_uri(cfg)}")
+    from fersnet.tracking.mlflow_log import status, summary_line
+    print(summary_line(status(cfg)))       # the results on disk that the tables above lack

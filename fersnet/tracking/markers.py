@@ -24,6 +24,18 @@ def parent_marker(cfg: dict, db: str, model: str) -> Path:
     return marker_dir(cfg) / f"parent_{db}_{model}.json"
 
 
+def tracking_failures_dir(cfg: dict) -> Path:
+    """results/_workflow/tracking_failed/: one record per fold (or parent run) MLflow did not take."""
+    return marker_dir(cfg) / "tracking_failed"
+
+
+def tracking_failure(cfg: dict, db: str, model: str, fold: int | None = None) -> Path:
+    """The failure record of a fold run (`<db>_<model>_fold<k>.json`) or, fold None, of the
+    parent run of (db, model) (`parent_<db>_<model>.json`); removed once it is logged."""
+    name = f"parent_{db}_{model}" if fold is None else f"{db}_{model}_fold{int(fold)}"
+    return tracking_failures_dir(cfg) / f"{name}.json"
+
+
 def manifest(cfg: dict, name: str) -> Path:
     """Content-hash manifests (`folds`, `scores`) that connect dvc.yaml's stages."""
     return marker_dir(cfg) / f"{name}.manifest"

@@ -6,12 +6,20 @@ rebuilt at any time with `--sync`. Layout (docs/orchestration.md):
   - one parent run per (database, model), tags kind=parent, database, model, profile;
   - one child run per fold, tags kind=fold, database, model, fold, profile, git_commit,
     mlflow.parentRunId, and `stamp` (hash of the fold's result files) that makes re-logging idempotent.
-SQLite is shared by up to N concurrent jobs: every store call retries "database is locked" with
-jittered exponential backoff, and metrics/params go in batches (MlflowClient.log_batch).
+Concurrent jobs share one store. fersnet's own writers of a local store (SQLite or a folder) take
+turns through a file lock beside it (`store_lock`), so two jobs never contend inside SQLite and
+never log the same fold at once; opening the store and every store call also retry "database is
+locked" (another program, e.g. `mlflow ui`, holding it) with jittered backoff for up to
+LOCK_WAIT_S seconds. Metrics and params go in batches (MlflowClient.log_batch).
+
+A fold that could not be logged leaves a small record in results/_workflow/tracking_failed/
+(removed when the fold is logged); `status`/`summary_line` count what the store holds of the
+results on disk, for the end of a workflow run and `fersnet compare`.
 """
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import math
@@ -22,18 +30,29 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
-from fersnet import paths
+from fersnet import ownership, paths
 from fersnet.config import DATABASES, MODELS
 from fersnet.errors import FersnetError
 from fersnet.tracking import markers
+
+try:
+    import fcntl
+except ImportError:               # not POSIX: no store lock; SQLite's locking and the retries remain
+    fcntl = None
 
 TRACKED_MODELS = tuple(MODELS) + ("judge",)
 BATCH_METRICS = 1000          # MLflow's per-request limits for log_batch
 BATCH_PARAMS = 100
 PARAM_VALUE_MAX = 6000
-LOCK_ATTEMPTS = 15
+# How long a store call keeps retrying a locked SQLite database (each try itself waits up to
+# SQLite's 5 s), and how long a job waits for its turn at the store lock, before it gives up and
+# records the fold as not logged.
+LOCK_WAIT_S = 120.0
+SYNC_COMMAND = "fersnet track --sync"
 
 
 class TrackingError(FersnetError):
@@ -59,27 +78,89 @@ def _is_lock_error(e: Exception) -> bool:
 
 
 def retry(fn, *args, **kwargs):
-    """Call an MLflow store function, retrying SQLite lock contention with jittered backoff."""
-    delay = 0.05
-    for attempt in range(LOCK_ATTEMPTS):
+    """Call an MLflow store function, retrying SQLite lock contention with jittered backoff
+    until LOCK_WAIT_S seconds have passed (then the lock error is raised)."""
+    delay, deadline = 0.05, time.monotonic() + LOCK_WAIT_S
+    while True:
         try:
             return fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - MLflow wraps sqlite errors in several types
-            if not _is_lock_error(e) or attempt == LOCK_ATTEMPTS - 1:
+            if not _is_lock_error(e) or time.monotonic() >= deadline:
                 raise
             time.sleep(delay * (1.0 + random.random()))
             delay = min(delay * 2.0, 2.0)
 
 
+def _local_store(uri: str) -> Path | None:
+    """The file (SQLite) or folder (file: URI) of a store on this file system; None for a server."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    if uri.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+        return Path(unquote(urlparse(uri).path))
+    return None
+
+
+_held = {"depth": 0}      # store_lock is re-entrant within a process (flock is per open file)
+
+
+@contextmanager
+def store_lock(cfg: dict):
+    """Hold the store's writer lock: a file lock on `.<store name>.lock` beside a local store.
+
+    fersnet's processes log one at a time, so a job never waits inside SQLite for another job
+    (whose 5 s timeout gave up under load) and two processes never log the same fold at once
+    (which left duplicate runs, or a run deleted under the other's feet). The lock goes with the
+    process: a killed job never leaves it held. A server store (http) serialises by itself.
+    """
+    store = _local_store(tracking_uri(cfg))
+    if store is None or _held["depth"] or fcntl is None:
+        _held["depth"] += 1
+        try:
+            yield
+        finally:
+            _held["depth"] -= 1
+        return
+    lock = store.with_name(f".{store.name}.lock")
+    try:
+        ownership.create_dirs(store.parent, "fersnet track")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise TrackingError(f"MLflow store {tracking_uri(cfg)}: cannot create its lock file {lock} "
+                            f"({e.strerror or e}); the store must lie in a writable folder") from None
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                    raise TrackingError(f"MLflow store {tracking_uri(cfg)}: another fersnet process held "
+                                        f"{lock} for more than {LOCK_WAIT_S:.0f} s") from None
+                time.sleep(0.05 + 0.1 * random.random())
+        _held["depth"] += 1
+        try:
+            yield
+        finally:
+            _held["depth"] -= 1
+    finally:
+        os.close(fd)                   # releases the lock
+
+
 def client_for(cfg: dict):
-    """An MlflowClient on the configured store; the SQLite file's folder must exist."""
+    """An MlflowClient on the configured store (the SQLite file's folder is created).
+
+    MlflowClient opens the store at once (schema check; the schema itself on first use); that is
+    retried like every store call, so a store locked for longer than SQLite's 5 s is waited for.
+    """
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri)
+        ownership.create_dirs(Path(uri[len("sqlite:///"):]).parent, "fersnet track")
+    return retry(MlflowClient, tracking_uri=uri)
 
 
 def _quote(value: str) -> str:
@@ -273,6 +354,15 @@ def _log_artifacts(client, run_id: str, folder: Path, metrics: dict) -> None:
             retry(client.log_artifact, run_id, str(confusion))
 
 
+def _job_config(folder: Path) -> dict:
+    return _read_json(folder / paths.CONFIG) if (folder / paths.CONFIG).is_file() else {}
+
+
+def _fold_profile(cfg: dict, job_cfg: dict) -> str:
+    """The profile a fold run is filed under: the one its result was made with."""
+    return str((job_cfg.get("profile") if isinstance(job_cfg, dict) else None) or cfg["profile"])
+
+
 def sync_fold(client, cfg: dict, db: str, model: str, fold: int) -> str:
     """Mirror one finished fold folder into MLflow; returns created, replaced, unchanged or missing.
 
@@ -285,9 +375,9 @@ def sync_fold(client, cfg: dict, db: str, model: str, fold: int) -> str:
     folder = fold_folder(cfg, db, model, fold)
     if not (folder / paths.METRICS).is_file():
         return "missing"
-    job_cfg = _read_json(folder / paths.CONFIG) if (folder / paths.CONFIG).is_file() else {}
+    job_cfg = _job_config(folder)
     job = job_cfg.get("job", {}) if isinstance(job_cfg, dict) else {}
-    profile = str(job_cfg.get("profile") or cfg["profile"])
+    profile = _fold_profile(cfg, job_cfg)
     stamp = result_stamp(folder)
     exp_id = ensure_experiment(client, cfg, db)
     parent = ensure_parent(client, exp_id, db, model, profile)
@@ -326,19 +416,75 @@ def _job_target(verb: str, args) -> tuple[str, str, int]:
     return args.db, args.model, int(args.fold)
 
 
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
+
+
+def record_failure(cfg: dict, db: str, model: str, fold: int | None, step: str, e: BaseException) -> Path | None:
+    """Leave the record of a fold (fold None: the parent run of (db, model)) that MLflow did not
+    take: results/_workflow/tracking_failed/<db>_<model>_fold<k>.json. Never raises."""
+    path = markers.tracking_failure(cfg, db, model, fold)
+    payload = {"database": db, "model": model, "fold": fold, "step": step, "uri": tracking_uri(cfg),
+               "error": _one_line(e), "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "relog": SYNC_COMMAND}
+    try:
+        _write_marker(path, payload)
+    except OSError as err:
+        print(f"fersnet: warning: could not record the MLflow failure in {path} ({err.strerror or err})",
+              file=sys.stderr)
+        return None
+    return path
+
+
+def clear_failure(cfg: dict, db: str, model: str, fold: int | None) -> None:
+    """Remove the fold's (or parent run's) failure record: it has been logged now."""
+    try:
+        markers.tracking_failure(cfg, db, model, fold).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def recorded_failures(cfg: dict) -> list[dict]:
+    """The failure records present, oldest first; an unreadable record still counts (by its name)."""
+    folder = markers.tracking_failures_dir(cfg)
+    out = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            rec = {"error": "unreadable failure record"}
+        out.append(dict(rec, file=str(path)))
+    return sorted(out, key=lambda r: str(r.get("recorded", "")))
+
+
+def log_fold(cfg: dict, db: str, model: str, fold: int, step: str) -> str:
+    """sync_fold under the store lock, with its outcome recorded: a failure leaves a record (and
+    is raised), a success removes the fold's record. `step` names who logged (train, sync, ...)."""
+    try:
+        with store_lock(cfg):
+            status = sync_fold(client_for(cfg), cfg, db, model, fold)
+    except Exception as e:
+        record_failure(cfg, db, model, fold, step, e)
+        raise
+    clear_failure(cfg, db, model, fold)
+    return status
+
+
 def log_job(cfg: dict, verb: str, args) -> str:
     """Called by the CLI after a successful train, judge or score job: mirror its fold folder.
 
-    Any failure propagates to the CLI, which prints it as a warning (the results stay on disk).
-    With `mlflow.log_jobs: false` nothing is imported or logged here: the workflow's
-    `track --parent` step logs the folds of each (db, model) in one process instead.
+    Any failure is recorded (record_failure) and propagates to the CLI, which prints it as a
+    warning (the results stay on disk). With `mlflow.log_jobs: false` nothing is imported or
+    logged here: the workflow's `track --parent` step logs the folds of each (db, model) in one
+    process instead.
     """
     if not cfg["mlflow"]["enabled"]:
         return "disabled"
     if not cfg["mlflow"].get("log_jobs", True):
         return "deferred"
     db, model, fold = _job_target(verb, args)
-    return sync_fold(client_for(cfg), cfg, db, model, fold)
+    return log_fold(cfg, db, model, fold, verb)
 
 
 def finished_folds(cfg: dict, db: str, model: str) -> list[int]:
@@ -370,74 +516,106 @@ def log_parent(cfg: dict, db: str, model: str) -> dict:
     from mlflow.entities import Metric
 
     stats = fold_statistics(cfg, db, model)
-    client = client_for(cfg)
     for fold in stats["folds"]:
-        sync_fold(client, cfg, db, model, fold)
-    exp_id = ensure_experiment(client, cfg, db)
-    parent = ensure_parent(client, exp_id, db, model, cfg["profile"])
-    now = int(time.time() * 1000)
-    metrics = [Metric("n_folds_done", float(stats["n_folds_done"]), now, 0)]
-    for name, s in stats["metrics"].items():
-        metrics.append(Metric(f"{name}_mean", s["mean"], now, 0))
-        if s["std"] is not None:           # one fold has no spread: no _std rather than a false 0
-            metrics.append(Metric(f"{name}_std", s["std"], now, 0))
-    _log_batches(client, parent, metrics, [])
-    retry(client.set_tag, parent, "folds", ",".join(map(str, stats["folds"])))
+        log_fold(cfg, db, model, fold, "parent")
+    try:
+        with store_lock(cfg):
+            client = client_for(cfg)
+            exp_id = ensure_experiment(client, cfg, db)
+            parent = ensure_parent(client, exp_id, db, model, cfg["profile"])
+            now = int(time.time() * 1000)
+            metrics = [Metric("n_folds_done", float(stats["n_folds_done"]), now, 0)]
+            for name, s in stats["metrics"].items():
+                metrics.append(Metric(f"{name}_mean", s["mean"], now, 0))
+                if s["std"] is not None:           # one fold has no spread: no _std rather than a false 0
+                    metrics.append(Metric(f"{name}_std", s["std"], now, 0))
+            _log_batches(client, parent, metrics, [])
+            retry(client.set_tag, parent, "folds", ",".join(map(str, stats["folds"])))
+    except Exception as e:
+        record_failure(cfg, db, model, None, "parent", e)
+        raise
+    clear_failure(cfg, db, model, None)
     stats["parent_run_id"] = parent
     return stats
 
 
 def init_store(cfg: dict) -> dict:
     """Create the store, one experiment per database and the parent runs, serially."""
-    client = client_for(cfg)
-    out = {}
-    for db in cfg["databases"]:
-        exp_id = ensure_experiment(client, cfg, db)
-        out[db] = {m: ensure_parent(client, exp_id, db, m, cfg["profile"])
-                   for m in list(cfg["models"]) + ["judge"]}
+    with store_lock(cfg):
+        client = client_for(cfg)
+        out = {}
+        for db in cfg["databases"]:
+            exp_id = ensure_experiment(client, cfg, db)
+            out[db] = {m: ensure_parent(client, exp_id, db, m, cfg["profile"])
+                       for m in list(cfg["models"]) + ["judge"]}
     return out
 
 
+def _on_disk(cfg: dict) -> list[tuple[str, str, int]]:
+    """(db, model, fold) of every finished result under paths.results."""
+    return [(db, model, fold) for db in DATABASES for model in TRACKED_MODELS
+            for fold in finished_folds(cfg, db, model)]
+
+
 def sync_all(cfg: dict) -> dict:
-    """Re-log every finished result under paths.results; existing up-to-date runs are kept."""
-    client = client_for(cfg)
+    """Re-log every finished result under paths.results; existing up-to-date runs are kept.
+
+    Stops at the first fold the store does not take (its failure is recorded); records of
+    results no longer on disk are dropped.
+    """
     counts = {"created": 0, "replaced": 0, "unchanged": 0}
+    results = _on_disk(cfg)
     for db in DATABASES:
         for model in TRACKED_MODELS:
-            folds = finished_folds(cfg, db, model)
+            folds = [k for d, m, k in results if (d, m) == (db, model)]
             for fold in folds:
-                counts[sync_fold(client, cfg, db, model, fold)] += 1
+                counts[log_fold(cfg, db, model, fold, "sync")] += 1
             if folds:
                 log_parent(cfg, db, model)
+    present = {(d, m, k) for d, m, k in results} | {(d, m, None) for d, m, _ in results}
+    for rec in recorded_failures(cfg):
+        if (rec.get("database"), rec.get("model"), rec.get("fold")) not in present:
+            Path(rec["file"]).unlink(missing_ok=True)
     return counts
 
 
 def _write_marker(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    ownership.create_dirs(path.parent, "fersnet track")
+    tmp = ownership.temp_path(path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _warn(what: str, e: Exception) -> str:
     msg = f"{type(e).__name__}: {e}"
     print(f"fersnet track: warning: {what} failed ({msg}); the results on disk are complete; "
-          "re-log them later with `fersnet track --sync`", file=sys.stderr)
+          f"re-log them later with `{SYNC_COMMAND}`", file=sys.stderr)
     return msg
 
 
-def _store_error(cfg: dict, e: Exception) -> TrackingError:
-    return TrackingError(f"MLflow store {tracking_uri(cfg)} is not usable ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); if it is corrupt, move "
-                         "mlflow.db aside and run `fersnet track --sync` to rebuild it from results/")
+_HINT = {
+    "sync": f"if it is corrupt, move mlflow.db aside and run `{SYNC_COMMAND}` to rebuild it from results/",
+    "init": ("nothing was run: make the store usable (a corrupt mlflow.db: move it aside; a locked one: "
+             "stop what holds it; its folder must be writable) and run again, or turn tracking off "
+             "with `mlflow.enabled: false`"),
+}
+
+
+def _store_error(cfg: dict, e: Exception, hint: str = "sync") -> TrackingError:
+    cause = str(e) if isinstance(e, TrackingError) else _one_line(e)
+    return TrackingError(f"MLflow store {tracking_uri(cfg)} is not usable ({cause}); {_HINT[hint]}")
 
 
 def main(cfg: dict, args) -> dict:
     """`fersnet track --init | --sync | --parent DB MODEL`.
 
-    --init and --parent are workflow steps: they always write their marker file, and an MLflow
-    failure there is a warning, never a lost or blocked result. --sync is asked for by a person,
-    so a store that cannot be used is an error.
+    --init runs before the workflow's fan-out: a store that cannot be used is an error (no marker,
+    so no job starts with tracking silently broken). --parent is a workflow step after the folds:
+    an MLflow failure there is a warning and a failure record, never a lost or blocked result, and
+    it writes its marker. --sync is asked for by a person, so a store that cannot be used is an error.
     """
     enabled = cfg["mlflow"]["enabled"]
     if args.sync:
@@ -450,15 +628,17 @@ def main(cfg: dict, args) -> dict:
         except Exception as e:  # noqa: BLE001 - any store failure, phrased for the user
             raise _store_error(cfg, e) from None
     if args.init:
+        marker = markers.init_marker(cfg)
         payload = {"enabled": enabled, "uri": tracking_uri(cfg) if enabled else None,
                    "profile": cfg["profile"]}
         if enabled:
             try:
                 payload["parents"] = init_store(cfg)
-            except Exception as e:  # noqa: BLE001
-                payload["error"] = _warn("MLflow --init", e)
-        _write_marker(markers.init_marker(cfg), payload)
-        return {"marker": str(markers.init_marker(cfg)), "enabled": enabled}
+            except Exception as e:  # noqa: BLE001 - any store failure, phrased for the user
+                marker.unlink(missing_ok=True)         # an older marker must not vouch for it either
+                raise _store_error(cfg, e, "init") from None
+        _write_marker(marker, payload)
+        return {"marker": str(marker), "enabled": enabled}
     db, model = args.parent
     if db not in DATABASES or model not in TRACKED_MODELS:
         raise TrackingError(f"--parent {db} {model}: expected a database ({', '.join(DATABASES)}) "
@@ -466,6 +646,9 @@ def main(cfg: dict, args) -> dict:
     if enabled:
         try:
             payload = log_parent(cfg, db, model)
+        except TrackingError as e:             # the store (lock) is not usable: recorded, reported
+            payload = fold_statistics(cfg, db, model)
+            payload["error"] = _warn(f"MLflow --parent {db} {model}", e)
         except FersnetError:
             raise
         except Exception as e:  # noqa: BLE001
@@ -476,3 +659,111 @@ def main(cfg: dict, args) -> dict:
     payload["enabled"] = enabled
     _write_marker(markers.parent_marker(cfg, db, model), payload)
     return {"marker": str(markers.parent_marker(cfg, db, model)), "n_folds_done": payload["n_folds_done"]}
+
+
+# --- what the store holds of the results on disk (end of a workflow run, `fersnet compare`) -------
+SUMMARY_WAIT_S = 15.0     # a summary does not wait for a locked store as long as a job does
+
+
+@contextmanager
+def _patience(seconds: float):
+    global LOCK_WAIT_S
+    before, LOCK_WAIT_S = LOCK_WAIT_S, min(LOCK_WAIT_S, seconds)
+    try:
+        yield
+    finally:
+        LOCK_WAIT_S = before
+
+
+def _fold_name(db: str, model: str, fold) -> str:
+    return f"{db}/{model}" + ("" if fold is None else f"/fold{fold}")
+
+
+def _logged(cfg: dict, results: list[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
+    """The results whose current files have a fold run in the store (same stamp); an absent
+    store holds nothing (and is not created here)."""
+    store = _local_store(tracking_uri(cfg))
+    if store is not None and not store.exists():
+        return set()
+    client = client_for(cfg)
+    logged = set()
+    for db in sorted({d for d, _, _ in results}):
+        exp = retry(client.get_experiment_by_name, db)
+        if exp is None:
+            continue
+        runs = search_all(client, [exp.experiment_id], "tags.kind = 'fold'")
+        have = {tuple(r.data.tags.get(k) for k in ("model", "fold", "profile", "stamp")) for r in runs}
+        for d, model, fold in results:
+            if d != db:
+                continue
+            folder = fold_folder(cfg, db, model, fold)
+            key = (model, str(fold), _fold_profile(cfg, _job_config(folder)), result_stamp(folder))
+            if key in have:
+                logged.add((db, model, fold))
+    return logged
+
+
+def status(cfg: dict) -> dict:
+    """What MLflow holds of the fold results on disk.
+
+    Returns enabled, uri, total (fold results on disk), logged (how many have an up-to-date run;
+    None when the store cannot be read), missing (names of those without), failures (the failure
+    records, see record_failure), parents_failed (names) and error (why the store could not be read).
+    """
+    enabled = bool(cfg["mlflow"]["enabled"])
+    out = {"enabled": enabled, "uri": tracking_uri(cfg) if enabled else None, "total": 0, "logged": 0,
+           "missing": [], "failures": [], "parents_failed": [], "error": None}
+    if not enabled:
+        return out
+    results = _on_disk(cfg)
+    records = recorded_failures(cfg)
+    out["total"] = len(results)
+    out["failures"] = [r for r in records if r.get("fold") is not None]
+    out["parents_failed"] = [_fold_name(r.get("database"), r.get("model"), None)
+                             for r in records if r.get("fold") is None]
+    try:
+        with _patience(SUMMARY_WAIT_S):
+            logged = _logged(cfg, results)
+    except Exception as e:  # noqa: BLE001 - any store failure: say so, count from the records
+        out["logged"], out["error"] = None, _one_line(e)
+        out["missing"] = [_fold_name(r.get("database"), r.get("model"), r.get("fold")) for r in out["failures"]]
+        return out
+    out["logged"] = len(logged)
+    out["missing"] = [_fold_name(*r) for r in results if r not in logged]
+    return out
+
+
+def summary_line(st: dict) -> str:
+    """One line for a researcher: how many fold runs are logged, how many not, and the command
+    that re-logs them."""
+    if not st["enabled"]:
+        return "MLflow: tracking is off (`mlflow.enabled: false`); no runs logged"
+    def names(items):
+        return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+    errors = [r.get("error") for r in st["failures"]
+              if _fold_name(r.get("database"), r.get("model"), r.get("fold")) in st["missing"]]
+    reason = f": {errors[-1]}" if errors else ""          # the latest recorded error among them
+    if st["logged"] is None:
+        return (f"MLflow: the store {st['uri']} cannot be read ({st['error']}); {st['total']} fold results "
+                f"on disk, {len(st['missing'])} recorded as not logged"
+                + (f" ({names(st['missing'])}{reason})" if st["missing"] else "")
+                + f"; re-log them with `{SYNC_COMMAND}` once the store is usable")
+    if not st["total"] and not st["parents_failed"]:
+        return f"MLflow: no fold results on disk yet ({st['uri']})"
+    line = f"MLflow: {st['logged']} of {st['total']} fold runs logged"
+    parents = f"; parent runs not updated: {names(st['parents_failed'])}" if st["parents_failed"] else ""
+    if not st["missing"] and not parents:
+        return line + f", none failed ({st['uri']})"
+    if st["missing"]:
+        line += f", {len(st['missing'])} not logged ({names(st['missing'])}{reason})"
+    return line + parents + f"; re-log them with `{SYNC_COMMAND}`"
+
+
+def workflow_summary(cfg: dict, out=None) -> str:
+    """Print the summary line (stderr); for the Snakefile's onsuccess/onerror, so it never raises."""
+    try:
+        line = summary_line(status(cfg))
+    except Exception as e:  # noqa: BLE001 - the end of a run must not fail on its summary
+        line = f"MLflow: no summary ({_one_line(e)}); `{SYNC_COMMAND}` re-logs every result on disk"
+    print(line, file=out or sys.stderr, flush=True)
+    return line

@@ -1,6 +1,8 @@
 # MLflow: the store, experiments and parent runs are created once, serially, before the fan-out
 # (SQLite and concurrent schema creation do not mix; docs/orchestration.md). Markers are written
-# even when mlflow.enabled is false, so the graph is the same either way.
+# even when mlflow.enabled is false, so the graph is the same either way. A store that cannot be
+# used stops track_init (no marker), so no job runs with its tracking silently lost; a fold that
+# fails to log later is recorded and counted in the summary line at the end of the run (Snakefile).
 
 
 localrules:
