@@ -77,9 +77,19 @@ include: "workflow/rules/report.smk"
 
 
 onsuccess:
+    # One line on MLflow: fold runs logged, not logged, and the command that re-logs them.
+    from fersnet.tracking.mlflow_log import workflow_summary
+
+    workflow_summary(CFG)
     # Every job read the params snapshot taken at the start; if params.yaml was edited since,
     # the run must not end as a success (DVC would record the edited values in dvc.lock).
     _changed = fwork.params_changed_message(PARAMS_FILE, PARAMS_DIGEST_AT_START, PARAMS)
     if _changed:
         print(_changed, file=sys.stderr)
         raise SystemExit(1)
+
+
+onerror:
+    from fersnet.tracking.mlflow_log import workflow_summary
+
+    workflow_summary(CFG)
