@@ -334,10 +334,10 @@ def test_report_killed_during_its_install_then_rerun(tiny, tmp_path):
     kill_at(params, "swap:reports", "report")               # built, not installed: no report yet
     assert not out.exists() and temporaries(tmp_path)
     assert cli.main(["report", "--params", str(params)]) == 0
-    first = json.loads((out / "summary.json").read_text())["ckplus"]
+    first = json.loads((out / "summary.json").read_text())["measured"]["ckplus"]
     kill_at(params, "swapped:reports", "report")            # new one in place, old one not yet removed
     assert temporaries(tmp_path)
-    assert json.loads((out / "summary.json").read_text())["ckplus"] == first
+    assert json.loads((out / "summary.json").read_text())["measured"]["ckplus"] == first
     assert cli.main(["report", "--params", str(params)]) == 0
     assert {p.name for p in out.iterdir()} - {"report.pdf"} == {      # the PDF where pdflatex is installed
         ownership.MARKER, "summary.json", "report.tex", "tables", "figures", "plots"}

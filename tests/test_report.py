@@ -203,11 +203,11 @@ def test_ablation_table_shows_the_same_p_values_as_scipy(built):
     cfg, summary, _ = built
     x = 100 * np.array(CORRECT["fersnet"]) / N_TEST
     y = 100 * np.array(CORRECT["no_mtl"]) / N_TEST
-    entry = summary["ckplus"]["no_mtl"]
+    entry = summary["measured"]["ckplus"]["no_mtl"]
     assert entry["p_wilcoxon_vs_fersnet"] == pytest.approx(stats.wilcoxon(x, y).pvalue)
     assert entry["p_ttest_vs_fersnet"] == pytest.approx(stats.ttest_rel(x, y).pvalue)
     # fes_da equals fersnet fold by fold: zero differences are handled, not an error
-    assert summary["ckplus"]["fes_da"]["p_wilcoxon_vs_fersnet"] == 1.0
+    assert summary["measured"]["ckplus"]["fes_da"]["p_wilcoxon_vs_fersnet"] == 1.0
 
 
 def test_ablation_caption_gives_fes_da_synthetic_counts_and_its_effect_against_the_real_only_control(built):
@@ -265,14 +265,50 @@ def test_summary_json_holds_means_stds_and_fold_counts(built):
     cfg, summary, out = built
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(report._json_safe(summary)))
-    fer = on_disk["oulu"]["fersnet"]
+    measured = on_disk["measured"]
+    fer = measured["oulu"]["fersnet"]
     acc = 100 * np.array(CORRECT["fersnet"]) / N_TEST
     assert fer["n_folds"] == 10
     assert fer["accuracy_mean"] == pytest.approx(acc.mean())
     assert fer["accuracy_std"] == pytest.approx(acc.std(ddof=1))
-    assert on_disk["oulu"]["stargan"]["n_folds"] == 10 and "accuracy_mean" not in on_disk["oulu"]["stargan"]
+    assert measured["oulu"]["stargan"]["n_folds"] == 10 and "accuracy_mean" not in measured["oulu"]["stargan"]
     assert on_disk["pdf"] == ("compiled" if HAVE_PDFLATEX else on_disk["pdf"])
-    assert on_disk["ckplus"]["stargan"]["synthesis_fid_available"] is True
+    assert measured["ckplus"]["stargan"]["synthesis_fid_available"] is True
+
+
+def test_summary_json_keeps_measured_and_published_apart_and_labels_the_test_selected_number(built):
+    cfg, summary, out = built
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert set(on_disk["notes"]) == {"measured", "published", "diagnostic"}
+    assert on_disk["published"]["oulu"] == {"fersnet": 83.47, "fersnet_pretrained_bu4dfe": 89.23}
+    assert "Zhao et al." in on_disk["published"]["source"]
+    for db in cfg["databases"]:
+        measured = on_disk["measured"][db]
+        assert measured["data_source"] == on_disk["provenance"]["data"][db]["source"] == "stand-in"
+        for model, entry in measured.items():
+            if model == "data_source":
+                continue
+            assert not any("paper" in key or "published" in key for key in entry), (db, model)
+            assert "best_epoch_test_accuracy_mean" not in entry
+    fer = on_disk["measured"]["ckplus"]["fersnet"]
+    best = 100 * np.minimum(N_TEST, np.array(CORRECT["fersnet"]) + 2) / N_TEST
+    assert fer["diagnostic"] == {"best_epoch_test_accuracy_mean": pytest.approx(best.mean())}
+    fes_da = on_disk["measured"]["ckplus"]["fes_da"]
+    x = 100 * np.array(CORRECT["fes_da"]) / N_TEST
+    y = 100 * np.array(CORRECT["fes_da_real"]) / N_TEST
+    assert fes_da["mean_diff_vs_fes_da_real"] == pytest.approx((x - y).mean())
+    assert fes_da["n_train_synthetic_mean"] == pytest.approx(5 * (N_REAL + 4.5))
+    assert on_disk["measured"]["ckplus"]["fersnet"]["synthesis_losses"] == "adv, L1, cyc, expr 0.3"
+    assert on_disk["measured"]["ckplus"]["fersnet"]["synthesis_psnr_mean"] == pytest.approx(20.0)
+
+
+def test_summary_json_names_a_licensed_copy_as_such(tmp_path):
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    cfg["models"] = ["fersnet"]
+    write_grid(cfg, dbs=("ckplus",))
+    cfg["data"]["ckplus"]["root"] = str(tmp_path / "licensed" / "CK+")      # outside synth.out
+    summary = report.build_summary(cfg, agg.collect(cfg), {}, {})
+    assert summary["measured"]["ckplus"]["data_source"] == "licensed copy"
 
 
 def test_protocol_table_gap_equals_best_epoch_minus_selected(built):
@@ -340,7 +376,7 @@ def test_results_without_the_balanced_keys_get_them_from_their_confusion_matrix(
         p = pd.read_csv(paths.run_dir(cfg, "ckplus", "fersnet", k) / paths.PREDICTIONS)
         per_fold.append((balanced_accuracy_score(p.true, p.pred), f1_score(p.true, p.pred, average="macro")))
     balanced, f1 = 100 * np.array(per_fold).T
-    fer = summary["ckplus"]["fersnet"]
+    fer = summary["measured"]["ckplus"]["fersnet"]
     assert fer["balanced_accuracy_mean"] == pytest.approx(balanced.mean())
     assert fer["macro_f1_std"] == pytest.approx(f1.std(ddof=1))
     tex = (out / "tables" / "fer_balanced.tex").read_text()

@@ -41,9 +41,6 @@ REPORTED: tuple[Reported, ...] = (
     Reported("FERSNet (BU-4DFE)", True, "single", {"ckplus": "97.85", "oulu": "89.23", "mmi": "75.32"}),
 )
 
-# FERSNet without pre-training, the number our `fersnet` rows are meant to reproduce.
-FERSNET_NO_PRETRAIN = {"ckplus": 97.35, "oulu": 83.47, "mmi": 71.31}
-
 SOURCE = "Zhao et al., ICPR 2020 (arXiv 2007.04514), comparison tables for CK+, Oulu-CASIA and MMI"
 
 

@@ -318,7 +318,7 @@ def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
         numbers[model] = dict(judge_accuracy_mean=judge["mean"], judge_accuracy_std=judge["std"],
                               n_folds=judge["n"], fid=c["fid_val"], kid=c["kid_val"], judge_fd_mean=jfd["mean"],
                               ssim_mean=ssim["mean"], ssim_std=ssim["std"], psnr_mean=psnr["mean"],
-                              psnr_std=psnr["std"], fid_unavailable=reason)
+                              psnr_std=psnr["std"], losses=_losses_cell(losses[model]), fid_unavailable=reason)
     real = agg.mean_std(col.judges[col.judges.db == db].accuracy.dropna())
     if real["n"]:
         # the judge on real test faces: the ceiling a perfect synthesis could reach
