@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -204,8 +205,11 @@ def code_version() -> dict:
     if (root / ".git").exists():
         try:
             head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+            # GIT_OPTIONAL_LOCKS=0: never take .git/index.lock, so a user's own git or DVC command
+            # running beside the jobs is not blocked by them
             status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, timeout=20)
+                                    capture_output=True, text=True, timeout=20,
+                                    env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
             if head.returncode == 0:
                 out["git_commit"] = head.stdout.strip()
                 out["dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
