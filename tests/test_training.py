@@ -319,6 +319,17 @@ def test_repeat_real_repeats_every_row_as_often_as_the_size_allows():
     assert len(out) == 13 and set(counts) == {2, 3} and (counts == 3).sum() == 3
 
 
+def test_real_share_repeats_the_real_faces_and_the_control_grows_with_them():
+    from fersnet.training import fes_da
+    rows, labels = np.arange(12), np.repeat(np.arange(6), 2)
+    assert list(fes_da.real_rows(rows, 60, None)) == list(rows)                 # the natural mix: 1/6 real
+    half = fes_da.real_rows(rows, 60, 0.5)
+    assert len(half) == 60 and set(np.bincount(half)) == {5}                     # as many real samples as synthetic
+    cfg = {"seed": 0, "fes_da": {"per_class": "all_targets", "real_share": 0.5}}
+    control = fes_da.control_rows(labels, rows, 6, cfg, fold=0)
+    assert len(control) == 60 + 60 and set(np.bincount(control)) == {10}
+
+
 def test_fes_da_with_a_number_adds_that_many_faces_per_class(tiny):
     from fersnet.training.fes_da import synthetic_counts
     assert list(synthetic_counts(np.array([0, 0, 1]), 3, 4)) == [4, 4, 4]

@@ -14,6 +14,9 @@ images". Ours (`fes_da.per_class`, docs/training.md):
 - The rendered crop is pasted back into a copy of its source's stored image, so synthetic faces
   have the stored size and get the same random crops and flips as real ones.
 
+The mix (`fes_da.real_share`): null keeps every real face once beside its renderings (1/C real
+under all_targets); a share repeats the real faces so that they make about that share of the set.
+
 The control `fes_da_real` gets the same fine-tuning on real faces only: the real training faces
 repeated to the size of FES-DA's set (`repeat_real`), so both see the same number of samples
 per epoch and take the same number of steps.
@@ -84,6 +87,16 @@ def repeat_real(rows: np.ndarray, size: int, rng: np.random.Generator) -> np.nda
     return np.concatenate([np.tile(rows, whole), extra])
 
 
+def real_rows(rows: np.ndarray, n_synthetic: int, real_share: float | None) -> np.ndarray:
+    """The real rows of FES-DA's set: each once (`fes_da.real_share: null`, the natural mix, 1/C real
+    under all_targets), or repeated so that real faces make about `real_share` of the samples."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if real_share is None or not len(rows):
+        return rows
+    copies = max(1, int(round(real_share / (1 - real_share) * n_synthetic / len(rows))))
+    return np.tile(rows, copies)
+
+
 def rng_for(cfg: dict, fold: int) -> np.random.Generator:
     return np.random.default_rng(derive_seed(cfg["seed"], fold, SALT))
 
@@ -116,4 +129,5 @@ def control_rows(labels, train_rows, n_classes, cfg, fold) -> np.ndarray:
     """The control's training rows: the real faces repeated to the size FES-DA's set has."""
     rng = rng_for(cfg, fold)
     src, _ = plan(labels, train_rows, n_classes, cfg["fes_da"]["per_class"], rng)
-    return repeat_real(train_rows, len(train_rows) + len(src), rng)
+    size = len(real_rows(train_rows, len(src), cfg["fes_da"]["real_share"])) + len(src)
+    return repeat_real(train_rows, size, rng)

@@ -330,7 +330,8 @@ def _prepare_fes_da(cfg, db, fold, model, task, images, labels, subjects, train_
     except RuntimeError as e:
         raise TrainingError(f"{src_dir / paths.CHECKPOINT}: does not fit the current `model` settings "
                             f"({str(e).splitlines()[0]}); retrain fersnet for this fold") from None
-    info = {"source_run": str(src_dir), "per_class": cfg["fes_da"]["per_class"]}
+    info = {"source_run": str(src_dir), "per_class": cfg["fes_da"]["per_class"],
+            "real_share": cfg["fes_da"]["real_share"]}
     if model == "fes_da_real":
         train_rows = fes_da_mod.control_rows(labels, train_rows, n_classes, cfg, fold)
         extra.update(n_train_synthetic=0, fes_da=info)
@@ -341,7 +342,8 @@ def _prepare_fes_da(cfg, db, fold, model, task, images, labels, subjects, train_
     images = np.concatenate([images, syn_imgs]) if len(syn_imgs) else images
     labels = np.concatenate([labels, syn_labels])
     subjects = np.concatenate([subjects, subjects[syn_src]])
-    train_rows = np.concatenate([train_rows, np.arange(n, n + len(syn_imgs))])
+    train_rows = np.concatenate([fes_da_mod.real_rows(train_rows, len(syn_imgs), cfg["fes_da"]["real_share"]),
+                                 np.arange(n, n + len(syn_imgs))])
     info["added"] = {c: int(k) for c, k in zip(classes, np.bincount(syn_labels, minlength=n_classes))}
     extra.update(n_train_synthetic=int(len(syn_imgs)), fes_da=info)
     return FerFinetuneTask(task.gen, cfg, n_classes), images, labels, subjects, train_rows
