@@ -9,6 +9,10 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+# The front page of `snakemake --report report.html` (figures, tables, PDF: workflow/rules/report.smk).
+report: "workflow/report/workflow.rst"
+
+
 # The jobs find the project's `fersnet` through PATH (workflow/rules/common.smk).
 envvars:
     "PATH",

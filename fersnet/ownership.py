@@ -74,9 +74,16 @@ def _entries(folder: Path, n: int = 3) -> str:
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
-def check_replaceable(folder, how: str = HOW) -> None:
-    """Refuse (ForeignFolder) when `folder` exists, is not empty and carries no marker.
+def _holds_no_files(folder: Path) -> bool:
+    """True when no file lies anywhere under `folder`: it is empty, or holds only empty folders."""
+    return all(p.is_dir() and not p.is_symlink() for p in folder.rglob("*"))
 
+
+def check_replaceable(folder, how: str = HOW) -> None:
+    """Refuse (ForeignFolder) when `folder` exists, holds a file and carries no marker.
+
+    A tree of empty folders holds nothing to lose: Snakemake makes the folders of a job's
+    declared outputs (reports/figures/, reports/tables/) before the job starts.
     `how` tells the researcher how to proceed; it ends the message.
     """
     folder = Path(folder)
@@ -87,7 +94,7 @@ def check_replaceable(folder, how: str = HOW) -> None:
         return
     if not folder.is_dir():
         raise ForeignFolder(f"{folder}: exists and is not a folder; nothing was changed; {how}")
-    if owned(folder) or not any(folder.iterdir()):
+    if owned(folder) or _holds_no_files(folder):
         return
     raise ForeignFolder(f"{folder}: holds files fersnet did not create ({_entries(folder)}; no {MARKER} "
                         f"marker), so it is neither replaced nor written into; {how}")

@@ -320,7 +320,7 @@ def test_protocol_table_gap_equals_best_epoch_minus_selected(built):
 
 def test_confusion_plot_csv_has_one_row_per_fersnet_prediction(built):
     cfg, _, out = built
-    plot = pd.read_csv(out / "plots" / "confusion_ckplus.csv")
+    plot = pd.read_csv(out / "plots" / "confusion" / "ckplus.csv")
     assert list(plot.columns) == ["actual", "predicted"]
     assert len(plot) == cfg["n_folds"] * N_TEST
     assert (plot.actual == plot.predicted).sum() == sum(CORRECT["fersnet"])

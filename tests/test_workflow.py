@@ -5,6 +5,7 @@ shrunk to one database and two folds of the `test` profile, so the checkout stay
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ("Snakefile", "workflow", "dvc.yaml", ".dvcignore")
+WORKFLOW_FILES = ("Snakefile", "workflow", "dvc.yaml", ".dvcignore", ".gitignore")
 
 
 def make_project(tmp_path: Path, **overrides) -> Path:
@@ -223,16 +224,111 @@ def test_dvc_repro_runs_everything_and_a_second_repro_is_a_no_op(tmp_path):
     metrics = run([str(BIN / "dvc"), "metrics", "show", "--json"], proj)
     assert metrics.returncode == 0 and "summary.json" in metrics.stdout
     plots = run([str(BIN / "dvc"), "plots", "show", "--json"], proj)
-    assert plots.returncode == 0 and "confusion_ckplus.csv" in plots.stdout, plots.stderr[-3000:]
+    assert plots.returncode == 0 and "confusion/ckplus.csv" in plots.stdout, plots.stderr[-3000:]
     # experiments need Git: commit the project, then change a scoring-only param
-    (proj / ".dvc" / "config").write_text("[core]\n    analytics = false\n    autostage = false\n")
-    git_env = ["-c", "user.name=fersnet-test", "-c", "user.email=test@example.invalid"]
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", *git_env, "commit", "-q", "-m", "t"]):
-        assert run(cmd, proj).returncode == 0, cmd
+    commit_project(proj)
     exp = run([str(BIN / "dvc"), "exp", "run", "-S", "fid.kid_subsets=50"], proj, timeout=900)
     assert exp.returncode == 0, (exp.stdout + exp.stderr)[-4000:]
     ran = set(re.findall(r"Running stage '([\w@]+)'", exp.stdout))
     assert ran == {"score", "report"}, exp.stdout[-3000:]
+
+
+def commit_project(proj: Path) -> None:
+    """The project under Git (DVC experiments are Git commits), with the checkout's .gitignore."""
+    (proj / ".dvc" / "config").write_text("[core]\n    analytics = false\n    autostage = false\n")
+    git_env = ["-c", "user.name=fersnet-test", "-c", "user.email=test@example.invalid"]
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", *git_env, "commit", "-q", "-m", "t"]):
+        assert run(cmd, proj).returncode == 0, cmd
+
+
+def leaves(tree, path=()):
+    """(key path, value) of every leaf of a nested dict."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from leaves(v, path + (k,))
+    else:
+        yield path, tree
+
+
+def metric(metrics: dict, *tail: str):
+    """The one value of summary.json whose key path ends with `tail` (e.g. fersnet, accuracy_mean)."""
+    (value,) = [v for path, v in leaves(metrics) if path[-len(tail):] == tail]
+    return value
+
+
+@pytest.mark.slow
+def test_dvc_experiments_each_keep_their_metrics_and_plot_data(tmp_path):
+    # The report's metrics and plot data are cached by DVC (dvc.yaml), so each experiment commit holds
+    # its own numbers, while data and results are git-ignored and not cached.
+    proj = make_project(tmp_path, models=["fersnet", "no_mtl"],
+                        **{"mlflow.enabled": False, "orchestration.folds_per_job": 2})
+    commit_project(proj)
+    names = []
+    for lr in ("2.0e-3", "1.0e-2"):
+        exp = run([str(BIN / "dvc"), "exp", "run", "-S", "profile=test", "-S", f"train.lr={lr}"], proj, timeout=1500)
+        assert exp.returncode == 0, (exp.stdout + exp.stderr)[-4000:]
+        names.append(re.search(r"Ran experiment\(s\): (\S+)", exp.stdout).group(1))
+
+    show = run([str(BIN / "dvc"), "exp", "show", "--json"], proj)
+    assert show.returncode == 0, show.stderr[-3000:]
+    runs = {r["name"]: r["data"] for entry in json.loads(show.stdout) for e in entry.get("experiments") or []
+            for r in e["revs"]}
+    for name, lr in zip(names, (0.002, 0.01)):
+        data = runs[name]
+        assert data["params"]["params.yaml"]["data"]["train"]["lr"] == lr
+        summary = data["metrics"]["reports/summary.json"]["data"]
+        for model in ("fersnet", "no_mtl"):
+            value = metric(summary, model, "accuracy_mean")
+            assert isinstance(value, float) and 0.0 <= value <= 100.0, (name, model, value)
+    table = run([str(BIN / "dvc"), "exp", "show", "--only-changed", "--csv"], proj).stdout.splitlines()
+    for name in names:                       # `!` is what dvc exp show prints for a missing metric
+        (row,) = [line for line in table if line.startswith(name + ",")]
+        assert "!" not in row.split(","), row
+
+    diff = run([str(BIN / "dvc"), "metrics", "diff", *names, "--json"], proj)
+    assert diff.returncode == 0, diff.stderr[-3000:]
+    changed = json.loads(diff.stdout)["reports/summary.json"]
+    assert any(isinstance(v["old"], float) and isinstance(v["new"], float) for v in changed.values())
+
+    plots = run([str(BIN / "dvc"), "plots", "diff", *names, "--json"], proj)
+    assert plots.returncode == 0, plots.stderr[-3000:]
+    data = json.loads(plots.stdout)["data"]
+    for plot in ("reports/plots/curves/ckplus_fersnet.csv", "reports/plots/confusion/ckplus.csv"):
+        values = data[plot][0]["content"]["data"]["values"]
+        assert {v["rev"] for v in values} == set(names), plot
+    curve = data["reports/plots/curves/ckplus_fersnet.csv"][0]["content"]["data"]["values"]
+    assert all(0.0 <= float(v["test_accuracy"]) <= 100.0 for v in curve)
+
+
+@pytest.mark.slow
+def test_snakemake_report_is_one_page_holding_the_figures_tables_and_pdf(tmp_path):
+    proj = make_project(tmp_path, models=["fersnet", "no_mtl"],
+                        **{"mlflow.enabled": False, "orchestration.folds_per_job": 2})
+    out = snakemake(proj, "--cores", "2", "all", timeout=1800)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    made = snakemake(proj, "--report", "report.html")
+    assert made.returncode == 0, (made.stdout + made.stderr)[-4000:]
+    page = (proj / "report.html").read_text()
+    results = json.loads(re.search(r"^\s*var results = (\{.*\});\s*$", page, re.M).group(1))
+    categories = json.loads(re.search(r"^\s*var categories = (\{.*\});\s*$", page, re.M).group(1))
+
+    def embedded(path: str) -> bytes:        # the file itself, inside the page (no links to files)
+        uri = results[path]["data_uri"]
+        assert uri.startswith("data:"), path
+        return base64.b64decode(uri.split("base64,", 1)[1])
+
+    figure = "reports/figures/confusion_ckplus.png"
+    assert results[figure]["mime_type"] == "image/png"
+    assert embedded(figure) == (proj / figure).read_bytes()
+    assert figure in categories["CK+"]["FERSNet"]
+    tables = sorted(p.relative_to(proj).as_posix() for p in (proj / "reports/tables").glob("*.html"))
+    assert "reports/tables/fer_accuracy.html" in tables and "reports/tables/confusion_ckplus.html" in tables
+    for table in tables:
+        assert results[table]["mime_type"] == "text/html"
+        assert b"<table>" in embedded(table) and b"\\" not in embedded(table), table
+    if shutil.which("pdflatex"):
+        assert embedded("reports/report.pdf")[:5] == b"%PDF-"
+    assert "Confusion matrix of FERSNet" in results[figure]["caption"]
 
 
 def test_demo_command_runs_snakemake_all_with_the_profile_and_names_the_outputs(tmp_path):

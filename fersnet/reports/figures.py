@@ -35,7 +35,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _as_percent(series: pd.Series) -> pd.Series:
+def as_percent(series: pd.Series) -> pd.Series:
     """history.csv accuracies in %, whether stored as fractions or percentages (see aggregate.to_percent)."""
     s = pd.to_numeric(series, errors="coerce")
     return s * 100.0 if s.dropna().le(1.0).all() else s
@@ -75,7 +75,7 @@ def _mean_band(ax, h: pd.DataFrame, column: str, label: str, percent: bool = Fal
     """Mean over folds per epoch with a min-max band; False when the column is absent."""
     if h.empty or column not in h.columns:
         return False
-    values = _as_percent(h[column]) if percent else pd.to_numeric(h[column], errors="coerce")
+    values = as_percent(h[column]) if percent else pd.to_numeric(h[column], errors="coerce")
     g = values.groupby(h["epoch"]).agg(["mean", "min", "max"]).dropna()
     if g.empty:
         return False

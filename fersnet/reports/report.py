@@ -15,14 +15,16 @@ import sys
 from pathlib import Path
 
 import jinja2
+import numpy as np
+import pandas as pd
 
 from fersnet import names, ownership, paths, provenance
 from fersnet.errors import DataError, FersnetError
 from fersnet.reports import aggregate as agg
-from fersnet.reports import figures, published, tables
+from fersnet.reports import contents, figures, html_tables, published, tables
 
 TEMPLATE = Path(__file__).resolve().with_name("report.tex.j2")
-SUMMARY = "summary.json"
+SUMMARY = contents.SUMMARY
 OUTPUTS = ("tables", "figures", "plots", "report.tex", "report.pdf")   # installed with SUMMARY
 HOW = "pick another paths.reports, or empty it"
 PDFLATEX_TIMEOUT_S = 300
@@ -66,9 +68,11 @@ def write_contents(cfg: dict, col: agg.Collected, root: Path) -> tuple[dict, dic
     dbs = cfg["databases"]
 
     def table(name: str, tex: str | None) -> str | None:
+        """tables/<name>.tex for the PDF, and the same table as an HTML page (snakemake --report)."""
         if tex is None:
             return None
         (tdir / f"{name}.tex").write_text(tex)
+        (tdir / f"{name}.html").write_text(html_tables.table_page(tex, name))
         return f"tables/{name}"
 
     def figure(name: str, path) -> str | None:
@@ -105,7 +109,8 @@ def write_contents(cfg: dict, col: agg.Collected, root: Path) -> tuple[dict, dic
                           figures.training_curves(cfg, db, fdir / f"training_curves_{db}.png")),
             gates=figure(f"gates_{db}.png", figures.gate_means(cfg, db, fdir / f"gates_{db}.png")),
         ))
-    write_confusion_plots(cfg, col, root / "plots")
+    write_confusion_plots(cfg, col, root)
+    write_curve_plots(cfg, root)
     prov = provenance.results_provenance(cfg)
     summary = build_summary(cfg, col, tests, synthesis_numbers, prov["data"])
     summary["provenance"] = prov
@@ -132,15 +137,37 @@ def _has_generators(cfg: dict) -> bool:
     return any(m in cfg["models"] for m in agg.GEN_MODELS)
 
 
-def write_confusion_plots(cfg: dict, col: agg.Collected, folder: Path) -> None:
-    """plots/confusion_<db>.csv: `actual,predicted`, one row per FERSNet test prediction (DVC confusion plot).
+def write_confusion_plots(cfg: dict, col: agg.Collected, root: Path) -> None:
+    """plots/confusion/<db>.csv: `actual,predicted`, one row per FERSNet test prediction (DVC confusion plot).
 
     Written for every database, header-only when there are no predictions yet, so the plot
     definitions in dvc.yaml always find their file.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     for db in cfg["databases"]:
-        agg.prediction_pairs(cfg, col.folds, db).to_csv(folder / f"confusion_{db}.csv", index=False)
+        path = root / contents.confusion_plot(db)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        agg.prediction_pairs(cfg, col.folds, db).to_csv(path, index=False)
+
+
+CURVE_COLUMNS = {"train_accuracy": "train_acc", "test_accuracy": "test_acc_diagnostic"}   # plot <- history.csv
+
+
+def write_curve_plots(cfg: dict, root: Path) -> None:
+    """plots/curves/<db>_<model>.csv, one per FER model: `epoch,train_accuracy,test_accuracy`, the
+    mean over folds (%) of history.csv's training accuracy and per-epoch test accuracy (the
+    diagnostic one, never used for selection); DVC plots them per experiment. Header-only when
+    no fold has a history yet."""
+    for db in cfg["databases"]:
+        for model in contents.fer_models(cfg):
+            h = agg.read_history(cfg, db, model)
+            curves = pd.DataFrame(columns=["epoch", *CURVE_COLUMNS])
+            if not h.empty:
+                per_fold = pd.DataFrame({plot: figures.as_percent(h[col]) if col in h.columns else np.nan
+                                         for plot, col in CURVE_COLUMNS.items()})
+                curves = per_fold.groupby(h["epoch"]).mean().round(4).reset_index()
+            path = root / contents.curve_plot(db, model)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            curves.to_csv(path, index=False)
 
 
 SUMMARY_NOTES = {

@@ -2,6 +2,7 @@
 # the CLI command line and the GPU resource of a job (docs/orchestration.md). Decisions live in
 # fersnet/workflow.py (tested); this file only adapts them to Snakemake.
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 from fersnet import config as fconfig  # noqa: E402
 from fersnet import gpu_slots, paths  # noqa: E402
 from fersnet import workflow as fwork  # noqa: E402
+from fersnet.reports import contents as report_contents  # noqa: E402
 from fersnet.tracking import markers  # noqa: E402
 
 PARAMS_FILE = "params.yaml"
@@ -200,7 +202,12 @@ def parent_targets(dbs=None):
 
 
 def report_targets():
-    return [str(paths.reports_dir(CFG) / "summary.json")]
+    return [str(paths.reports_dir(CFG) / report_contents.SUMMARY)]
+
+
+# The report's figures, tables (HTML) and PDF, flagged for `snakemake --report` by the report
+# rule; the PDF only where pdflatex is there to compile it (fersnet/reports/contents.py).
+REPORT_ITEMS = report_contents.report_items(CFG, pdf=shutil.which("pdflatex") is not None)
 
 
 def fold_outputs(wildcards):

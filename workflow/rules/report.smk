@@ -1,4 +1,6 @@
-# The report reads every result on disk (docs/architecture.md: reports/).
+# The report reads every result on disk (docs/architecture.md: reports/). One job writes the whole
+# of reports/ (built aside and swapped in); its figures, tables and PDF are declared here too, so
+# that `snakemake --report report.html` shows them (captions: workflow/report/*.rst).
 
 
 rule report:
@@ -7,6 +9,16 @@ rule report:
         score_targets(),
     output:
         report_targets(),
+        [
+            report(
+                str(paths.reports_dir(CFG) / item.path),
+                caption=f"../report/{item.caption}.rst",
+                category=item.category,
+                subcategory=item.subcategory,
+                labels=item.labels,
+            )
+            for item in REPORT_ITEMS
+        ],
     log:
         "logs/report/report.log",
     params:
