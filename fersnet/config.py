@@ -190,7 +190,7 @@ SCHEMA: dict[str, Any] = {
     "fid": {"inception_weights": OPT_PATH, "require_inception": BOOL,
             "dims": Choice(64, 192, 768, 2048), "kid_subset": Int(2), "kid_subsets": Int(1, 10000),
             "batch_size": Int(1, 4096), "download": BOOL},
-    "mlflow": {"enabled": BOOL, "uri": MLFLOW_URI, "log_jobs": BOOL},
+    "mlflow": {"enabled": BOOL, "uri": MLFLOW_URI, "log_jobs": BOOL, "log_checkpoints": BOOL},
     "orchestration": {"gpu_jobs_per_device": Int(1, 16), "folds_per_job": Int(1, 50)},
 }
 
@@ -316,6 +316,16 @@ def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") 
     cfg["profile"] = name
     _semantic_checks(cfg)
     return cfg
+
+
+def fold_groups(cfg: dict) -> list[list[int]]:
+    """The folds of one (database, model) split into jobs of `orchestration.folds_per_job` folds.
+
+    One fold per job suits a GPU or a cluster; all folds in one process saves the start-up per
+    job (imports, data) that dominates short CPU jobs (docs/orchestration.md).
+    """
+    n, size = int(cfg["n_folds"]), int(cfg["orchestration"]["folds_per_job"])
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
 
 
 def load(path: str | Path = "params.yaml", profile: str | None = None, overrides: dict | None = None) -> dict:

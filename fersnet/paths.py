@@ -7,6 +7,7 @@ Layout (docs/architecture.md):
     <paths.results>/<db>/<model>/fold<k>/synthesis/   scored synthesis of that job
     <paths.results>/<db>/judge/fold<k>/           the standard FER model of that fold
     <paths.reports>/                              tables, figures, summary.json, report.pdf
+    benchmarks/<step>/<db>_<model>_<group>.tsv     Snakemake's time and memory record of one job
 """
 from __future__ import annotations
 
@@ -59,3 +60,16 @@ def synthesis_dir(cfg: dict, db: str, model: str, fold: int) -> Path:
 
 def reports_dir(cfg: dict) -> Path:
     return Path(cfg["paths"]["reports"])
+
+
+def group_tag(group: list[int]) -> str:
+    """A name for a group of folds run by one job, usable in rule, log and benchmark names: fold3, folds0_9."""
+    return f"fold{group[0]}" if len(group) == 1 else f"folds{group[0]}_{group[-1]}"
+
+
+def benchmark_file(step: str, db: str, model: str | None, group: str) -> Path:
+    """Snakemake's benchmark record of one job (time, peak memory) of `step` (train, judge, score)
+    on a fold group (`group_tag`); the judge has no model.
+    Relative to the folder Snakemake runs in, the project root."""
+    name = f"{db}_{group}" if model is None else f"{db}_{model}_{group}"
+    return Path("benchmarks") / step / f"{name}.tsv"

@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 from fersnet import ownership, provenance
-from fersnet.config import FINE_TUNED
+from fersnet.config import FINE_TUNED, fold_groups  # noqa: F401 - the workflow's name for it
+from fersnet.paths import group_tag  # noqa: F401 - the workflow's name for it
 
 SNAPSHOT_DIR = Path(".snakemake") / "fersnet"
 
@@ -87,21 +88,8 @@ def preprocess_params(cfg: dict, db: str) -> str:
 
 
 # --- fold groups ----------------------------------------------------------------------------------
-def fold_groups(cfg: dict) -> list[list[int]]:
-    """The folds of one (database, model) split into jobs of `orchestration.folds_per_job` folds.
-
-    One fold per job suits a GPU or a cluster; all folds in one process saves the start-up per
-    job (imports, data) that dominates short CPU jobs (docs/orchestration.md).
-    """
-    n, size = int(cfg["n_folds"]), int(cfg["orchestration"]["folds_per_job"])
-    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
-
-
-def group_tag(group: list[int]) -> str:
-    """A name for a group of folds, usable in rule and log names: fold3, folds0_9."""
-    return f"fold{group[0]}" if len(group) == 1 else f"folds{group[0]}_{group[-1]}"
-
-
+# fold_groups (fersnet.config) and group_tag (fersnet.paths) live where MLflow's parent step, which
+# reads each group's benchmark file, finds them too.
 def fold_arg(group: list[int]) -> str:
     return ",".join(map(str, group))
 

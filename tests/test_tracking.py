@@ -466,3 +466,99 @@ def test_jobs_sharing_a_judge_the_data_and_the_store_run_at_once_and_all_are_log
     assert sorted((r.data.tags["model"], r.data.tags["fold"]) for r in runs) == [
         ("fersnet", "0"), ("judge", "0"), ("judge", "1"), ("no_convflu", "0")]
 
+
+
+# --- checkpoints and per-job time and memory ------------------------------------------------------
+def artifacts(cfg: dict, run_id: str, path: str = "") -> set[str]:
+    from fersnet.tracking.mlflow_log import client_for
+    return {a.path for a in client_for(cfg).list_artifacts(run_id, path)}
+
+
+def test_a_fold_run_stores_its_checkpoint_only_when_asked_and_an_earlier_run_gets_it_later(mlflow_cfg, tmp_path):
+    from fersnet.tracking.mlflow_log import client_for, log_fold
+    folder = fake_fold(mlflow_cfg, "ckplus", "fersnet", 0, accuracy=0.8)
+    (folder / paths.CHECKPOINT).write_bytes(b"trained networks and optimizer state")
+    assert log_fold(mlflow_cfg, "ckplus", "fersnet", 0, "sync") == "created"
+    (run,) = store_runs(mlflow_cfg, "ckplus")
+    assert "checkpoint" not in artifacts(mlflow_cfg, run.info.run_id)          # default: off
+    mlflow_cfg["mlflow"]["log_checkpoints"] = True
+    assert log_fold(mlflow_cfg, "ckplus", "fersnet", 0, "sync") == "replaced"
+    (run,) = store_runs(mlflow_cfg, "ckplus")
+    assert artifacts(mlflow_cfg, run.info.run_id, "checkpoint") == {"checkpoint/checkpoint.pt"}
+    copy = client_for(mlflow_cfg).download_artifacts(run.info.run_id, "checkpoint/checkpoint.pt", str(tmp_path))
+    assert Path(copy).read_bytes() == (folder / paths.CHECKPOINT).read_bytes()
+    assert run.data.tags["checkpoint"] == "logged"
+    assert log_fold(mlflow_cfg, "ckplus", "fersnet", 0, "sync") == "unchanged"
+
+
+def test_the_checkpoint_key_is_outside_every_fingerprint(mlflow_cfg):
+    from fersnet import provenance
+    on = json.loads(json.dumps(mlflow_cfg))
+    on["mlflow"]["log_checkpoints"] = True
+    for verb, model in (("train", "fersnet"), ("judge", None), ("score", None), ("report", None)):
+        assert provenance.job_params(on, verb, model) == provenance.job_params(mlflow_cfg, verb, model)
+
+
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def write_benchmark(step: str, db: str, model: str | None, group: str, seconds: float, rss: float,
+                    cpu: float, age_s: float = 0.0) -> Path:
+    """A benchmark file in Snakemake's format (benchmark: directive), `age_s` older than now."""
+    path = paths.benchmark_file(step, db, model, group)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(BENCH_HEADER + f"{seconds}\t0:00:{int(seconds):02d}\t{rss}\t4733.86\t401.18\t494.03\t0.00\t0.05\t"
+                    f"12.20\t{cpu}\n")
+    when = time.time() - age_s
+    os.utime(path, (when, when))
+    return path
+
+
+def parent_run(cfg: dict, db: str, model: str):
+    from fersnet.tracking.mlflow_log import client_for
+    (parent,) = [r for r in store_runs(cfg, db, kind="parent") if r.data.tags["model"] == model]
+
+    def history(name: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client_for(cfg).get_metric_history(parent.info.run_id, name))
+    return parent, history
+
+
+def test_the_parent_run_holds_each_jobs_time_and_peak_memory_from_the_benchmarks(mlflow_cfg, tmp_path, monkeypatch):
+    from fersnet.tracking.mlflow_log import main
+    monkeypatch.chdir(tmp_path)                    # benchmarks/ lies in the folder the workflow runs in
+    mlflow_cfg["n_folds"], mlflow_cfg["orchestration"]["folds_per_job"] = 2, 1      # one job per fold
+    for k in (0, 1):
+        fake_fold(mlflow_cfg, "ckplus", "fersnet", k, accuracy=0.8, scores=fold_scores(36, 3.0))
+        write_benchmark("train", "ckplus", "fersnet", f"fold{k}", seconds=40.0 + k, rss=900.0 + 100 * k, cpu=30.0)
+    # a score benchmark older than the scores it stands for is from an earlier run: left out
+    write_benchmark("score", "ckplus", "fersnet", "fold0", seconds=9.0, rss=500.0, cpu=8.0, age_s=3600)
+    main(mlflow_cfg, Namespace(init=False, sync=False, parent=["ckplus", "fersnet"]))
+    parent, history = parent_run(mlflow_cfg, "ckplus", "fersnet")
+    assert history("job/train/seconds") == [(0, 40.0), (1, 41.0)]            # one point per job, step = its fold
+    assert history("job/train/max_rss_mb") == [(0, 900.0), (1, 1000.0)]
+    metrics = parent.data.metrics
+    assert metrics["job/train/seconds_total"] == pytest.approx(81.0)
+    assert metrics["job/train/cpu_seconds_total"] == pytest.approx(60.0)
+    assert metrics["job/train/max_rss_mb_peak"] == 1000.0 and metrics["job/train/n_jobs"] == 2
+    assert not any(name.startswith("job/score/") for name in metrics)
+
+
+def test_a_job_of_several_folds_is_one_point_on_the_parent_and_the_judges_have_theirs(mlflow_cfg, tmp_path, monkeypatch):
+    from fersnet.tracking.mlflow_log import main
+    monkeypatch.chdir(tmp_path)
+    mlflow_cfg["n_folds"], mlflow_cfg["orchestration"]["folds_per_job"] = 2, 2     # folds 0-1 in one job
+    for k in (0, 1):
+        fake_fold(mlflow_cfg, "oulu", "judge", k, accuracy=0.9)
+    write_benchmark("judge", "oulu", None, "folds0_1", seconds=12.5, rss=700.0, cpu=20.0)
+    main(mlflow_cfg, Namespace(init=False, sync=False, parent=["oulu", "judge"]))
+    parent, history = parent_run(mlflow_cfg, "oulu", "judge")
+    assert history("job/judge/seconds") == [(0, 12.5)]
+    assert parent.data.metrics["job/judge/n_jobs"] == 1 and parent.data.metrics["job/judge/max_rss_mb_peak"] == 700.0
+
+
+def test_a_benchmark_without_measurements_adds_nothing(tmp_path):
+    from fersnet.tracking import benchmarks
+    bench = tmp_path / "b.tsv"
+    bench.write_text(BENCH_HEADER + "NA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\n")
+    assert benchmarks.read_benchmark(bench) == {}
+    assert benchmarks.parent_metrics([]) == []

@@ -37,7 +37,7 @@ from pathlib import Path
 from fersnet import ownership, paths
 from fersnet.config import DATABASES, MODELS
 from fersnet.errors import FersnetError
-from fersnet.tracking import markers
+from fersnet.tracking import benchmarks, markers
 
 try:
     import fcntl
@@ -340,10 +340,17 @@ def _confusion_csv(metrics: dict, folder: Path) -> Path | None:
     return path
 
 
-def _log_artifacts(client, run_id: str, folder: Path, metrics: dict) -> None:
+def _log_artifacts(client, run_id: str, folder: Path, metrics: dict, checkpoint: bool = False) -> None:
     for name in (paths.METRICS, paths.CONFIG, paths.HISTORY):
         if (folder / name).is_file():
             retry(client.log_artifact, run_id, str(folder / name))
+    if checkpoint:
+        # mlflow.log_checkpoints: the trained networks of the fold (with optimizer state, as
+        # training resumes from it); ~1 GB per fold at paper scale, hence off by default
+        logged = (folder / paths.CHECKPOINT).is_file()
+        if logged:
+            retry(client.log_artifact, run_id, str(folder / paths.CHECKPOINT), "checkpoint")
+        retry(client.set_tag, run_id, "checkpoint", "logged" if logged else "absent")
     synthesis = folder / "synthesis"
     for name in (paths.SCORES, paths.SYNTH_GRID):
         if (synthesis / name).is_file():
@@ -383,7 +390,10 @@ def sync_fold(client, cfg: dict, db: str, model: str, fold: int) -> str:
     parent = ensure_parent(client, exp_id, db, model, profile)
     identity = {"kind": "fold", "database": db, "model": model, "fold": str(fold), "profile": profile}
     existing = search_all(client, [exp_id], _filter(identity))
-    current = [r for r in existing if r.data.tags.get("stamp") == stamp]
+    checkpoint = bool(cfg["mlflow"].get("log_checkpoints", False))
+    # a run logged before mlflow.log_checkpoints was turned on is logged again, with the checkpoint
+    current = [r for r in existing if r.data.tags.get("stamp") == stamp
+               and (not checkpoint or "checkpoint" in r.data.tags)]
     for r in existing:
         if not current or r.info.run_id != current[0].info.run_id:
             retry(client.delete_run, r.info.run_id)
@@ -404,7 +414,7 @@ def sync_fold(client, cfg: dict, db: str, model: str, fold: int) -> str:
     metrics = [Metric(k, v, now, s) for k, v, s in history_metrics(folder)]
     metrics += [Metric(k, v, now, 0) for k, v in sorted(final_metrics(folder).items())]
     _log_batches(client, run_id, metrics, params)
-    _log_artifacts(client, run_id, folder, _read_json(folder / paths.METRICS))
+    _log_artifacts(client, run_id, folder, _read_json(folder / paths.METRICS), checkpoint)
     retry(client.set_tag, run_id, "stamp", stamp)
     retry(client.set_terminated, run_id, "FINISHED")
     return "replaced" if existing else "created"
@@ -529,6 +539,9 @@ def log_parent(cfg: dict, db: str, model: str) -> dict:
                 metrics.append(Metric(f"{name}_mean", s["mean"], now, 0))
                 if s["std"] is not None:           # one fold has no spread: no _std rather than a false 0
                     metrics.append(Metric(f"{name}_std", s["std"], now, 0))
+            # time and peak memory of the jobs behind these folds (Snakemake's benchmarks/)
+            jobs = benchmarks.job_records(cfg, db, model)
+            metrics += [Metric(k, v, now, step) for k, v, step in benchmarks.parent_metrics(jobs)]
             _log_batches(client, parent, metrics, [])
             retry(client.set_tag, parent, "folds", ",".join(map(str, stats["folds"])))
     except Exception as e:

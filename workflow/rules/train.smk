@@ -20,7 +20,7 @@ for _group in FOLD_GROUPS:
         log:
             f"logs/train/{{db}}_{{model}}_{_tag}.log",
         benchmark:
-            f"benchmarks/train/{{db}}_{{model}}_{_tag}.tsv"
+            str(paths.benchmark_file("train", "{db}", "{model}", _tag))
         params:
             settings=model_params,
             folds=fwork.fold_arg(_group),
@@ -43,7 +43,7 @@ for _group in FOLD_GROUPS:
         log:
             f"logs/judge/{{db}}_{_tag}.log",
         benchmark:
-            f"benchmarks/judge/{{db}}_{_tag}.tsv"
+            str(paths.benchmark_file("judge", "{db}", None, _tag))
         params:
             settings=judge_params,
             folds=fwork.fold_arg(_group),
@@ -67,7 +67,7 @@ for _group in FOLD_GROUPS:
         log:
             f"logs/score/{{db}}_{{model}}_{_tag}.log",
         benchmark:
-            f"benchmarks/score/{{db}}_{{model}}_{_tag}.tsv"
+            str(paths.benchmark_file("score", "{db}", "{model}", _tag))
         params:
             settings=score_params,
             folds=fwork.fold_arg(_group),
