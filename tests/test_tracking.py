@@ -475,14 +475,14 @@ def artifacts(cfg: dict, run_id: str, path: str = "") -> set[str]:
 
 
 def test_a_fold_run_stores_its_checkpoint_only_when_asked_and_an_earlier_run_gets_it_later(mlflow_cfg, tmp_path):
-    from fersnet.tracking.mlflow_log import client_for, log_fold
+    from fersnet.tracking.mlflow_log import client_for, log_fold, main
     folder = fake_fold(mlflow_cfg, "ckplus", "fersnet", 0, accuracy=0.8)
     (folder / paths.CHECKPOINT).write_bytes(b"trained networks and optimizer state")
-    assert log_fold(mlflow_cfg, "ckplus", "fersnet", 0, "sync") == "created"
+    assert log_fold(mlflow_cfg, "ckplus", "fersnet", 0, "train") == "created"
     (run,) = store_runs(mlflow_cfg, "ckplus")
     assert "checkpoint" not in artifacts(mlflow_cfg, run.info.run_id)          # default: off
-    mlflow_cfg["mlflow"]["log_checkpoints"] = True
-    assert log_fold(mlflow_cfg, "ckplus", "fersnet", 0, "sync") == "replaced"
+    mlflow_cfg["mlflow"]["log_checkpoints"] = True                          # then `fersnet track --sync`
+    assert main(mlflow_cfg, Namespace(init=False, sync=True, parent=None))["replaced"] == 1
     (run,) = store_runs(mlflow_cfg, "ckplus")
     assert artifacts(mlflow_cfg, run.info.run_id, "checkpoint") == {"checkpoint/checkpoint.pt"}
     copy = client_for(mlflow_cfg).download_artifacts(run.info.run_id, "checkpoint/checkpoint.pt", str(tmp_path))

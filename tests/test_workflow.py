@@ -344,6 +344,7 @@ def test_demo_command_runs_snakemake_all_with_the_profile_and_names_the_outputs(
     assert "report" in out.stdout and "track_parent" in out.stdout
     message = where_outputs_are(cfg)
     assert "report.pdf" in message and "mlflow ui --backend-store-uri sqlite:///" in message
+    assert "snakemake --report report.html" in message
 
 
 def _history_of(proj: Path, model: str, fold: int):
