@@ -280,9 +280,11 @@ def test_fes_da_on_a_balanced_fold_renders_every_face_into_every_other_expressio
     n_real = metrics["n_train_real"]
     assert n_real == 9 * 6 * 3                                  # 9 training subjects x 6 expressions x 3 frames
     assert metrics["n_train_synthetic"] == 5 * n_real > n_real  # every face into the 5 other expressions
-    assert metrics["n_train"] == 6 * n_real
-    assert list(metrics["train_class_counts"].values()) == [n_real] * 6     # balanced
     assert list(metrics["fes_da"]["added"].values()) == [5 * n_real // 6] * 6
+    counts = list(metrics["train_class_counts"].values())
+    assert counts == [counts[0]] * 6 and sum(counts) == metrics["n_train"]  # balanced
+    real_samples = metrics["n_train"] - metrics["n_train_synthetic"]      # real faces, repeated to the share
+    assert real_samples / metrics["n_train"] == pytest.approx(oulu_fold["fes_da"]["real_share"])
     assert metrics["fes_da"]["per_class"] == "all_targets"
 
 
@@ -290,8 +292,8 @@ def test_fes_da_real_trains_on_real_faces_only_with_the_same_epochs_and_steps(ou
     aug = train_job(oulu_fold, "oulu", "fes_da", 0)
     ctrl = train_job(oulu_fold, "oulu", "fes_da_real", 0)
     assert ctrl["n_train_synthetic"] == 0 and ctrl["n_train_real"] == aug["n_train_real"]
-    assert ctrl["n_train"] == aug["n_train"]                    # the real faces, each 6 times
-    assert list(ctrl["train_class_counts"].values()) == [aug["n_train_real"]] * 6
+    assert ctrl["n_train"] == aug["n_train"]                    # the real faces, each as often
+    assert list(ctrl["train_class_counts"].values()) == [aug["n_train"] // 6] * 6
     assert ctrl["epochs"] == aug["epochs"] == oulu_fold["fes_da"]["epochs"] and ctrl["steps"] == aug["steps"]
     assert ctrl["fes_da"]["source_run"] == aug["fes_da"]["source_run"]
     assert ctrl["accuracy"] is not None and ctrl["model"] == "fes_da_real"
