@@ -79,7 +79,7 @@ def main() -> int:
     stage("synth", ["synth"])
     for db in ("ckplus", "oulu", "mmi"):
         stage(f"preprocess/{db}", ["preprocess", "--db", db])
-    for model in ("fersnet", "no_mtl", "no_convflu", "fes_da", "stargan"):
+    for model in ("fersnet", "no_mtl", "no_convflu", "fes_da", "fes_da_real", "stargan"):
         stage(f"train/{a.db}/{model}/fold0", ["train", "--db", a.db, "--model", model, "--fold", "0"])
     stage(f"judge/{a.db}/fold0", ["judge", "--db", a.db, "--fold", "0"])
     for model in ("fersnet", "no_mtl", "no_convflu", "stargan"):
