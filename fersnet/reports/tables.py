@@ -201,10 +201,12 @@ def _fes_da_caption(cfg: dict, col: agg.Collected, models: list[str]) -> str:
                            "database, then every class topped up to the largest",
             "balance": "every class topped up to the largest with synthesized faces"}.get(
         per_class, f"{per_class} synthesized faces per class")
-    epochs = cfg["fes_da"]["epochs"]
+    epochs, share = cfg["fes_da"]["epochs"], cfg["fes_da"].get("real_share")
+    mix = (f"the real faces repeated to about {100 * share:.0f}\\% of the samples" if share
+           else "each real face once")
     text = (f" {names.MODEL['fes_da']}: the fold's FERSNet with its FER side fine-tuned for {epochs} "
             f"epoch{'' if epochs == 1 else 's'} on the real training faces and faces synthesized by its own "
-            f"FES branch ({rule}).")
+            f"FES branch ({rule}; {mix}).")
     counts = []
     for db in cfg["databases"]:
         syn = agg.fold_values(col.folds, db, "fes_da", "n_train_synthetic")
