@@ -298,6 +298,9 @@ def test_summary_json_keeps_measured_and_published_apart_and_labels_the_test_sel
     x = 100 * np.array(CORRECT["fes_da"]) / N_TEST
     y = 100 * np.array(CORRECT["fes_da_real"]) / N_TEST
     assert fes_da["mean_diff_vs_fes_da_real"] == pytest.approx((x - y).mean())
+    no_mtl = 100 * np.array(CORRECT["no_mtl"]) / N_TEST
+    fersnet = 100 * np.array(CORRECT["fersnet"]) / N_TEST
+    assert on_disk["measured"]["ckplus"]["no_mtl"]["mean_diff_vs_fersnet"] == pytest.approx((no_mtl - fersnet).mean())
     assert fes_da["n_train_synthetic_mean"] == pytest.approx(5 * (N_REAL + 4.5))
     assert on_disk["measured"]["ckplus"]["fersnet"]["synthesis_losses"] == "adv, L1, cyc, expr 0.3"
     assert on_disk["measured"]["ckplus"]["fersnet"]["synthesis_psnr_mean"] == pytest.approx(20.0)

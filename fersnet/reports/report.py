@@ -208,7 +208,8 @@ def build_summary(cfg: dict, col: agg.Collected, tests: dict, synthesis_numbers:
 
 
 def _fer_entry(col: agg.Collected, db: str, model: str, tests: dict) -> dict:
-    """One FER model's measured numbers on one database (accuracies in %)."""
+    """One FER model's measured numbers on one database (accuracies in %; `mean_diff_vs_<ref>`: this
+    model minus <ref>, in points, over the folds both finished)."""
     acc = agg.accuracy_stats(col.folds, db, model)
     entry: dict = {"accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "n_folds": acc["n"]}
     for key in ("balanced_accuracy", "macro_f1"):
@@ -219,10 +220,11 @@ def _fer_entry(col: agg.Collected, db: str, model: str, tests: dict) -> dict:
         if values:
             entry[f"{key}_mean"] = agg.mean_std(values.values())["mean"]
     for ref in (agg.REFERENCE, "fes_da_real"):
-        t = tests.get((db, model) if ref == agg.REFERENCE else (db, model, ref))
+        # the ablation's tests are fersnet minus each model; fes_da's is fes_da minus its control
+        t, sign = (tests.get((db, model)), -1.0) if ref == agg.REFERENCE else (tests.get((db, model, ref)), 1.0)
         if t:
             entry.update({f"p_wilcoxon_vs_{ref}": t["p_wilcoxon"], f"p_ttest_vs_{ref}": t["p_ttest"],
-                          f"n_pairs_vs_{ref}": t["n_pairs"], f"mean_diff_vs_{ref}": t["mean_diff"]})
+                          f"n_pairs_vs_{ref}": t["n_pairs"], f"mean_diff_vs_{ref}": sign * t["mean_diff"]})
     best = agg.accuracy_stats(col.folds, db, model, "best_epoch_test_accuracy")
     entry["diagnostic"] = {"best_epoch_test_accuracy_mean": best["mean"]}
     return entry
