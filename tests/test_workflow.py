@@ -206,7 +206,7 @@ def test_snakemake_runs_the_tiny_grid_end_to_end_and_then_has_nothing_to_do(tmp_
     assert (proj / "benchmarks/train/ckplus_fes_da_fold1.tsv").is_file()
     parent = json.loads((proj / "results/_workflow/parent_ckplus_fersnet.json").read_text())
     assert parent["n_folds_done"] == 2 and "accuracy" in parent["metrics"]
-    assert mlflow_fold_runs(proj) == 6 * 2          # 5 models + judge, 2 folds each
+    assert mlflow_fold_runs(proj) == 7 * 2          # 6 models + judge, 2 folds each
     again = snakemake(proj, "--cores", "2", "all")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
