@@ -41,6 +41,7 @@ def test_contents_lists_the_models_in_the_tables_order():
     ["fersnet", "no_mtl", "no_convflu", "fes_da", "stargan"],
     ["no_mtl", "stargan"],
     ["fersnet", "no_convflu"],
+    ["stargan"],                         # no FER branch at all: no accuracy-only tables or figures
 ])
 def test_the_report_writes_exactly_the_figures_tables_pdf_and_plots_the_workflow_declares(tmp_path, models):
     cfg, out = built_report(tmp_path, models)

@@ -82,8 +82,8 @@ def report_items(cfg: dict, pdf: bool) -> list[Item]:
     if fer:
         items.append(table("fer_balanced", OVERVIEW, ALL_MODELS, "balanced accuracy and macro-F1"))
     items.append(table("ablation", OVERVIEW, ALL_MODELS, "ablation with paired tests"))
-    items.append(table("protocol", OVERVIEW, ALL_MODELS, "selected vs. best-epoch accuracy"))
     if fer:
+        items.append(table("protocol", OVERVIEW, ALL_MODELS, "selected vs. best-epoch accuracy"))
         items.append(figure("fold_accuracy", "fold_accuracy", OVERVIEW, ALL_MODELS, "accuracy of every fold"))
     for db in cfg["databases"]:
         name = names.DATABASE[db]

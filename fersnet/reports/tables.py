@@ -412,9 +412,12 @@ def _shorten(reason: str, limit: int = 200) -> str:
     return reason if reason.endswith(".") else reason + "."
 
 
-def protocol(cfg: dict, col: agg.Collected) -> str:
-    """Table 5: selected (reported) accuracy beside the optimistic best-epoch-on-test accuracy and the gap."""
+def protocol(cfg: dict, col: agg.Collected) -> str | None:
+    """Table 5: selected (reported) accuracy beside the optimistic best-epoch-on-test accuracy and the gap;
+    None when no model with a FER branch is in the grid (StarGAN alone)."""
     n, f = cfg["n_folds"], col.folds
+    if not _fer_models(cfg):
+        return None
     rows, index = [], []
     for db in cfg["databases"]:
         for model in _fer_models(cfg):
