@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train_step import MODELS, build_task, endless, machine, synthetic_arrays  # noqa: E402
+from train_step import MODELS, build_task, endless, machine, save, synthetic_arrays  # noqa: E402
 
 from fersnet import config  # noqa: E402
 from fersnet.training import batches as B  # noqa: E402
@@ -126,11 +126,7 @@ def main(argv=None) -> dict:
     out = {"bench": "profile_step", "profile": a.profile, "threads": a.threads, "steps": a.steps,
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "results": rows}
     if a.out:
-        p = Path(a.out)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=2))
-        tmp.replace(p)
+        save(out, a.out)
     return out
 
 

@@ -224,12 +224,17 @@ def main(argv=None) -> dict:
     out = {"bench": "train_step", "profile": a.profile, "device": a.device, "peak_tflops": peak,
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "results": rows}
     if a.out:
-        p = Path(a.out)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=2))
-        tmp.replace(p)
+        save(out, a.out)
     return out
+
+
+def save(result: dict, path) -> None:
+    """A benchmark's JSON, written through a temporary sibling (never half a file)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(p)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,14 @@ class StaleResult(FersnetError):
 
 # --- hashing ------------------------------------------------------------------------------------
 def file_sha256(path: Path) -> str:
+    """sha256 of a file's content; computed once per process for an unchanged file (same inode,
+    size and mtime), since a batched job fingerprints the same checkpoints and weights per fold."""
+    st = os.stat(path)
+    return _sha256_of(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, inode: int, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -14,7 +14,6 @@ fix; the scoring job records that (or, with `fid.require_inception: true`, stops
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fersnet.errors import FersnetError
+from fersnet.provenance import file_sha256
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_SHA256_PREFIX = "6726825d"     # pytorch-fid's file name carries its hash prefix
@@ -58,14 +58,6 @@ def weights_source(cfg: dict) -> tuple[str, Path | None]:
     if cfg["fid"]["download"]:
         return "download", None
     return "missing", None
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _build_inception(dims: int):

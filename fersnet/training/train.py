@@ -125,21 +125,13 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
     if done is not None:
         return done
     replacing = (final_dir / paths.METRICS).is_file()
-    run_dir = _staging(final_dir) if replacing else ownership.claim_folder(final_dir, "fersnet train")
+    # --force over a finished run: train in a staging folder, the old run stays until the new one is complete
+    run_dir = (ownership.make_temp_dir(final_dir.parent, final_dir.name, "fersnet train") if replacing
+               else ownership.claim_folder(final_dir, "fersnet train"))
     metrics = _train(cfg, db, model, fold, run_dir, fp, device, hooks, log)
     if replacing and metrics:
-        _swap_in(run_dir, final_dir)
+        ownership.swap_in(run_dir, final_dir)
     return metrics
-
-
-def _staging(final: Path) -> Path:
-    """A fresh sibling folder to recompute a finished run in (`--force`); the old one stays until
-    the new one is complete."""
-    return ownership.make_temp_dir(final.parent, final.name, "fersnet train")
-
-
-def _swap_in(staging: Path, final: Path) -> None:
-    ownership.swap_in(staging, final)
 
 
 def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
