@@ -26,6 +26,7 @@ wildcard_constraints:
     model="|".join(fconfig.MODELS),
     tracked="|".join(fconfig.MODELS + ("judge",)),
     fold=r"\d+",
+    seed=r"\d+",
 
 
 rule all:

@@ -67,6 +67,12 @@ def _fold(p):
                         "in one process (saves the start-up cost per job on small profiles)")
 
 
+def _seed(p):
+    p.add_argument("--seed", type=int, metavar="S",
+                   help="training seed of this job (default: the first of params `seeds`); results go to "
+                        "results/<db>/<model>/seed<S>/")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fersnet", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -83,25 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model on one fold")
     _common(p); _db(p)
     p.add_argument("--model", choices=MODELS, required=True)
-    _fold(p)
+    _fold(p); _seed(p)
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), help="override train.device")
-    p.add_argument("--out", help="run folder (default: results/<db>/<model>/fold<k>)")
+    p.add_argument("--out", help="run folder (default: results/<db>/<model>/seed<s>/fold<k>)")
     _force(p)
 
     p = sub.add_parser("judge", help="train the standard FER model (judge) of one fold on real training images")
-    _common(p); _db(p); _fold(p)
+    _common(p); _db(p); _fold(p); _seed(p)
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"))
     _force(p)
 
     p = sub.add_parser("score", help="synthesize every test face into every other expression and score it")
     _common(p); _db(p)
     p.add_argument("--model", choices=("fersnet", "no_mtl", "no_convflu", "stargan"), required=True)
-    _fold(p)
+    _fold(p); _seed(p)
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"))
     _force(p)
 
-    p = sub.add_parser("pool", help="pool synthesis scores (FID/KID) over the folds of each model")
-    _common(p); _db(p)
+    p = sub.add_parser("pool", help="pool synthesis scores (FID/KID) over the folds of each model (one seed)")
+    _common(p); _db(p); _seed(p)
 
     p = sub.add_parser("report", help="compile tables, figures, summary.json and report.pdf from results on disk")
     _common(p)
@@ -177,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         cfg = config_mod.load(args.params, args.profile, config_mod.parse_sets(getattr(args, "sets", None)))
+        if getattr(args, "seed", None) is not None:
+            if args.seed < 0:
+                raise FersnetError(f"--seed {args.seed}: seeds are non-negative integers")
+            cfg = config_mod.with_seed(cfg, args.seed)
         if len(getattr(args, "fold", None) or []) > 1 and getattr(args, "out", None):
             raise FersnetError("--out names one run folder; give a single --fold with it")
         for k in getattr(args, "fold", None) or []:

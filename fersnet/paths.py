@@ -3,9 +3,10 @@
 Layout (docs/architecture.md):
     <synth.out>/<db>/...                          raw databases, native layout (stand-in)
     <preprocess.out>/<db>/                        images.npy, meta.csv, report.md, contact_sheet.png
-    <paths.results>/<db>/<model>/fold<k>/         one training job
-    <paths.results>/<db>/<model>/fold<k>/synthesis/   scored synthesis of that job
-    <paths.results>/<db>/judge/fold<k>/           the standard FER model of that fold
+    <paths.results>/<db>/<model>/seed<s>/fold<k>/            one training job (seed s of params `seeds`)
+    <paths.results>/<db>/<model>/seed<s>/fold<k>/synthesis/  scored synthesis of that job
+    <paths.results>/<db>/<model>/seed<s>/synthesis_pooled.json   FID/KID pooled over the folds of seed s
+    <paths.results>/<db>/judge/seed<s>/fold<k>/              the standard FER model of that fold
     <paths.reports>/                              tables, figures, summary.json, report.pdf
     benchmarks/<step>/<db>_<model>_<group>.tsv     Snakemake's time and memory record of one job
 """
@@ -46,16 +47,36 @@ def processed_dir(cfg: dict, db: str) -> Path:
     return Path(cfg["preprocess"]["out"]) / db
 
 
-def run_dir(cfg: dict, db: str, model: str, fold: int) -> Path:
-    return Path(cfg["paths"]["results"]) / db / model / f"fold{int(fold)}"
+def seed_dir(cfg: dict, db: str, model: str, seed: int | None = None) -> Path:
+    """The runs of one (database, model) trained with one seed; `seed` defaults to the job's
+    (`cfg["seed"]`, fersnet.config.with_seed)."""
+    seed = cfg["seed"] if seed is None else seed
+    return Path(cfg["paths"]["results"]) / db / model / f"seed{int(seed)}"
 
 
-def judge_dir(cfg: dict, db: str, fold: int) -> Path:
-    return run_dir(cfg, db, "judge", fold)
+def run_dir(cfg: dict, db: str, model: str, fold: int, seed: int | None = None) -> Path:
+    return seed_dir(cfg, db, model, seed) / f"fold{int(fold)}"
 
 
-def synthesis_dir(cfg: dict, db: str, model: str, fold: int) -> Path:
-    return run_dir(cfg, db, model, fold) / "synthesis"
+def judge_dir(cfg: dict, db: str, fold: int, seed: int | None = None) -> Path:
+    return run_dir(cfg, db, "judge", fold, seed)
+
+
+def synthesis_dir(cfg: dict, db: str, model: str, fold: int, seed: int | None = None) -> Path:
+    return run_dir(cfg, db, model, fold, seed) / "synthesis"
+
+
+def pooled_file(cfg: dict, db: str, model: str, seed: int | None = None) -> Path:
+    """FID/KID of one generator pooled over the folds of one seed (`fersnet pool`)."""
+    return seed_dir(cfg, db, model, seed) / "synthesis_pooled.json"
+
+
+def run_label(db: str, model: str, fold: int | None = None, seed: int | None = None) -> str:
+    """How logs, MLflow and messages name a run: ckplus/fersnet, ckplus/fersnet/seed0/fold3."""
+    label = f"{db}/{model}"
+    if seed is not None:
+        label += f"/seed{int(seed)}"
+    return label if fold is None else f"{label}/fold{int(fold)}"
 
 
 def reports_dir(cfg: dict) -> Path:
@@ -67,9 +88,10 @@ def group_tag(group: list[int]) -> str:
     return f"fold{group[0]}" if len(group) == 1 else f"folds{group[0]}_{group[-1]}"
 
 
-def benchmark_file(step: str, db: str, model: str | None, group: str) -> Path:
+def benchmark_file(step: str, db: str, model: str | None, group: str, seed="{seed}") -> Path:
     """Snakemake's benchmark record of one job (time, peak memory) of `step` (train, judge, score)
-    on a fold group (`group_tag`); the judge has no model.
+    on a fold group (`group_tag`) of one seed; the judge has no model.
     Relative to the folder Snakemake runs in, the project root."""
+    group = f"seed{seed}_{group}"
     name = f"{db}_{group}" if model is None else f"{db}_{model}_{group}"
     return Path("benchmarks") / step / f"{name}.tsv"

@@ -48,7 +48,7 @@ READS = {
     "judge": {"seed": None, "n_folds": None, "judge": None, "train": ("crop",)},
     "score": {"seed": None, "n_folds": None, "fid": None, "train": ("crop",)},
     "pool": {"seed": None, "n_folds": None, "fid": ("kid_subset", "kid_subsets", "dims")},
-    "report": {"seed": None, "n_folds": None, "databases": None, "models": None},
+    "report": {"seeds": None, "n_folds": None, "databases": None, "models": None},
 }
 
 

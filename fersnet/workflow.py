@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from fersnet import ownership, provenance
-from fersnet.config import FINE_TUNED, fold_groups  # noqa: F401 - the workflow's name for it
+from fersnet.config import FINE_TUNED, fold_groups, params_view, with_seed  # noqa: F401 - the workflow's names for them
 from fersnet.paths import group_tag  # noqa: F401 - the workflow's name for it
 
 SNAPSHOT_DIR = Path(".snakemake") / "fersnet"
@@ -28,7 +28,7 @@ def snapshot(cfg: dict, folder: Path = SNAPSHOT_DIR) -> str:
     while a run goes on reaches no job of that run (the next run picks the edit up). It is a
     complete params file of one profile (`fersnet --params <it>` loads and validates it).
     """
-    text = yaml.safe_dump(cfg, sort_keys=True)
+    text = yaml.safe_dump(params_view(cfg), sort_keys=True)
     out = Path(folder) / f"params-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +76,7 @@ def train_needs(model: str) -> list[str]:
 
 def synth_params(cfg: dict) -> str:
     """Settings the stand-in depends on."""
-    return json.dumps({"seed": cfg["seed"], "synth": {k: v for k, v in cfg["synth"].items() if k != "out"}},
-                      sort_keys=True)
+    return json.dumps({"synth": {k: v for k, v in cfg["synth"].items() if k != "out"}}, sort_keys=True)
 
 
 def preprocess_params(cfg: dict, db: str) -> str:

@@ -94,7 +94,7 @@ def _one_line_error(err: str, path: Path) -> str:
 @pytest.mark.parametrize("write, words", CHECKPOINTS.items(), ids=[f.__name__[1:] for f in CHECKPOINTS])
 def test_score_names_an_unusable_generator_checkpoint_in_one_line(project, capsys, write, words):
     tmp, argv, cfg = project
-    run_dir = tmp / "results" / "ckplus" / "fersnet" / "fold0"
+    run_dir = tmp / "results" / "ckplus" / "fersnet" / "seed0" / "fold0"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cfg))
     (run_dir / "metrics.json").write_text(json.dumps({"db": "ckplus", "model": "fersnet", "fold": 0}))
@@ -107,7 +107,7 @@ def test_score_names_an_unusable_generator_checkpoint_in_one_line(project, capsy
 @pytest.mark.parametrize("write, words", CHECKPOINTS.items(), ids=[f.__name__[1:] for f in CHECKPOINTS])
 def test_score_names_an_unusable_judge_checkpoint_in_one_line(project, capsys, write, words):
     tmp, argv, _ = project
-    judge = tmp / "results" / "ckplus" / "judge" / "fold0"
+    judge = tmp / "results" / "ckplus" / "judge" / "seed0" / "fold0"
     good = (judge / "checkpoint.pt").read_bytes()
     try:
         write(judge / "checkpoint.pt")

@@ -85,10 +85,10 @@ def test_unknown_profile_is_an_error(raw):
 def test_cli_reports_config_error_and_exits_nonzero(tmp_path, capsys):
     from fersnet.cli import main
     bad = tmp_path / "params.yaml"
-    text = (ROOT / "params.yaml").read_text().replace("seed: 0", "seed: -1")
+    text = (ROOT / "params.yaml").read_text().replace("seeds: [0]", "seeds: [-1]")
     bad.write_text(text)
     assert main(["synth", "--params", str(bad)]) == 2
-    assert "`seed`" in capsys.readouterr().err
+    assert "`seeds[0]`" in capsys.readouterr().err
 
 
 def test_cli_fold_lists_parse_ranges_and_lists():

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from fersnet import gpu_slots, workflow
+from fersnet import config, gpu_slots, workflow
 
 
 def _job(slots_dir: str, log: str, hold: float) -> None:
@@ -85,7 +85,7 @@ def test_the_cli_pins_a_gpu_job_to_one_slot(processed, tmp_path, monkeypatch, ca
     cfg = dict(processed)
     cfg["judge"] = dict(cfg["judge"], epochs=1)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(cfg))
+    params.write_text(yaml.safe_dump(config.params_view(cfg)))
     monkeypatch.setenv(gpu_slots.ENV_DEVICES, "0,1")
     monkeypatch.setenv(gpu_slots.ENV_SLOTS_DIR, str(tmp_path / "slots"))
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)

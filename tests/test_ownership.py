@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fersnet import ownership
+from fersnet import config, ownership
 from fersnet.errors import FersnetError
 
 
@@ -198,7 +198,7 @@ def kill_at(params: Path, point: str, *argv: str) -> str:
 
 def write_params(cfg: dict, tmp_path: Path) -> Path:
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(cfg))
+    params.write_text(yaml.safe_dump(config.params_view(cfg)))
     return params
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import write_processed
-from fersnet import ownership, paths, provenance
+from fersnet import config, ownership, paths, provenance
 from fersnet.cli import main
 
 
@@ -24,7 +24,7 @@ def project(test_cfg, tmp_path):
     cfg["judge"]["epochs"] = 1
     write_processed(Path(cfg["preprocess"]["out"]) / "ckplus", n_subjects=10, size=24)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(cfg))
+    params.write_text(yaml.safe_dump(config.params_view(cfg)))
     return cfg, params
 
 

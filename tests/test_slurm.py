@@ -116,7 +116,7 @@ def test_slurm_profile_runs_a_database_reruns_only_the_failed_fold_and_matches_a
     proj = project(tmp_path / "slurm")
     fit_profile_to_node(proj)
     # The fault: a file fersnet did not write in the run folder of one fold, which training refuses.
-    foreign = proj / f"results/{TARGET}/fersnet/fold1/notes.txt"
+    foreign = proj / f"results/{TARGET}/fersnet/seed0/fold1/notes.txt"
     foreign.parent.mkdir(parents=True)
     foreign.write_text("someone else's notes\n")
 

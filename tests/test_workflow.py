@@ -121,7 +121,7 @@ def test_config_profile_switch_reaches_the_cli_and_overrides_travel_in_a_params_
     assert out.returncode == 0, out.stderr[-3000:]
     copy = re.search(r"--params (\.snakemake/fersnet/params-\w+\.yaml)", out.stdout).group(1)
     assert yaml.safe_load((proj / copy).read_text())["databases"] == ["oulu"]
-    assert "results/oulu/fersnet/fold1/metrics.json" in out.stdout
+    assert "results/oulu/fersnet/seed0/fold1/metrics.json" in out.stdout
 
 
 def test_bad_params_stop_snakemake_with_the_key_named(tmp_path):
@@ -133,20 +133,20 @@ def test_bad_params_stop_snakemake_with_the_key_named(tmp_path):
 
 def test_fes_da_waits_for_fersnet_and_scores_wait_for_their_judge(tmp_path):
     proj = make_project(tmp_path)
-    out = snakemake(proj, "-n", "results/ckplus/fes_da/fold1/metrics.json",
-                    "results/ckplus/stargan/fold0/synthesis/scores.json")
+    out = snakemake(proj, "-n", "results/ckplus/fes_da/seed0/fold1/metrics.json",
+                    "results/ckplus/stargan/seed0/fold0/synthesis/scores.json")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "results/ckplus/fersnet/fold1/metrics.json" in out.stdout
-    assert "results/ckplus/judge/fold0/metrics.json" in out.stdout
+    assert "results/ckplus/fersnet/seed0/fold1/metrics.json" in out.stdout
+    assert "results/ckplus/judge/seed0/fold0/metrics.json" in out.stdout
 
 
 def test_fes_da_real_waits_for_the_fersnet_run_of_its_fold(tmp_path):
     proj = make_project(tmp_path)
-    out = snakemake(proj, "-n", "results/ckplus/fes_da_real/fold1/metrics.json")
+    out = snakemake(proj, "-n", "results/ckplus/fes_da_real/seed0/fold1/metrics.json")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "results/ckplus/fersnet/fold1/metrics.json" in out.stdout
-    assert "results/ckplus/fes_da_real/fold1/metrics.json" in out.stdout
-    assert "results/ckplus/fes_da/fold1" not in out.stdout
+    assert "results/ckplus/fersnet/seed0/fold1/metrics.json" in out.stdout
+    assert "results/ckplus/fes_da_real/seed0/fold1/metrics.json" in out.stdout
+    assert "results/ckplus/fes_da/seed0/fold1" not in out.stdout
 
 
 def test_folds_per_job_groups_the_folds_of_each_model_step_into_one_process(tmp_path):
@@ -202,8 +202,8 @@ def test_snakemake_runs_the_tiny_grid_end_to_end_and_then_has_nothing_to_do(tmp_
     out = snakemake(proj, "--cores", "2", "all", timeout=1800)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     assert json.loads((proj / "reports" / "summary.json").read_text())
-    assert (proj / "results/ckplus/stargan/synthesis_pooled.json").is_file()
-    assert (proj / "benchmarks/train/ckplus_fes_da_fold1.tsv").is_file()
+    assert (proj / "results/ckplus/stargan/seed0/synthesis_pooled.json").is_file()
+    assert (proj / "benchmarks/train/ckplus_fes_da_seed0_fold1.tsv").is_file()
     parent = json.loads((proj / "results/_workflow/parent_ckplus_fersnet.json").read_text())
     assert parent["n_folds_done"] == 2 and "accuracy" in parent["metrics"]
     assert mlflow_fold_runs(proj) == 7 * 2          # 6 models + judge, 2 folds each
@@ -349,7 +349,7 @@ def test_demo_command_runs_snakemake_all_with_the_profile_and_names_the_outputs(
 
 def _history_of(proj: Path, model: str, fold: int):
     import pandas as pd
-    return pd.read_csv(proj / f"results/ckplus/{model}/fold{fold}/history.csv").drop(columns=["seconds"])
+    return pd.read_csv(proj / f"results/ckplus/{model}/seed0/fold{fold}/history.csv").drop(columns=["seconds"])
 
 
 def _set_params(proj: Path, **changes) -> None:
@@ -366,10 +366,10 @@ def _set_params(proj: Path, **changes) -> None:
 @pytest.mark.slow
 def test_changed_params_and_data_rerun_exactly_the_jobs_they_change_and_retrain_from_scratch(tmp_path):
     proj = make_project(tmp_path, **{"mlflow.enabled": False, "orchestration.folds_per_job": 2})
-    targets = ["results/ckplus/no_mtl/fold0/metrics.json", "results/ckplus/judge/fold0/metrics.json"]
+    targets = ["results/ckplus/no_mtl/seed0/fold0/metrics.json", "results/ckplus/judge/seed0/fold0/metrics.json"]
     first = snakemake(proj, "--cores", "2", *targets, timeout=900)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
-    run = proj / "results/ckplus/no_mtl/fold0"
+    run = proj / "results/ckplus/no_mtl/seed0/fold0"
     before = json.loads((run / "metrics.json").read_text())
     history = _history_of(proj, "no_mtl", 0)
 
@@ -408,7 +408,7 @@ def test_a_params_edit_during_a_run_reaches_none_of_its_jobs(tmp_path):
     import time
     proj = make_project(tmp_path, **{"mlflow.enabled": False, "orchestration.folds_per_job": 2})
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "results/ckplus/no_mtl/fold0/metrics.json"],
+    proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "results/ckplus/no_mtl/seed0/fold0/metrics.json"],
                             cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while not (proj / "data/synthetic/ckplus").is_dir() and time.time() < deadline and proc.poll() is None:
@@ -417,19 +417,64 @@ def test_a_params_edit_during_a_run_reaches_none_of_its_jobs(tmp_path):
     edited = time.time()
     out, _ = proc.communicate(timeout=600)
     assert (proj / "data/processed/ckplus/summary.json").stat().st_mtime > edited   # jobs ran after the edit
-    prov = json.loads((proj / "results/ckplus/no_mtl/fold0/provenance.json").read_text())
+    prov = json.loads((proj / "results/ckplus/no_mtl/seed0/fold0/provenance.json").read_text())
     assert prov["params"]["train.lr"] == 0.002                  # ... with the params of the run's start
     assert proc.returncode != 0 and "was edited while this run was going on" in out
     # the next run applies the edit: the training job re-runs with it
-    again = snakemake(proj, "--cores", "1", "results/ckplus/no_mtl/fold0/metrics.json", timeout=600)
+    again = snakemake(proj, "--cores", "1", "results/ckplus/no_mtl/seed0/fold0/metrics.json", timeout=600)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
-    prov = json.loads((proj / "results/ckplus/no_mtl/fold0/provenance.json").read_text())
+    prov = json.loads((proj / "results/ckplus/no_mtl/seed0/fold0/provenance.json").read_text())
     assert prov["params"]["train.lr"] == 0.5
 
 
 def test_a_duplicate_key_in_params_stops_snakemake_naming_it(tmp_path):
     proj = make_project(tmp_path)
     text = (proj / "params.yaml").read_text()
-    (proj / "params.yaml").write_text(text.replace("seed: 0\n", "seed: 0\nseed: 1\n", 1))
+    (proj / "params.yaml").write_text(text.replace("n_folds: 10\n", "n_folds: 10\nn_folds: 3\n", 1))
     out = snakemake(proj, "-n")
-    assert out.returncode != 0 and "duplicate key `seed`" in out.stdout + out.stderr
+    assert out.returncode != 0 and "duplicate key `n_folds`" in out.stdout + out.stderr
+
+
+def test_seeds_fan_out_every_job_per_seed_and_the_parent_steps_wait_for_all_of_them(tmp_path):
+    proj = make_project(tmp_path, seeds=[0, 1, 2])
+    out = snakemake(proj, "-n", "all")
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = job_counts(out.stdout)
+    assert jobs["train"] == 6 * 2 * 3 and jobs["judge"] == 2 * 3 and jobs["score"] == 4 * 2 * 3
+    assert jobs["pool"] == 3 and jobs["report"] == 1 and jobs["track_parent"] == 7
+    for seed in (0, 1, 2):
+        assert f"results/ckplus/fes_da/seed{seed}/fold1/metrics.json" in out.stdout
+        assert f"--fold 1 --seed {seed}" in out.stdout or f"--seed {seed}" in out.stdout
+    # FES-DA of seed 1 fine-tunes fersnet of seed 1, never another seed's
+    one = snakemake(proj, "-n", "results/ckplus/fes_da/seed1/fold0/metrics.json")
+    assert "results/ckplus/fersnet/seed1/fold0/metrics.json" in one.stdout
+    assert "seed0" not in one.stdout and "seed2" not in one.stdout
+
+
+@pytest.mark.slow
+def test_three_seeds_by_two_folds_run_report_the_seed_spread_and_log_a_run_per_seed(tmp_path):
+    proj = make_project(tmp_path, seeds=[0, 1, 2], models=["fersnet", "stargan"])
+    out = snakemake(proj, "--cores", "2", "all", timeout=1800)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    accuracies = {}
+    for seed in (0, 1, 2):
+        for fold in (0, 1):
+            run = proj / f"results/ckplus/fersnet/seed{seed}/fold{fold}"
+            assert json.loads((run / "config.json").read_text())["seed"] == seed
+            accuracies[seed, fold] = json.loads((run / "metrics.json").read_text())["accuracy"]
+            assert (proj / f"results/ckplus/judge/seed{seed}/fold{fold}/metrics.json").is_file()
+            assert (run / "synthesis" / "scores.json").is_file()
+        assert json.loads((proj / f"results/ckplus/stargan/seed{seed}/synthesis_pooled.json").read_text())["seed"] == seed
+    # different seeds train different networks: their losses differ
+    losses = {s: _history_of_seed(proj, "fersnet", s, 0).to_numpy().tobytes() for s in (0, 1, 2)}
+    assert len(set(losses.values())) == 3
+    assert mlflow_fold_runs(proj) == 3 * 2 * 3      # (fersnet, stargan, judge) x 3 seeds x 2 folds
+    summary = json.loads((proj / "reports" / "summary.json").read_text())
+    assert "seed" in json.dumps(summary)
+    again = snakemake(proj, "--cores", "2", "all")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def _history_of_seed(proj: Path, model: str, seed: int, fold: int):
+    import pandas as pd
+    return pd.read_csv(proj / f"results/ckplus/{model}/seed{seed}/fold{fold}/history.csv").drop(columns=["seconds"])

@@ -41,6 +41,7 @@ PARAMS_DIGEST_AT_START = fwork.file_digest(PARAMS_FILE)
 DATABASES = list(CFG["databases"])
 MODELS = list(CFG["models"])
 FOLDS = list(range(CFG["n_folds"]))
+SEEDS = list(CFG["seeds"])
 # Models whose generator is scored (fes_da and fes_da_real share fersnet's generator; fersnet/cli.py `score`).
 SCORED = [m for m in MODELS if m in ("fersnet", "no_mtl", "no_convflu", "stargan")]
 TRACKED_MODELS = MODELS + ["judge"]
@@ -105,44 +106,44 @@ def raw_input(wildcards):
     return ancient(str(root))
 
 
-def run_folder(db, model, fold):
-    """paths.run_dir for a concrete fold, or a Snakemake pattern when fold is "{fold}".
-
-    paths.run_dir casts the fold to int, so the pattern swaps the last component of a concrete
-    run folder (results/<db>/<model>/fold<k>) for the wildcard.
-    """
-    if str(fold).isdigit():
-        return paths.run_dir(CFG, db, model, int(fold))
-    concrete = paths.run_dir(CFG, db, model, 0)
-    return concrete.parent / concrete.name.replace("0", str(fold))
-
-
-def run_done(db, model, fold):
-    return str(run_folder(db, model, fold) / paths.DONE)
+def run_folder(db, model, fold, seed="{seed}"):
+    """paths.run_dir for a concrete fold and seed, or a Snakemake pattern when either is a
+    wildcard ("{fold}", "{seed}"): paths.run_dir casts both to int, so the pattern is a concrete
+    run folder (results/<db>/<model>/seed<s>/fold<k>) with those components swapped back."""
+    concrete = paths.run_dir(CFG, db, model, int(fold) if str(fold).isdigit() else 0,
+                             int(seed) if str(seed).isdigit() else 0)
+    seed_part = concrete.parent.name if str(seed).isdigit() else f"seed{seed}"
+    fold_part = concrete.name if str(fold).isdigit() else f"fold{fold}"
+    return concrete.parent.parent / seed_part / fold_part
 
 
-def judge_done(db, fold):
-    # paths.judge_dir(cfg, db, k) is run_dir(cfg, db, "judge", k)
-    return str(run_folder(db, "judge", fold) / paths.DONE)
+def run_done(db, model, fold, seed="{seed}"):
+    return str(run_folder(db, model, fold, seed) / paths.DONE)
 
 
-def scores_file(db, model, fold):
-    # paths.synthesis_dir(cfg, db, model, k) is run_dir(...) / "synthesis"
-    synthesis = paths.synthesis_dir(CFG, db, model, 0).relative_to(paths.run_dir(CFG, db, model, 0))
-    return str(run_folder(db, model, fold) / synthesis / paths.SCORES)
+def judge_done(db, fold, seed="{seed}"):
+    # paths.judge_dir(cfg, db, k, s) is run_dir(cfg, db, "judge", k, s)
+    return str(run_folder(db, "judge", fold, seed) / paths.DONE)
 
 
-def pooled_file(db, model):
-    # fersnet.metrics.score.pooled_path, without importing the scoring stack (torch) here
-    return str(Path(CFG["paths"]["results"]) / db / model / "synthesis_pooled.json")
+def scores_file(db, model, fold, seed="{seed}"):
+    # paths.synthesis_dir(cfg, db, model, k, s) is run_dir(...) / "synthesis"
+    synthesis = paths.synthesis_dir(CFG, db, model, 0, 0).relative_to(paths.run_dir(CFG, db, model, 0, 0))
+    return str(run_folder(db, model, fold, seed) / synthesis / paths.SCORES)
+
+
+def pooled_file(db, model, seed="{seed}"):
+    # paths.pooled_file: <seed folder>/synthesis_pooled.json
+    name = paths.pooled_file(CFG, db, model, 0).name
+    return str(run_folder(db, model, 0, seed).parent / name)
 
 
 def train_inputs(wildcards, group):
     """A training job needs its processed database; fes_da and its control fes_da_real fine-tune
-    the same folds' fersnet."""
+    the same folds' (and seed's) fersnet."""
     inputs = processed_files(wildcards.db)
     for needed in fwork.train_needs(wildcards.model):
-        inputs += [run_done(wildcards.db, needed, k) for k in group]
+        inputs += [run_done(wildcards.db, needed, k, wildcards.seed) for k in group]
     return inputs
 
 
@@ -159,21 +160,26 @@ def preprocess_params(wildcards):
     return fwork.preprocess_params(CFG, wildcards.db)
 
 
+def job_config(wildcards):
+    """CFG as the job of this seed sees it (fersnet.config.with_seed)."""
+    return fwork.with_seed(CFG, int(wildcards.seed))
+
+
 def model_params(wildcards):
     """The params a training job reads (its fingerprint's params): a change re-runs it."""
-    return fwork.rule_params(CFG, "train", wildcards.model)
+    return fwork.rule_params(job_config(wildcards), "train", wildcards.model)
 
 
 def judge_params(wildcards):
-    return fwork.rule_params(CFG, "judge")
+    return fwork.rule_params(job_config(wildcards), "judge")
 
 
 def score_params(wildcards):
-    return fwork.rule_params(CFG, "score")
+    return fwork.rule_params(job_config(wildcards), "score")
 
 
 def pool_params(wildcards):
-    return fwork.rule_params(CFG, "pool")
+    return fwork.rule_params(job_config(wildcards), "pool")
 
 
 def report_params(wildcards):
@@ -182,18 +188,18 @@ def report_params(wildcards):
 
 def training_targets(dbs=None):
     dbs = DATABASES if dbs is None else dbs
-    runs = [run_done(db, m, k) for db in dbs for m in MODELS for k in FOLDS]
-    return runs + [judge_done(db, k) for db in dbs for k in FOLDS]
+    runs = [run_done(db, m, k, s) for db in dbs for m in MODELS for s in SEEDS for k in FOLDS]
+    return runs + [judge_done(db, k, s) for db in dbs for s in SEEDS for k in FOLDS]
 
 
 def score_targets(dbs=None):
     dbs = DATABASES if dbs is None else dbs
-    scores = [scores_file(db, m, k) for db in dbs for m in SCORED for k in FOLDS]
-    return scores + [pooled_file(db, m) for db in dbs for m in SCORED]
+    scores = [scores_file(db, m, k, s) for db in dbs for m in SCORED for s in SEEDS for k in FOLDS]
+    return scores + [pooled_file(db, m, s) for db in dbs for m in SCORED for s in SEEDS]
 
 
 def pool_inputs(wildcards):
-    return [scores_file(wildcards.db, m, k) for m in SCORED for k in FOLDS]
+    return [scores_file(wildcards.db, m, k, wildcards.seed) for m in SCORED for k in FOLDS]
 
 
 def parent_targets(dbs=None):
@@ -214,8 +220,8 @@ def fold_outputs(wildcards):
     """What the (db, model) parent run summarises: every fold's result, and its scores if scored."""
     db, model = wildcards.db, wildcards.tracked
     if model == "judge":
-        return [judge_done(db, k) for k in FOLDS]
-    files = [run_done(db, model, k) for k in FOLDS]
+        return [judge_done(db, k, s) for s in SEEDS for k in FOLDS]
+    files = [run_done(db, model, k, s) for s in SEEDS for k in FOLDS]
     if model in SCORED:
-        files += [scores_file(db, model, k) for k in FOLDS]
+        files += [scores_file(db, model, k, s) for s in SEEDS for k in FOLDS]
     return files

@@ -8,11 +8,11 @@ rule pool:
     output:
         [pooled_file("{db}", m) for m in SCORED],
     log:
-        "logs/pool/{db}.log",
+        "logs/pool/{db}_seed{seed}.log",
     params:
         settings=pool_params,
     shell:
-        "fersnet pool {COMMON_ARGS} --db {wildcards.db} > {log} 2>&1"
+        "fersnet pool {COMMON_ARGS} --db {wildcards.db} --seed {wildcards.seed} > {log} 2>&1"
 
 
 localrules:

@@ -1,4 +1,4 @@
-# The fan-out: every (database, model) trained on each group of folds (orchestration.folds_per_job;
+# The fan-out: every (database, model, seed) trained on each group of folds (orchestration.folds_per_job;
 # one fold per job by default, all folds in one process in the CPU demo), plus the folds' judges
 # (docs/architecture.md). One rule body, instantiated once per fold group. Every job waits for the
 # MLflow store (track_init) so that no two jobs create it at once. A job re-runs when a param it
@@ -18,7 +18,7 @@ for _group in FOLD_GROUPS:
         output:
             [run_done("{db}", "{model}", k) for k in _group],
         log:
-            f"logs/train/{{db}}_{{model}}_{_tag}.log",
+            f"logs/train/{{db}}_{{model}}_seed{{seed}}_{_tag}.log",
         benchmark:
             str(paths.benchmark_file("train", "{db}", "{model}", _tag))
         params:
@@ -30,7 +30,7 @@ for _group in FOLD_GROUPS:
             gpu_share=GPU_SHARE,
         shell:
             "fersnet train {COMMON_ARGS} --db {wildcards.db} --model {wildcards.model}"
-            " --fold {params.folds} > {log} 2>&1"
+            " --fold {params.folds} --seed {wildcards.seed} > {log} 2>&1"
 
     rule:
         name:
@@ -41,7 +41,7 @@ for _group in FOLD_GROUPS:
         output:
             [judge_done("{db}", k) for k in _group],
         log:
-            f"logs/judge/{{db}}_{_tag}.log",
+            f"logs/judge/{{db}}_seed{{seed}}_{_tag}.log",
         benchmark:
             str(paths.benchmark_file("judge", "{db}", None, _tag))
         params:
@@ -52,7 +52,7 @@ for _group in FOLD_GROUPS:
             gpu=GPU_COUNT,
             gpu_share=GPU_SHARE,
         shell:
-            "fersnet judge {COMMON_ARGS} --db {wildcards.db} --fold {params.folds} > {log} 2>&1"
+            "fersnet judge {COMMON_ARGS} --db {wildcards.db} --fold {params.folds} --seed {wildcards.seed} > {log} 2>&1"
 
     rule:
         name:
@@ -65,7 +65,7 @@ for _group in FOLD_GROUPS:
         wildcard_constraints:
             model="fersnet|no_mtl|no_convflu|stargan",
         log:
-            f"logs/score/{{db}}_{{model}}_{_tag}.log",
+            f"logs/score/{{db}}_{{model}}_seed{{seed}}_{_tag}.log",
         benchmark:
             str(paths.benchmark_file("score", "{db}", "{model}", _tag))
         params:
@@ -77,7 +77,7 @@ for _group in FOLD_GROUPS:
             gpu_share=GPU_SHARE,
         shell:
             "fersnet score {COMMON_ARGS} --db {wildcards.db} --model {wildcards.model}"
-            " --fold {params.folds} > {log} 2>&1"
+            " --fold {params.folds} --seed {wildcards.seed} > {log} 2>&1"
 
 
 localrules:
