@@ -149,7 +149,7 @@ WEIGHT = Float(0.0)
 
 SCHEMA: dict[str, Any] = {
     "profile": Choice(*PROFILES),
-    "seed": Int(0),
+    "seeds": List(Int(0)),
     "databases": List(Choice(*DATABASES)),
     "models": List(Choice(*MODELS)),
     "n_folds": Int(2, 50),
@@ -161,7 +161,7 @@ SCHEMA: dict[str, Any] = {
         "mmi": {"root": PATH, "frames": Int(1, 30)},
         "check_counts": Choice("warn", "error"),
     },
-    "synth": {"out": PATH, "subjects": Int(10, 500), "frames": Int(4, 60),
+    "synth": {"out": PATH, "seed": Int(0), "subjects": Int(10, 500), "frames": Int(4, 60),
               "image_scale": Float(0.1, 1.0)},
     "preprocess": {"out": PATH, "size": Int(16, 512), "margin": Float(0.0, 1.0),
                    "grayscale": BOOL, "no_face": Choice("skip", "center"),
@@ -171,7 +171,8 @@ SCHEMA: dict[str, Any] = {
     "train": {
         "crop": Int(8, 512), "epochs": Int(1), "min_steps": Int(1, nullable=True), "batch_size": Int(1, 4096),
         "lr": Float(0.0, 1.0, lo_open=True), "betas": List(PROB, length=2),
-        "weight_decay": WEIGHT, "lr_milestones": List(Int(1)), "lr_gamma": Float(0.0, 1.0, lo_open=True),
+        "weight_decay": WEIGHT, "lr_schedule": Choice("multistep", "linear", "constant"),
+        "lr_milestones": List(Float(0.0, lo_open=True)), "lr_gamma": Float(0.0, 1.0, lo_open=True),
         "d_steps": Int(1, 20), "lambda_cls": WEIGHT, "lambda_adv": WEIGHT, "lambda_l1": WEIGHT,
         "lambda_cyc": WEIGHT, "lambda_expr": WEIGHT, "lambda_id": WEIGHT,
         "identity_net": OPT_PATH, "selection": Choice("last", "val"),
@@ -186,7 +187,9 @@ SCHEMA: dict[str, Any] = {
                 "n_critic": Int(1, 20), "lambda_cls": WEIGHT, "lambda_rec": WEIGHT,
                 "lambda_gp": WEIGHT, "res_blocks": Int(1, 12), "lr_decay": Choice("none", "linear")},
     "judge": {"epochs": Int(1), "batch_size": Int(1, 4096), "lr": Float(0.0, 1.0, lo_open=True),
-              "weight_decay": WEIGHT, "width": Float(0.0, 4.0, lo_open=True)},
+              "weight_decay": WEIGHT, "width": Float(0.0, 4.0, lo_open=True),
+              "schedule": Choice("constant", "onecycle"), "label_smoothing": Float(0.0, 0.5),
+              "tta_flip": BOOL},
     "fid": {"inception_weights": OPT_PATH, "require_inception": BOOL,
             "dims": Choice(64, 192, 768, 2048), "kid_subset": Int(2), "kid_subsets": Int(1, 10000),
             "batch_size": Int(1, 4096), "download": BOOL},
@@ -286,14 +289,32 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def _semantic_checks(cfg: dict) -> None:
+    seeds = cfg["seeds"]
+    if not seeds:
+        raise ConfigError("params: `seeds` is empty; give at least one training seed, e.g. seeds: [0]")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"params: `seeds` lists a seed twice ({seeds}); each seed is one repetition of the grid")
     if cfg["train"]["crop"] > cfg["preprocess"]["size"]:
         raise ConfigError(f"params: `train.crop` ({cfg['train']['crop']}) must not exceed "
                           f"`preprocess.size` ({cfg['preprocess']['size']})")
+    _check_milestones(cfg["train"]["lr_milestones"])
     if not cfg["databases"]:
         raise ConfigError("params: `databases` is empty; allowed: a list of " + ", ".join(DATABASES))
     for model in FINE_TUNED:
         if model in cfg["models"] and "fersnet" not in cfg["models"]:
             raise ConfigError(f"params: `models` lists {model} without fersnet; {model} fine-tunes fersnet")
+
+
+def _check_milestones(milestones: list) -> None:
+    """`train.lr_milestones` are fractions of the run's epochs; epochs (the former unit) are refused."""
+    late = [m for m in milestones if m >= 1]
+    if late:
+        example = ", ".join(f"{m:g} of 500 epochs -> write {m / 500:g}" for m in late if 1 < m < 500) \
+            or "150 of 500 epochs -> write 0.3"
+        shown = "[" + ", ".join(f"{m:g}" for m in milestones) + "]"
+        raise ConfigError(f"params: `train.lr_milestones` is {shown}; milestones are now fractions "
+                          f"in (0, 1) of the run's epochs, not epochs (e.g. {example}); "
+                          "the paper's 150 and 400 of 500 epochs are [0.3, 0.8]")
 
 
 def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") -> dict:
@@ -304,6 +325,9 @@ def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") 
     profiles = raw.pop("profiles", {}) or {}
     if not isinstance(profiles, dict):
         raise ConfigError(f"{source}: `profiles` must be a mapping of profile name -> overrides")
+    if "seed" in raw:
+        raise ConfigError(f"{source}: `seed` is now `seeds`, a list of training seeds (seeds: [{raw['seed']}]); "
+                          "the stand-in's seed is `synth.seed`")
     base = _validate(raw, SCHEMA)
     for name, over in profiles.items():
         if name not in PROFILES:
@@ -315,7 +339,23 @@ def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") 
     cfg = _validate(deep_merge(base, profiles.get(name) or {}), SCHEMA)
     cfg["profile"] = name
     _semantic_checks(cfg)
-    return cfg
+    return with_seed(cfg, cfg["seeds"][0])
+
+
+def with_seed(cfg: dict, seed: int) -> dict:
+    """The config of one job of the seed fan-out: `cfg["seed"]` is the seed that job trains with.
+
+    `seed` is not a params key (params list `seeds`); it is set here, by the CLI's `--seed` and by
+    the workflow per job, and it is what the results' paths, fingerprints and RNG streams read.
+    The first of `seeds` by default."""
+    out = dict(cfg)
+    out["seed"] = int(seed)
+    return out
+
+
+def params_view(cfg: dict) -> dict:
+    """The resolved config as a params file (without the job's derived `seed`)."""
+    return {k: v for k, v in cfg.items() if k != "seed"}
 
 
 def fold_groups(cfg: dict) -> list[list[int]]:
