@@ -34,12 +34,14 @@ def mlflow_cfg(test_cfg, tmp_path):
 
 
 def fake_fold(cfg: dict, db: str, model: str, fold: int, accuracy: float, epochs: int = 3,
-              scores: dict | None = None) -> Path:
-    """A finished fold folder in the contract's format (config, history, metrics, scores)."""
-    folder = paths.judge_dir(cfg, db, fold) if model == "judge" else paths.run_dir(cfg, db, model, fold)
+              scores: dict | None = None, seed: int | None = None) -> Path:
+    """A finished fold folder of one seed (default the first of `seeds`) in the contract's format
+    (config, history, metrics, scores)."""
+    seed = cfg["seed"] if seed is None else seed
+    folder = paths.judge_dir(cfg, db, fold, seed) if model == "judge" else paths.run_dir(cfg, db, model, fold, seed)
     folder.mkdir(parents=True, exist_ok=True)
     job = {"db": db, "model": model, "fold": fold, "device": "cpu", "git_commit": "abc123"}
-    (folder / paths.CONFIG).write_text(json.dumps(dict(cfg, job=job)))
+    (folder / paths.CONFIG).write_text(json.dumps(dict(cfg, seed=seed, job=job)))
     lines = ["epoch,G/loss_adv,C/loss_ce,train_acc,test_acc_diagnostic,lr,seconds"]
     lines += [f"{e},{1.0 / e:.4f},{2.0 / e:.4f},{0.2 * e:.3f},{0.1 * e:.3f},0.0001,1.5" for e in range(1, epochs + 1)]
     (folder / paths.HISTORY).write_text("\n".join(lines) + "\n")
@@ -146,6 +148,8 @@ def test_parent_run_gets_mean_and_std_over_folds(mlflow_cfg):
     assert parent.data.metrics["accuracy_mean"] == pytest.approx(0.7)
     assert parent.data.metrics["accuracy_std"] == pytest.approx(0.2)        # ddof=1
     assert parent.data.metrics["n_folds_done"] == 3
+    assert "accuracy_seed_std" not in parent.data.metrics                    # one seed: no spread over seeds
+    assert parent.data.tags["seeds"] == "0"
     children = store_runs(mlflow_cfg, "oulu")
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
     marker = json.loads(markers.parent_marker(mlflow_cfg, "oulu", "no_mtl").read_text())
@@ -226,7 +230,7 @@ def test_compare_puts_two_models_of_a_real_store_in_one_row_each_and_filters_by_
     out = capsys.readouterr().out
     lines = out.splitlines()
     header = lines[1].split()
-    assert header[:2] == ["profile", "folds"] and "synth/judge_fid" in header and "synth/n_synthetic" in header
+    assert header[:4] == ["profile", "seeds", "folds", "runs"] and "synth/judge_fid" in header and "synth/n_synthetic" in header
     assert not any("_n1" in h for h in header)              # one column per quantity, not per fold size
     fersnet = next(line for line in lines if line.split("  ")[0] == "FERSNet")
     assert "0.7 ± 0.14" in fersnet                          # accuracy, sample std over the 2 folds
@@ -254,7 +258,7 @@ def test_deferred_job_logging_leaves_the_folds_to_the_parent_step(mlflow_cfg):
 def test_compare_prints_a_single_value_without_a_spread():
     import pandas as pd
     from fersnet.tracking.compare import format_table
-    rows = pd.DataFrame([{"model": "fersnet", "profile": "demo", "folds": 3,
+    rows = pd.DataFrame([{"model": "fersnet", "profile": "demo", "seeds": 1, "folds": 3, "runs": 3,
                           "accuracy": {"mean": 0.5, "std": 0.1, "n": 3},
                           "synth/judge_fid": {"mean": 2.5, "std": float("nan"), "n": 1}}])
     text = format_table("ckplus", ["accuracy", "synth/judge_fid"], rows)
@@ -335,7 +339,8 @@ def test_a_store_locked_past_the_wait_keeps_the_job_fails_init_loudly_and_sync_r
         judge = paths.judge_dir(mlflow_cfg, "ckplus", 0)
         assert all((judge / f).is_file() for f in (paths.METRICS, paths.CHECKPOINT, paths.CONFIG, paths.HISTORY))
         (record,) = mlflow_log.recorded_failures(mlflow_cfg)
-        assert (record["database"], record["model"], record["fold"]) == ("ckplus", "judge", 0)
+        assert (record["database"], record["model"], record["seed"], record["fold"]) == ("ckplus", "judge", 0, 0)
+        assert Path(record["file"]).name == "ckplus_judge_seed0_fold0.json"
         assert "database is locked" in record["error"] and record["relog"] == "fersnet track --sync"
 
         assert track(params, "--init") == 2                  # loudly: non-zero, and no marker
@@ -345,7 +350,7 @@ def test_a_store_locked_past_the_wait_keeps_the_job_fails_init_loudly_and_sync_r
         forget_open_stores()
         line = mlflow_log.summary_line(mlflow_log.status(mlflow_cfg))
         assert "cannot be read" in line and "1 fold results on disk, 1 recorded as not logged" in line
-        assert "ckplus/judge/fold0" in line and "`fersnet track --sync`" in line
+        assert "ckplus/judge/seed0/fold0" in line and "`fersnet track --sync`" in line
     assert track(params, "--sync") == 0
     (run,) = store_runs(mlflow_cfg, "ckplus")
     assert run.data.tags["model"] == "judge" and "accuracy" in run.data.metrics
@@ -371,9 +376,9 @@ def test_an_unwritable_store_keeps_the_job_fails_init_loudly_and_sync_recovers(m
     assert f"MLflow store {mlflow_cfg['mlflow']['uri']} is not usable" in err and "mlflow.enabled: false" in err
     assert not markers.init_marker(mlflow_cfg).exists()
     st = mlflow_log.status(mlflow_cfg)
-    assert (st["logged"], st["total"], st["missing"]) == (0, 1, ["ckplus/judge/fold0"])
+    assert (st["logged"], st["total"], st["missing"]) == (0, 1, ["ckplus/judge/seed0/fold0"])
     line = mlflow_log.summary_line(st)
-    assert "0 of 1 fold runs logged, 1 not logged (ckplus/judge/fold0" in line and "fersnet track --sync" in line
+    assert "0 of 1 fold runs logged, 1 not logged (ckplus/judge/seed0/fold0" in line and "fersnet track --sync" in line
     assert track(params, "--sync") == 2                  # still unusable: --sync says so
     blocker.unlink()                                     # the researcher makes the store usable
     assert track(params, "--sync") == 0
@@ -503,9 +508,9 @@ BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmea
 
 
 def write_benchmark(step: str, db: str, model: str | None, group: str, seconds: float, rss: float,
-                    cpu: float, age_s: float = 0.0) -> Path:
+                    cpu: float, age_s: float = 0.0, seed: int = 0) -> Path:
     """A benchmark file in Snakemake's format (benchmark: directive), `age_s` older than now."""
-    path = paths.benchmark_file(step, db, model, group)
+    path = paths.benchmark_file(step, db, model, group, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(BENCH_HEADER + f"{seconds}\t0:00:{int(seconds):02d}\t{rss}\t4733.86\t401.18\t494.03\t0.00\t0.05\t"
                     f"12.20\t{cpu}\n")
@@ -561,4 +566,81 @@ def test_a_benchmark_without_measurements_adds_nothing(tmp_path):
     bench = tmp_path / "b.tsv"
     bench.write_text(BENCH_HEADER + "NA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\n")
     assert benchmarks.read_benchmark(bench) == {}
-    assert benchmarks.parent_metrics([]) == []
+    assert benchmarks.parent_metrics([], 10) == []
+
+
+# --- several training seeds -----------------------------------------------------------------------
+def test_two_seeds_are_two_runs_per_fold_and_the_parent_has_both_spreads(mlflow_cfg, tmp_path, monkeypatch, capsys):
+    """2 seeds x 2 folds: a run per (seed, fold) with its seed tag, the parent's mean, std over
+    folds and std over seeds equal to the definitions computed by hand, the jobs of both seeds on
+    their own MLflow steps, re-logging idempotent, and `fersnet compare` with both spreads."""
+    from statistics import mean, stdev
+    from fersnet import config
+    from fersnet.tracking import compare
+    from fersnet.tracking.mlflow_log import client_for, log_job, main, status, sync_all
+    monkeypatch.chdir(tmp_path)
+    cfg = mlflow_cfg
+    cfg["seeds"], cfg["n_folds"], cfg["orchestration"]["folds_per_job"] = [0, 1], 2, 1
+    acc = {(0, 0): 0.50, (0, 1): 0.70, (1, 0): 0.60, (1, 1): 0.90}        # (seed, fold) -> accuracy
+    for (seed, fold), a in acc.items():
+        fake_fold(cfg, "ckplus", "fersnet", fold, accuracy=a, seed=seed)
+        write_benchmark("train", "ckplus", "fersnet", f"fold{fold}", seconds=10.0 * (seed + 1) + fold,
+                        rss=500.0, cpu=5.0, seed=seed)
+    # a run of fold 1 from before runs had a seed (results/<db>/<model>/fold1): the first seed's
+    # run of fold 1 to be logged replaces it
+    client = client_for(cfg)
+    from fersnet.tracking.mlflow_log import ensure_experiment
+    exp_id = ensure_experiment(client, cfg, "ckplus")
+    old = client.create_run(exp_id, run_name="fersnet/fold1", tags={
+        "kind": "fold", "database": "ckplus", "model": "fersnet", "fold": "1", "profile": "test"}).info.run_id
+
+    # the job of seed 1, fold 0 logs its own run (cfg["seed"] is the job's --seed)
+    assert log_job(config.with_seed(cfg, 1), "train", Namespace(db="ckplus", model="fersnet", fold=0)) == "created"
+    main(cfg, Namespace(init=False, sync=False, parent=["ckplus", "fersnet"]))
+    runs = store_runs(cfg, "ckplus")
+    assert sorted((r.data.tags["seed"], r.data.tags["fold"]) for r in runs) == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+    assert old not in {r.info.run_id for r in runs}
+    for r in runs:
+        s, k = int(r.data.tags["seed"]), int(r.data.tags["fold"])
+        assert r.data.metrics["accuracy"] == pytest.approx(acc[(s, k)])
+        assert r.data.tags["mlflow.runName"] == f"fersnet/seed{s}/fold{k}"
+    parent, history = parent_run(cfg, "ckplus", "fersnet")
+    m = parent.data.metrics
+    fold_means = [mean(acc[(s, k)] for s in (0, 1)) for k in (0, 1)]       # 0.55, 0.80
+    seed_means = [mean(acc[(s, k)] for k in (0, 1)) for s in (0, 1)]       # 0.60, 0.75
+    assert m["accuracy_mean"] == pytest.approx(mean(acc.values()))         # 0.675, over the 4 runs
+    assert m["accuracy_std"] == pytest.approx(stdev(fold_means))           # 0.177, ddof=1
+    assert m["accuracy_seed_std"] == pytest.approx(stdev(seed_means))      # 0.106
+    assert (m["n_folds_done"], m["n_seeds_done"], m["n_runs_done"]) == (2, 2, 4)
+    assert parent.data.tags["seeds"] == "0,1" and parent.data.tags["folds"] == "0,1"
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+    # one point per job, each seed's jobs on their own steps: seed * n_folds + fold
+    assert history("job/train/seconds") == [(0, 10.0), (1, 11.0), (2, 20.0), (3, 21.0)]
+    assert m["job/train/n_jobs"] == 4 and m["job/train/seconds_total"] == pytest.approx(62.0)
+    marker = json.loads(markers.parent_marker(cfg, "ckplus", "fersnet").read_text())
+    assert marker["seeds"] == [0, 1] and marker["n_runs_done"] == 4
+    assert marker["metrics"]["accuracy"]["seed_std"] == pytest.approx(stdev(seed_means))
+
+    # re-logging changes nothing: same runs, same parent
+    assert sync_all(cfg) == {"created": 0, "replaced": 0, "unchanged": 4}
+    main(cfg, Namespace(init=False, sync=False, parent=["ckplus", "fersnet"]))
+    assert sorted(r.info.run_id for r in store_runs(cfg, "ckplus")) == sorted(r.info.run_id for r in runs)
+    assert len(store_runs(cfg, "ckplus", kind="parent")) == 1
+    # a changed result of one seed replaces that seed's run only
+    fake_fold(cfg, "ckplus", "fersnet", 1, accuracy=0.95, seed=1)
+    assert sync_all(cfg) == {"created": 0, "replaced": 1, "unchanged": 3}
+    assert len(store_runs(cfg, "ckplus")) == 4
+    st = status(cfg)
+    assert (st["logged"], st["total"], st["missing"]) == (4, 4, [])
+
+    capsys.readouterr()
+    compare.main(cfg, Namespace(experiment="ckplus", tags=[]))
+    lines = capsys.readouterr().out.splitlines()
+    assert "[± std over seeds]" in lines[0]
+    row = next(line for line in lines if line.split("  ")[0] == "FERSNet").split()
+    acc[(1, 1)] = 0.95
+    fold_means = [mean(acc[(s, k)] for s in (0, 1)) for k in (0, 1)]
+    seed_means = [mean(acc[(s, k)] for k in (0, 1)) for s in (0, 1)]
+    assert row[1:5] == ["test", "2", "2", "4"]                              # profile, seeds, folds, runs
+    assert " ".join(row[5:10]) == (f"{mean(acc.values()):.4g} ± {stdev(fold_means):.2g} "
+                                   f"[± {stdev(seed_means):.2g}]")

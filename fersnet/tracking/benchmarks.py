@@ -1,10 +1,10 @@
 """Per-job time and peak memory from Snakemake's benchmark files, for the MLflow parent runs.
 
-Every train, judge and score job of the workflow leaves benchmarks/<step>/<db>_<model>_<group>.tsv
-(fersnet.paths.benchmark_file): wall seconds, CPU seconds and peak resident memory (max_rss, MB) of
-the job's process tree. A job runs a group of folds (orchestration.folds_per_job), so these are
-numbers of a job, not of a fold: they go on the parent run of (database, model), which is logged
-after all its jobs ended. Snakemake writes the file when the job ends, so a file older than the
+Every train, judge and score job of the workflow leaves
+benchmarks/<step>/<db>_<model>_seed<s>_<group>.tsv (fersnet.paths.benchmark_file): wall seconds,
+CPU seconds and peak resident memory (max_rss, MB) of the job's process tree. A job runs a group of
+folds (orchestration.folds_per_job) of one seed, so these are numbers of a job, not of a fold: they
+go on the parent run of (database, model), which is logged after the jobs of all its seeds ended. Snakemake writes the file when the job ends, so a file older than the
 results of its folds is from an earlier run and is left out. Standard library only.
 """
 from __future__ import annotations
@@ -26,9 +26,10 @@ COLUMNS = {"s": ("seconds", "mean"), "cpu_time": ("cpu_seconds", "mean"), "max_r
 
 @dataclass
 class JobRecord:
-    """The benchmark of one job: its step, the folds it ran, and its numbers (None: not measured)."""
+    """The benchmark of one job: its step, the seed and folds it ran, and its numbers."""
 
     step: str
+    seed: int
     folds: list[int]
     file: Path
     values: dict
@@ -57,20 +58,20 @@ def read_benchmark(path: Path) -> dict:
     return out
 
 
-def _outputs(cfg: dict, step: str, db: str, model: str, fold: int) -> Path:
+def _outputs(cfg: dict, step: str, db: str, model: str, fold: int, seed: int) -> Path:
     if step == "judge":
-        return paths.judge_dir(cfg, db, fold) / paths.METRICS
+        return paths.judge_dir(cfg, db, fold, seed) / paths.METRICS
     if step == "score":
-        return paths.synthesis_dir(cfg, db, model, fold) / paths.SCORES
-    return paths.run_dir(cfg, db, model, fold) / paths.METRICS
+        return paths.synthesis_dir(cfg, db, model, fold, seed) / paths.SCORES
+    return paths.run_dir(cfg, db, model, fold, seed) / paths.METRICS
 
 
-def _current(cfg: dict, step: str, db: str, model: str, folds: list[int], bench: Path) -> bool:
+def _current(cfg: dict, step: str, db: str, model: str, seed: int, folds: list[int], bench: Path) -> bool:
     """Whether the benchmark was written after the results of its folds (it is from the run that
     made them); results that are not there make it stale too."""
     try:
         written = bench.stat().st_mtime_ns
-        made = max(_outputs(cfg, step, db, model, k).stat().st_mtime_ns for k in folds)
+        made = max(_outputs(cfg, step, db, model, k, seed).stat().st_mtime_ns for k in folds)
     except OSError:
         return False
     return written >= made
@@ -78,26 +79,36 @@ def _current(cfg: dict, step: str, db: str, model: str, folds: list[int], bench:
 
 def job_records(cfg: dict, db: str, model: str) -> list[JobRecord]:
     """The benchmarks of the jobs behind the parent run of (db, model) (model `judge`: the judges),
-    for today's fold groups, leaving out absent, unreadable and stale files."""
+    for every seed of params `seeds` and today's fold groups, leaving out absent, unreadable and
+    stale files."""
     records = []
     for step in STEPS.get(model, DEFAULT_STEPS):
-        for group in fold_groups(cfg):
-            bench = paths.benchmark_file(step, db, None if step == "judge" else model, paths.group_tag(group))
-            if not bench.is_file() or not _current(cfg, step, db, model, group, bench):
-                continue
-            values = read_benchmark(bench)
-            if values:
-                records.append(JobRecord(step, list(group), bench, values))
+        for seed in cfg["seeds"]:
+            for group in fold_groups(cfg):
+                bench = paths.benchmark_file(step, db, None if step == "judge" else model,
+                                             paths.group_tag(group), int(seed))
+                if not bench.is_file() or not _current(cfg, step, db, model, int(seed), group, bench):
+                    continue
+                values = read_benchmark(bench)
+                if values:
+                    records.append(JobRecord(step, int(seed), list(group), bench, values))
     return records
 
 
-def parent_metrics(records: list[JobRecord]) -> list[tuple[str, float, int]]:
+def job_step(record: JobRecord, n_folds: int) -> int:
+    """The MLflow step of a job's point on the parent run: seed × n_folds + the job's first fold,
+    so the jobs of every seed have their own step (seed 0: the fold) and step // n_folds is the
+    seed, step % n_folds the fold."""
+    return int(record.seed) * int(n_folds) + int(record.folds[0])
+
+
+def parent_metrics(records: list[JobRecord], n_folds: int) -> list[tuple[str, float, int]]:
     """(name, value, step) for the parent run: each job's numbers as `job/<step>/<name>` with the
-    MLflow step set to the job's first fold (one point per job), and per pipeline step the total
-    seconds, the largest peak memory and the number of jobs."""
+    MLflow step from its seed and first fold (job_step; one point per job), and per pipeline step
+    the total seconds, the largest peak memory and the number of jobs, over all seeds."""
     out = []
     for r in records:
-        out += [(f"job/{r.step}/{name}", value, r.folds[0]) for name, value in sorted(r.values.items())]
+        out += [(f"job/{r.step}/{name}", value, job_step(r, n_folds)) for name, value in sorted(r.values.items())]
     for step in dict.fromkeys(r.step for r in records):
         mine = [r.values for r in records if r.step == step]
         out.append((f"job/{step}/n_jobs", float(len(mine)), 0))

@@ -1,8 +1,10 @@
-"""`fersnet compare`: models per database from MLflow, mean +- std over the logged folds.
+"""`fersnet compare`: models per database from MLflow, mean +- std over the logged (seed, fold) runs.
 
-Reads the fold runs (tag kind=fold) that `fersnet track` / the jobs wrote, as one pandas frame
-per database (`mlflow.search_runs(output_format="pandas")`: a column per `metrics.*` and
-`tags.*`); rows are grouped by model and profile so that demo and paper runs never share a mean.
+Reads the fold runs (tag kind=fold, one per seed and fold) that `fersnet track` / the jobs wrote,
+as one pandas frame per database (`mlflow.search_runs(output_format="pandas")`: a column per
+`metrics.*` and `tags.*`); rows are grouped by model and profile so that demo and paper runs never
+share a mean. Each cell is the mean over the runs, the std over folds and, with several seeds, the
+std over seeds (mlflow_log.seed_fold_stats, as the parent runs).
 """
 from __future__ import annotations
 
@@ -14,8 +16,7 @@ import pandas as pd
 from fersnet import names
 from fersnet.config import DATABASES
 from fersnet.errors import FersnetError
-from fersnet.metrics.fold_stats import mean_std
-from fersnet.tracking.mlflow_log import client_for, retry, tracking_uri
+from fersnet.tracking.mlflow_log import client_for, retry, seed_fold_stats, tracking_uri
 
 # The columns, in order, when any run has them. A fold's FID/KID/judge FD are logged unsized
 # (their N differs by fold); synth/n_synthetic is that N, so each quantity is one column.
@@ -45,43 +46,56 @@ def fold_runs(cfg: dict, experiment_id: str, tags: dict[str, str]) -> pd.DataFra
 
 
 def summarise(runs: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
-    """Per (model, profile): number of folds and fold_stats.mean_std of each headline metric present.
+    """Per (model, profile): numbers of seeds, folds and runs, and seed_fold_stats of each headline
+    metric present (mean over the runs, std over folds, std over seeds with two seeds or more).
 
-    Returns the metric columns and a frame with `model`, `profile`, `folds` and one
-    {"mean", "std", "n"} dict (or None) per metric column, models in the paper's order.
+    Returns the metric columns and a frame with `model`, `profile`, `seeds`, `folds`, `runs` and
+    one {"mean", "std", "seed_std", "n", ...} dict (or None) per metric column, models in the
+    paper's order. A run without a seed tag (logged before runs had one) counts as one seed, "?".
     """
     runs = runs.copy()
-    for col in GROUP:
+    for col in (*GROUP, "tags.seed"):
         runs[col] = runs[col].fillna("?") if col in runs else "?"
     columns = [m for m in HEADLINE if f"metrics.{m}" in runs and runs[f"metrics.{m}"].notna().any()]
     order = {m: i for i, m in enumerate(names.MODEL)}
     rows = []
     for (model, profile), group in runs.groupby(list(GROUP), sort=False):
-        row = {"model": model, "profile": profile, "folds": int(group["tags.fold"].nunique())}
+        row = {"model": model, "profile": profile, "seeds": int(group["tags.seed"].nunique()),
+               "folds": int(group["tags.fold"].nunique()), "runs": len(group)}
         for col in columns:
-            s = mean_std(group[f"metrics.{col}"])
+            s = seed_fold_stats(zip(group["tags.seed"], group["tags.fold"], group[f"metrics.{col}"]))
             row[col] = s if s["n"] else None
         rows.append(row)
     rows.sort(key=lambda r: (order.get(r["model"], len(order)), r["model"], r["profile"]))
-    return columns, pd.DataFrame(rows, columns=["model", "profile", "folds", *columns])
+    return columns, pd.DataFrame(rows, columns=["model", "profile", "seeds", "folds", "runs", *columns])
 
 
-def format_cell(s: dict | None, folds: int) -> str:
-    """`mean ± std`; `(n=k)` when only k of the group's folds have the metric; `-` when none."""
+def format_cell(s: dict | None, runs: int) -> str:
+    """`mean ± std over folds`, then `[± std over seeds]` with two seeds or more; `(n=k)` when
+    only k of the group's runs have the metric; `-` when none. A spread of one value (None or
+    NaN) is left out, never printed as `± 0`."""
     if s is None:
         return "-"
-    n = "" if s["n"] == folds else f" (n={s['n']})"
-    # one value has no spread (std NaN): print the value alone, not "± 0"
-    return f"{s['mean']:.4g}{n}" if s["n"] == 1 else f"{s['mean']:.4g} ± {s['std']:.2g}{n}"
+    def spread(x) -> str:
+        return "" if x is None or x != x else f"{x:.2g}"
+    text = f"{s['mean']:.4g}"
+    if spread(s.get("std")):
+        text += f" ± {spread(s['std'])}"
+    if spread(s.get("seed_std")):
+        text += f" [± {spread(s['seed_std'])}]"
+    return text + ("" if s["n"] == runs else f" (n={s['n']})")
 
 
 def format_table(db: str, columns: list[str], rows: pd.DataFrame) -> str:
-    """A plain-text table (pandas to_string): one line per (model, profile), cells `mean ± std`."""
+    """A plain-text table (pandas to_string): one line per (model, profile), cells
+    `mean ± std over folds [± std over seeds]`."""
     display = pd.DataFrame({
-        "profile": rows["profile"], "folds": rows["folds"],
-        **{col: [format_cell(s, f) for s, f in zip(rows[col], rows["folds"])] for col in columns}})
+        "profile": rows["profile"], "seeds": rows["seeds"], "folds": rows["folds"], "runs": rows["runs"],
+        **{col: [format_cell(s, n) for s, n in zip(rows[col], rows["runs"])] for col in columns}})
     display.index = [names.MODEL.get(m, m) for m in rows["model"]]
-    title = f"{names.DATABASE.get(db, db)} (experiment {db})"
+    several = bool((rows["seeds"] > 1).any())
+    title = (f"{names.DATABASE.get(db, db)} (experiment {db}): mean over runs ± std over folds"
+             + (" [± std over seeds]" if several else ""))
     return title + "\n" + display.to_string()
 
 

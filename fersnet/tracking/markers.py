@@ -20,7 +20,8 @@ def init_marker(cfg: dict) -> Path:
 
 
 def parent_marker(cfg: dict, db: str, model: str) -> Path:
-    """Written by `fersnet track --parent DB MODEL`: the fold mean/std logged to the parent run."""
+    """Written by `fersnet track --parent DB MODEL`: the mean and spreads over the (seed, fold)
+    runs logged to the parent run."""
     return marker_dir(cfg) / f"parent_{db}_{model}.json"
 
 
@@ -29,10 +30,15 @@ def tracking_failures_dir(cfg: dict) -> Path:
     return marker_dir(cfg) / "tracking_failed"
 
 
-def tracking_failure(cfg: dict, db: str, model: str, fold: int | None = None) -> Path:
-    """The failure record of a fold run (`<db>_<model>_fold<k>.json`) or, fold None, of the
-    parent run of (db, model) (`parent_<db>_<model>.json`); removed once it is logged."""
-    name = f"parent_{db}_{model}" if fold is None else f"{db}_{model}_fold{int(fold)}"
+def tracking_failure(cfg: dict, db: str, model: str, fold: int | None = None, seed: int | None = None) -> Path:
+    """The failure record of a fold run (`<db>_<model>_seed<s>_fold<k>.json`; seed None: the
+    job's, cfg["seed"]) or, fold None, of the parent run of (db, model) over all its seeds
+    (`parent_<db>_<model>.json`); removed once it is logged."""
+    if fold is None:
+        name = f"parent_{db}_{model}"
+    else:
+        seed = cfg["seed"] if seed is None else seed
+        name = f"{db}_{model}_seed{int(seed)}_fold{int(fold)}"
     return tracking_failures_dir(cfg) / f"{name}.json"
 
 

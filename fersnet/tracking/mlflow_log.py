@@ -3,9 +3,12 @@
 The files under results/ are the truth (docs/architecture.md); MLflow is a view of them that can be
 rebuilt at any time with `--sync`. Layout (docs/orchestration.md):
   - one experiment per database (name = database key), artifacts under <project>/mlruns/<db>;
-  - one parent run per (database, model), tags kind=parent, database, model, profile;
-  - one child run per fold, tags kind=fold, database, model, fold, profile, git_commit,
-    mlflow.parentRunId, and `stamp` (hash of the fold's result files) that makes re-logging idempotent.
+  - one parent run per (database, model), tags kind=parent, database, model, profile, and the seeds
+    and folds it summarises: mean, std over folds and std over seeds of every metric over all the
+    (seed, fold) runs of params `seeds` (seed_fold_stats);
+  - one child run per (seed, fold), named <model>/seed<s>/fold<k>, tags kind=fold, database, model,
+    seed, fold, profile, git_commit, mlflow.parentRunId, and `stamp` (hash of the fold's result
+    files) that makes re-logging idempotent.
 Concurrent jobs share one store. fersnet's own writers of a local store (SQLite or a folder) take
 turns through a file lock beside it (`store_lock`), so two jobs never contend inside SQLite and
 never log the same fold at once; opening the store and every store call also retry "database is
@@ -218,8 +221,15 @@ def ensure_parent(client, exp_id: str, db: str, model: str, profile: str) -> str
     return keep
 
 
-def fold_folder(cfg: dict, db: str, model: str, fold: int) -> Path:
-    return paths.judge_dir(cfg, db, fold) if model == "judge" else paths.run_dir(cfg, db, model, fold)
+def _seed(cfg: dict, seed: int | None) -> int:
+    """The seed of a fold run: `seed`, else the job's (cfg["seed"], fersnet.config.with_seed)."""
+    return int(cfg["seed"] if seed is None else seed)
+
+
+def fold_folder(cfg: dict, db: str, model: str, fold: int, seed: int | None = None) -> Path:
+    if model == "judge":
+        return paths.judge_dir(cfg, db, fold, _seed(cfg, seed))
+    return paths.run_dir(cfg, db, model, fold, _seed(cfg, seed))
 
 
 def _read_json(path: Path) -> dict:
@@ -370,16 +380,20 @@ def _fold_profile(cfg: dict, job_cfg: dict) -> str:
     return str((job_cfg.get("profile") if isinstance(job_cfg, dict) else None) or cfg["profile"])
 
 
-def sync_fold(client, cfg: dict, db: str, model: str, fold: int) -> str:
-    """Mirror one finished fold folder into MLflow; returns created, replaced, unchanged or missing.
+def sync_fold(client, cfg: dict, db: str, model: str, fold: int, seed: int | None = None) -> str:
+    """Mirror one finished fold folder (of `seed`, default the job's) into MLflow; returns created,
+    replaced, unchanged or missing.
 
     A run whose `stamp` tag matches the files on disk is left alone (idempotent); otherwise older
-    runs of the same (db, model, fold, profile) are deleted and one fresh run is logged, with the
-    stamp set last so that an interrupted logging is redone next time.
+    runs of the same (db, model, seed, fold, profile) are deleted and one fresh run is logged, with
+    the stamp set last so that an interrupted logging is redone next time. A run of the fold logged
+    before runs had a seed (no `seed` tag; its results lay in results/<db>/<model>/fold<k>) is
+    replaced too; the runs of the fold's other seeds are kept.
     """
     from mlflow.entities import Metric, Param
 
-    folder = fold_folder(cfg, db, model, fold)
+    seed = _seed(cfg, seed)
+    folder = fold_folder(cfg, db, model, fold, seed)
     if not (folder / paths.METRICS).is_file():
         return "missing"
     job_cfg = _job_config(folder)
@@ -388,8 +402,11 @@ def sync_fold(client, cfg: dict, db: str, model: str, fold: int) -> str:
     stamp = result_stamp(folder)
     exp_id = ensure_experiment(client, cfg, db)
     parent = ensure_parent(client, exp_id, db, model, profile)
-    identity = {"kind": "fold", "database": db, "model": model, "fold": str(fold), "profile": profile}
-    existing = search_all(client, [exp_id], _filter(identity))
+    identity = {"kind": "fold", "database": db, "model": model, "seed": str(seed), "fold": str(fold),
+                "profile": profile}
+    # the fold's runs of every seed (one search); this seed's and those without a seed tag are ours
+    same_fold = search_all(client, [exp_id], _filter({k: v for k, v in identity.items() if k != "seed"}))
+    existing = [r for r in same_fold if r.data.tags.get("seed", str(seed)) == str(seed)]
     checkpoint = bool(cfg["mlflow"].get("log_checkpoints", False))
     # a run logged before mlflow.log_checkpoints was turned on is logged again, with the checkpoint
     current = [r for r in existing if r.data.tags.get("stamp") == stamp
@@ -407,7 +424,7 @@ def sync_fold(client, cfg: dict, db: str, model: str, fold: int) -> str:
                 code_version=str(result.get("code_version") or "unrecorded"),
                 **{"mlflow.parentRunId": parent, "mlflow.source.git.commit": commit},
                 **{f"env.{k}": str(v) for k, v in env.items() if v is not None})
-    run_id = retry(client.create_run, exp_id, run_name=f"{model}/fold{fold}", tags=tags).info.run_id
+    run_id = retry(client.create_run, exp_id, run_name=f"{model}/seed{seed}/fold{fold}", tags=tags).info.run_id
     now = int(time.time() * 1000)
     params = [Param(k, str(v)[:PARAM_VALUE_MAX]) for k, v in sorted(_flatten(job_cfg).items())
               if k != "profiles" and not k.startswith("profiles.")]
@@ -420,10 +437,10 @@ def sync_fold(client, cfg: dict, db: str, model: str, fold: int) -> str:
     return "replaced" if existing else "created"
 
 
-def _job_target(verb: str, args) -> tuple[str, str, int]:
-    if verb == "judge":
-        return args.db, "judge", int(args.fold)
-    return args.db, args.model, int(args.fold)
+def _job_target(cfg: dict, verb: str, args) -> tuple[str, str, int, int]:
+    """(db, model, fold, seed) of a finished job; its seed is the job's cfg["seed"] (--seed)."""
+    model = "judge" if verb == "judge" else args.model
+    return args.db, model, int(args.fold), _seed(cfg, None)
 
 
 def _one_line(e: BaseException) -> str:
@@ -431,11 +448,14 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
 
 
-def record_failure(cfg: dict, db: str, model: str, fold: int | None, step: str, e: BaseException) -> Path | None:
-    """Leave the record of a fold (fold None: the parent run of (db, model)) that MLflow did not
-    take: results/_workflow/tracking_failed/<db>_<model>_fold<k>.json. Never raises."""
-    path = markers.tracking_failure(cfg, db, model, fold)
-    payload = {"database": db, "model": model, "fold": fold, "step": step, "uri": tracking_uri(cfg),
+def record_failure(cfg: dict, db: str, model: str, fold: int | None, step: str, e: BaseException,
+                   seed: int | None = None) -> Path | None:
+    """Leave the record of a fold run of `seed` (default the job's; fold None: the parent run of
+    (db, model), over all seeds) that MLflow did not take:
+    results/_workflow/tracking_failed/<db>_<model>_seed<s>_fold<k>.json. Never raises."""
+    seed = None if fold is None else _seed(cfg, seed)
+    path = markers.tracking_failure(cfg, db, model, fold, seed)
+    payload = {"database": db, "model": model, "seed": seed, "fold": fold, "step": step, "uri": tracking_uri(cfg),
                "error": _one_line(e), "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "relog": SYNC_COMMAND}
     try:
@@ -447,10 +467,10 @@ def record_failure(cfg: dict, db: str, model: str, fold: int | None, step: str, 
     return path
 
 
-def clear_failure(cfg: dict, db: str, model: str, fold: int | None) -> None:
-    """Remove the fold's (or parent run's) failure record: it has been logged now."""
+def clear_failure(cfg: dict, db: str, model: str, fold: int | None, seed: int | None = None) -> None:
+    """Remove the fold run's (or parent run's) failure record: it has been logged now."""
     try:
-        markers.tracking_failure(cfg, db, model, fold).unlink(missing_ok=True)
+        markers.tracking_failure(cfg, db, model, fold, None if fold is None else _seed(cfg, seed)).unlink(missing_ok=True)
     except OSError:
         pass
 
@@ -468,16 +488,18 @@ def recorded_failures(cfg: dict) -> list[dict]:
     return sorted(out, key=lambda r: str(r.get("recorded", "")))
 
 
-def log_fold(cfg: dict, db: str, model: str, fold: int, step: str) -> str:
+def log_fold(cfg: dict, db: str, model: str, fold: int, step: str, seed: int | None = None) -> str:
     """sync_fold under the store lock, with its outcome recorded: a failure leaves a record (and
-    is raised), a success removes the fold's record. `step` names who logged (train, sync, ...)."""
+    is raised), a success removes the fold's record. `step` names who logged (train, sync, ...);
+    `seed` defaults to the job's (cfg["seed"])."""
+    seed = _seed(cfg, seed)
     try:
         with store_lock(cfg):
-            status = sync_fold(client_for(cfg), cfg, db, model, fold)
+            status = sync_fold(client_for(cfg), cfg, db, model, fold, seed)
     except Exception as e:
-        record_failure(cfg, db, model, fold, step, e)
+        record_failure(cfg, db, model, fold, step, e, seed)
         raise
-    clear_failure(cfg, db, model, fold)
+    clear_failure(cfg, db, model, fold, seed)
     return status
 
 
@@ -493,57 +515,97 @@ def log_job(cfg: dict, verb: str, args) -> str:
         return "disabled"
     if not cfg["mlflow"].get("log_jobs", True):
         return "deferred"
-    db, model, fold = _job_target(verb, args)
-    return log_fold(cfg, db, model, fold, verb)
+    db, model, fold, seed = _job_target(cfg, verb, args)
+    return log_fold(cfg, db, model, fold, verb, seed)
 
 
-def finished_folds(cfg: dict, db: str, model: str) -> list[int]:
-    """Folds of (db, model) whose metrics.json exists, from the results folder."""
-    base = fold_folder(cfg, db, model, 0).parent
-    if not base.is_dir():
-        return []
-    folds = [int(p.name[4:]) for p in base.glob("fold*") if p.name[4:].isdigit()]
-    return sorted(k for k in folds if (fold_folder(cfg, db, model, k) / paths.METRICS).is_file())
+def finished_folds(cfg: dict, db: str, model: str) -> list[tuple[int, int]]:
+    """(seed, fold) of every finished fold run of (db, model) (its metrics.json exists) over the
+    seeds of params `seeds`, from the results folder."""
+    out = []
+    for seed in cfg["seeds"]:
+        base = fold_folder(cfg, db, model, 0, seed).parent
+        if not base.is_dir():
+            continue
+        folds = [int(p.name[4:]) for p in base.glob("fold*") if p.name[4:].isdigit()]
+        out += [(int(seed), k) for k in sorted(folds)
+                if (fold_folder(cfg, db, model, k, seed) / paths.METRICS).is_file()]
+    return sorted(out)
+
+
+def seed_fold_stats(rows) -> dict:
+    """Mean and spreads of one metric over (seed, fold, value) rows, non-finite values left out:
+
+    - mean: over all the runs;
+    - std ("std over folds"): std over folds of each fold's mean over its seeds; with one seed,
+      the std over folds of the runs themselves;
+    - seed_std ("std over seeds"): std over seeds of each seed's mean over its folds, how much the
+      mean moves with the training seed; None with fewer than two seeds (never 0);
+    - n: runs, n_folds and n_seeds: how many folds and seeds have a value.
+    Both stds are fold_stats.mean_std's (ddof=1); a std of one value is None.
+    """
+    from fersnet.metrics.fold_stats import mean_std
+
+    kept = [(s, k, _finite(v)) for s, k, v in rows if v is not None]
+    kept = [(s, k, v) for s, k, v in kept if v is not None]
+    by_fold, by_seed = {}, {}
+    for s, k, v in kept:
+        by_fold.setdefault(k, []).append(v)
+        by_seed.setdefault(s, []).append(v)
+    overall = mean_std(v for _, _, v in kept)
+    fold_std = mean_std(sum(vs) / len(vs) for vs in by_fold.values())["std"]
+    seed_std = mean_std(sum(vs) / len(vs) for vs in by_seed.values())["std"]
+    return {"mean": overall["mean"] if kept else None,
+            "std": fold_std if math.isfinite(fold_std) else None,
+            "seed_std": seed_std if len(by_seed) > 1 and math.isfinite(seed_std) else None,
+            "n": overall["n"], "n_folds": len(by_fold), "n_seeds": len(by_seed)}
 
 
 def fold_statistics(cfg: dict, db: str, model: str) -> dict:
-    """Mean and std of every final metric over the finished folds (fold_stats.mean_std, as the
-    report tables: ddof=1; std null for one fold)."""
-    from fersnet.metrics.fold_stats import mean_std
-
-    per_fold = {k: final_metrics(fold_folder(cfg, db, model, k)) for k in finished_folds(cfg, db, model)}
-    names = sorted({n for m in per_fold.values() for n in m})
-    stats = {}
-    for name in names:
-        s = mean_std(m[name] for m in per_fold.values() if name in m)
-        stats[name] = {"mean": s["mean"], "std": s["std"] if math.isfinite(s["std"]) else None, "n": s["n"]}
-    return {"database": db, "model": model, "folds": sorted(per_fold), "n_folds_done": len(per_fold),
-            "metrics": stats}
+    """Mean, std over folds and std over seeds (seed_fold_stats) of every final metric over the
+    finished (seed, fold) runs of (db, model), for the parent run and its marker."""
+    per_run = {(s, k): final_metrics(fold_folder(cfg, db, model, k, s)) for s, k in finished_folds(cfg, db, model)}
+    names = sorted({n for m in per_run.values() for n in m})
+    stats = {name: seed_fold_stats((s, k, m[name]) for (s, k), m in per_run.items() if name in m)
+             for name in names}
+    seeds = sorted({s for s, _ in per_run})
+    folds = sorted({k for _, k in per_run})
+    return {"database": db, "model": model, "seeds": seeds, "folds": folds,
+            "runs": [[s, k] for s, k in sorted(per_run)], "n_folds_done": len(folds),
+            "n_seeds_done": len(seeds), "n_runs_done": len(per_run), "metrics": stats}
 
 
 def log_parent(cfg: dict, db: str, model: str) -> dict:
-    """Re-log the folds of (db, model) (cheap when unchanged) and put mean/std on the parent run."""
+    """Re-log the (seed, fold) runs of (db, model) (cheap when unchanged) and put the mean, std
+    over folds and std over seeds on the parent run."""
     from mlflow.entities import Metric
 
     stats = fold_statistics(cfg, db, model)
-    for fold in stats["folds"]:
-        log_fold(cfg, db, model, fold, "parent")
+    for seed, fold in stats["runs"]:
+        log_fold(cfg, db, model, fold, "parent", seed)
     try:
         with store_lock(cfg):
             client = client_for(cfg)
             exp_id = ensure_experiment(client, cfg, db)
             parent = ensure_parent(client, exp_id, db, model, cfg["profile"])
             now = int(time.time() * 1000)
-            metrics = [Metric("n_folds_done", float(stats["n_folds_done"]), now, 0)]
+            metrics = [Metric(name, float(stats[name]), now, 0)
+                       for name in ("n_folds_done", "n_seeds_done", "n_runs_done")]
             for name, s in stats["metrics"].items():
+                if s["mean"] is None:
+                    continue
                 metrics.append(Metric(f"{name}_mean", s["mean"], now, 0))
-                if s["std"] is not None:           # one fold has no spread: no _std rather than a false 0
+                # one fold (one seed) has no spread: no _std (_seed_std) rather than a false 0
+                if s["std"] is not None:
                     metrics.append(Metric(f"{name}_std", s["std"], now, 0))
-            # time and peak memory of the jobs behind these folds (Snakemake's benchmarks/)
+                if s["seed_std"] is not None:
+                    metrics.append(Metric(f"{name}_seed_std", s["seed_std"], now, 0))
+            # time and peak memory of the jobs behind these runs (Snakemake's benchmarks/)
             jobs = benchmarks.job_records(cfg, db, model)
-            metrics += [Metric(k, v, now, step) for k, v, step in benchmarks.parent_metrics(jobs)]
+            metrics += [Metric(k, v, now, step) for k, v, step in benchmarks.parent_metrics(jobs, cfg["n_folds"])]
             _log_batches(client, parent, metrics, [])
             retry(client.set_tag, parent, "folds", ",".join(map(str, stats["folds"])))
+            retry(client.set_tag, parent, "seeds", ",".join(map(str, stats["seeds"])))
     except Exception as e:
         record_failure(cfg, db, model, None, "parent", e)
         raise
@@ -564,10 +626,10 @@ def init_store(cfg: dict) -> dict:
     return out
 
 
-def _on_disk(cfg: dict) -> list[tuple[str, str, int]]:
-    """(db, model, fold) of every finished result under paths.results."""
-    return [(db, model, fold) for db in DATABASES for model in TRACKED_MODELS
-            for fold in finished_folds(cfg, db, model)]
+def _on_disk(cfg: dict) -> list[tuple[str, str, int, int]]:
+    """(db, model, seed, fold) of every finished result under paths.results, seeds of params `seeds`."""
+    return [(db, model, seed, fold) for db in DATABASES for model in TRACKED_MODELS
+            for seed, fold in finished_folds(cfg, db, model)]
 
 
 def sync_all(cfg: dict) -> dict:
@@ -580,14 +642,14 @@ def sync_all(cfg: dict) -> dict:
     results = _on_disk(cfg)
     for db in DATABASES:
         for model in TRACKED_MODELS:
-            folds = [k for d, m, k in results if (d, m) == (db, model)]
-            for fold in folds:
-                counts[log_fold(cfg, db, model, fold, "sync")] += 1
-            if folds:
+            runs = [(s, k) for d, m, s, k in results if (d, m) == (db, model)]
+            for seed, fold in runs:
+                counts[log_fold(cfg, db, model, fold, "sync", seed)] += 1
+            if runs:
                 log_parent(cfg, db, model)
-    present = {(d, m, k) for d, m, k in results} | {(d, m, None) for d, m, _ in results}
+    present = set(results) | {(d, m, None, None) for d, m, _, _ in results}
     for rec in recorded_failures(cfg):
-        if (rec.get("database"), rec.get("model"), rec.get("fold")) not in present:
+        if (rec.get("database"), rec.get("model"), rec.get("seed"), rec.get("fold")) not in present:
             Path(rec["file"]).unlink(missing_ok=True)
     return counts
 
@@ -671,7 +733,8 @@ def main(cfg: dict, args) -> dict:
         payload = fold_statistics(cfg, db, model)
     payload["enabled"] = enabled
     _write_marker(markers.parent_marker(cfg, db, model), payload)
-    return {"marker": str(markers.parent_marker(cfg, db, model)), "n_folds_done": payload["n_folds_done"]}
+    return {"marker": str(markers.parent_marker(cfg, db, model)), "n_folds_done": payload["n_folds_done"],
+            "n_runs_done": payload["n_runs_done"]}
 
 
 # --- what the store holds of the results on disk (end of a workflow run, `fersnet compare`) -------
@@ -688,11 +751,14 @@ def _patience(seconds: float):
         LOCK_WAIT_S = before
 
 
-def _fold_name(db: str, model: str, fold) -> str:
-    return f"{db}/{model}" + ("" if fold is None else f"/fold{fold}")
+def _fold_name(db: str, model: str, fold=None, seed=None) -> str:
+    """ckplus/fersnet/seed0/fold3 (paths.run_label); a parent run: ckplus/fersnet."""
+    if fold is None:
+        return paths.run_label(db, model)
+    return paths.run_label(db, model, fold, seed) if isinstance(seed, int) else paths.run_label(db, model, fold)
 
 
-def _logged(cfg: dict, results: list[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
+def _logged(cfg: dict, results: list[tuple[str, str, int, int]]) -> set[tuple[str, str, int, int]]:
     """The results whose current files have a fold run in the store (same stamp); an absent
     store holds nothing (and is not created here)."""
     store = _local_store(tracking_uri(cfg))
@@ -700,19 +766,19 @@ def _logged(cfg: dict, results: list[tuple[str, str, int]]) -> set[tuple[str, st
         return set()
     client = client_for(cfg)
     logged = set()
-    for db in sorted({d for d, _, _ in results}):
+    for db in sorted({d for d, _, _, _ in results}):
         exp = retry(client.get_experiment_by_name, db)
         if exp is None:
             continue
         runs = search_all(client, [exp.experiment_id], "tags.kind = 'fold'")
-        have = {tuple(r.data.tags.get(k) for k in ("model", "fold", "profile", "stamp")) for r in runs}
-        for d, model, fold in results:
+        have = {tuple(r.data.tags.get(k) for k in ("model", "seed", "fold", "profile", "stamp")) for r in runs}
+        for d, model, seed, fold in results:
             if d != db:
                 continue
-            folder = fold_folder(cfg, db, model, fold)
-            key = (model, str(fold), _fold_profile(cfg, _job_config(folder)), result_stamp(folder))
+            folder = fold_folder(cfg, db, model, fold, seed)
+            key = (model, str(seed), str(fold), _fold_profile(cfg, _job_config(folder)), result_stamp(folder))
             if key in have:
-                logged.add((db, model, fold))
+                logged.add((db, model, seed, fold))
     return logged
 
 
@@ -739,10 +805,12 @@ def status(cfg: dict) -> dict:
             logged = _logged(cfg, results)
     except Exception as e:  # noqa: BLE001 - any store failure: say so, count from the records
         out["logged"], out["error"] = None, _one_line(e)
-        out["missing"] = [_fold_name(r.get("database"), r.get("model"), r.get("fold")) for r in out["failures"]]
+        out["missing"] = [_fold_name(r.get("database"), r.get("model"), r.get("fold"), r.get("seed"))
+                          for r in out["failures"]]
         return out
     out["logged"] = len(logged)
-    out["missing"] = [_fold_name(*r) for r in results if r not in logged]
+    out["missing"] = [_fold_name(db, model, fold, seed) for db, model, seed, fold in results
+                      if (db, model, seed, fold) not in logged]
     return out
 
 
@@ -754,7 +822,7 @@ def summary_line(st: dict) -> str:
     def names(items):
         return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
     errors = [r.get("error") for r in st["failures"]
-              if _fold_name(r.get("database"), r.get("model"), r.get("fold")) in st["missing"]]
+              if _fold_name(r.get("database"), r.get("model"), r.get("fold"), r.get("seed")) in st["missing"]]
     reason = f": {errors[-1]}" if errors else ""          # the latest recorded error among them
     if st["logged"] is None:
         return (f"MLflow: the store {st['uri']} cannot be read ({st['error']}); {st['total']} fold results "
