@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from fersnet import ownership, provenance
-from fersnet.config import FINE_TUNED, fold_groups, params_view, with_seed  # noqa: F401 - the workflow's names for them
+from fersnet.config import FINE_TUNED, fold_groups, params_view, read_yaml, with_seed  # noqa: F401 - the workflow's names for them
 from fersnet.paths import group_tag  # noqa: F401 - the workflow's name for it
 
 SNAPSHOT_DIR = Path(".snakemake") / "fersnet"
@@ -55,6 +55,20 @@ def params_changed_message(params_file, digest_at_start: str | None, snapshot_fi
     return (f"fersnet: {params_file} was edited while this run was going on; its jobs used the params as "
             f"they were at the start ({snapshot_file}). Run again to apply the edit: only the jobs it "
             "changes run.")
+
+
+# --- command-line config -----------------------------------------------------------------------
+def command_line_config(entries) -> dict:
+    """`snakemake --config KEY=VALUE ...` read as params.yaml is read (YAML, so `seeds=[0,1,2]` is a
+    list of integers); Snakemake's own reading keeps the items of a list as strings. Merged by the
+    Snakefile over Snakemake's config, whose command-line part it replaces."""
+    out: dict = {}
+    for entry in entries or []:
+        key, sep, value = str(entry).partition("=")
+        if not sep:
+            continue                                  # Snakemake has refused it already
+        out[key] = read_yaml(value, f"--config {entry}") if value != "" else None
+    return out
 
 
 # --- rule params (rerun triggers) -----------------------------------------------------------------

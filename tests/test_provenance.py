@@ -130,3 +130,21 @@ def test_code_version_names_the_commit_and_whether_the_tree_was_dirty():
     if code["git_commit"]:
         assert len(code["git_commit"]) == 40 and isinstance(code["dirty"], bool)
         assert provenance.code_label(code).startswith(code["git_commit"][:7])
+
+
+def test_another_seed_is_another_result_beside_the_first_and_a_negative_seed_is_refused(project, capsys):
+    cfg, params = project
+    job = ("train", "--db", "ckplus", "--model", "no_mtl", "--fold", "0")
+    assert cli(params, *job) == 0                                  # seeds[0] = 0
+    assert cli(params, *job, "--seed", "1") == 0
+    zero, one = (paths.run_dir(cfg, "ckplus", "no_mtl", 0, seed=s) for s in (0, 1))
+    assert zero.parent.name == "seed0" and one.parent.name == "seed1"
+    assert json.loads((one / paths.CONFIG).read_text())["seed"] == 1
+    a, b = (json.loads((d / paths.METRICS).read_text()) for d in (zero, one))
+    assert a["fingerprint"] != b["fingerprint"]
+    assert (zero / paths.HISTORY).read_text() != (one / paths.HISTORY).read_text()
+    prov = json.loads((one / provenance.PROVENANCE).read_text())
+    assert prov["params"]["seed"] == 1
+    capsys.readouterr()
+    assert cli(params, *job, "--seed", "-1") == 2
+    assert "--seed -1" in capsys.readouterr().err

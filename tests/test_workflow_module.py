@@ -80,3 +80,11 @@ def test_manifest_lists_content_hashes(tmp_path):
     workflow.write_manifest([tmp_path / "a.json"], tmp_path / "m" / "x.manifest")
     line = (tmp_path / "m" / "x.manifest").read_text().split()
     assert line[0] == "bf21a9e8fbc5a3846fb05b4fa0859e0917b2202f" and line[1] == "2"
+
+
+def test_command_line_config_is_read_as_yaml_like_params():
+    given = workflow.command_line_config(["seeds=[0,1,2]", "profile=test", "train={epochs: 2}", "x="])
+    assert given == {"seeds": [0, 1, 2], "profile": "test", "train": {"epochs": 2}, "x": None}
+    cfg = config.resolve(config.deep_merge(config.read_yaml((ROOT / "params.yaml").read_text(), "params.yaml"),
+                                           workflow.command_line_config(["seeds=[3,1]"])))
+    assert cfg["seeds"] == [3, 1] and cfg["seed"] == 3

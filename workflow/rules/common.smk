@@ -23,11 +23,14 @@ PARAMS_FILE = "params.yaml"
 
 def resolve_config(raw):
     """Validate Snakemake's config (params.yaml plus --config) with the project's schema; params.yaml
-    is also read with the project's strict loader, which Snakemake's own reading lacks (duplicate keys)."""
+    is also read with the project's strict loader, which Snakemake's own reading lacks (duplicate keys),
+    and --config values as YAML (typed list items, fersnet.workflow.command_line_config)."""
     try:
         if Path(PARAMS_FILE).is_file():
             fconfig.read_yaml(Path(PARAMS_FILE).read_text(), PARAMS_FILE)
-        return fconfig.resolve(dict(raw), source=PARAMS_FILE)
+        settings = getattr(workflow, "config_settings", None)
+        given = fwork.command_line_config(getattr(settings, "config_args", None))
+        return fconfig.resolve(fconfig.deep_merge(dict(raw), given), source=PARAMS_FILE)
     except fconfig.ConfigError as e:
         raise WorkflowError(f"fersnet: {e}") from None
 
