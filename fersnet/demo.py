@@ -47,7 +47,7 @@ def where_outputs_are(cfg: dict) -> str:
         "fersnet demo: outputs",
         f"  raw stand-in      {cfg['synth']['out']}/<db>/",
         f"  processed faces   {cfg['preprocess']['out']}/<db>/ (report.md, contact_sheet.png)",
-        f"  results           {cfg['paths']['results']}/<db>/<model>/fold<k>/ (metrics.json, synthesis/grid.png)",
+        f"  results           {cfg['paths']['results']}/<db>/<model>/seed<s>/fold<k>/ (metrics.json, synthesis/grid.png)",
         f"  report            {reports}/report.pdf, {reports}/tables/, {reports}/figures/, {reports}/summary.json",
         "  one page to send  snakemake --report report.html   (every figure, table and the PDF in one file)",
         "  per-job logs      logs/, per-job time and memory in benchmarks/",
