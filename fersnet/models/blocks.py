@@ -16,12 +16,25 @@ def widths(width: float) -> list[int]:
     return [max(2, int(round(c * width))) for c in BASE_WIDTHS]
 
 
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """nn.InstanceNorm2d computed as a GroupNorm with one channel per group: the same function
+    (mean and variance per sample and channel over the image, the same eps, the same per-channel
+    affine), the same parameters and state_dict keys, and on the CPU a 2-3x cheaper forward +
+    backward than instance_norm's reshape into a batch norm (docs/performance.md, "Levers").
+    Falls back to nn.InstanceNorm2d's own path with running statistics or an unbatched input."""
+
+    def forward(self, x):
+        if self.track_running_stats or x.dim() != 4:
+            return super().forward(x)
+        return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps).to(x.dtype)
+
+
 def norm_layer(kind: str, channels: int) -> nn.Module:
     """BatchNorm for the recognition side, InstanceNorm for the synthesis side (as R2021)."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
+        return InstanceNorm2d(channels, affine=True)
     raise ValueError(kind)
 
 
@@ -71,7 +84,7 @@ class AdaINCondition(nn.Module):
 
     def __init__(self, channels: int, n_classes: int):
         super().__init__()
-        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.norm = InstanceNorm2d(channels, affine=False)
         self.affine = nn.Linear(n_classes, 2 * channels)
         # start close to identity (R2021 scales its Xavier init by 0.1 for the same reason)
         nn.init.normal_(self.affine.weight, std=0.01)
@@ -103,7 +116,7 @@ class ConditionalInstanceNorm(nn.Module):
 
     def __init__(self, channels: int, n_classes: int):
         super().__init__()
-        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.norm = InstanceNorm2d(channels, affine=False)
         self.gamma = nn.Linear(n_classes, channels, bias=False)
         self.beta = nn.Linear(n_classes, channels, bias=False)
         nn.init.ones_(self.gamma.weight)
@@ -225,10 +238,10 @@ class PatchDiscriminator(nn.Module):
         for i, c in enumerate(chans[:3]):
             layers.append(nn.Conv2d(cin, c, 4, stride=2, padding=1))
             if i > 0:
-                layers.append(nn.InstanceNorm2d(c, affine=True))
+                layers.append(InstanceNorm2d(c, affine=True))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             cin = c
-        layers += [nn.Conv2d(cin, chans[3], 3, padding=1), nn.InstanceNorm2d(chans[3], affine=True),
+        layers += [nn.Conv2d(cin, chans[3], 3, padding=1), InstanceNorm2d(chans[3], affine=True),
                    nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(chans[3], 1, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 

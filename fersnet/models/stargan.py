@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fersnet.models.blocks import count
+from fersnet.models.blocks import InstanceNorm2d, count
 from fersnet.models.tasks import Task, adam, set_requires_grad
 
 
@@ -22,8 +22,8 @@ class ResidualBlock(nn.Module):
     def __init__(self, c: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.InstanceNorm2d(c, affine=True), nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.InstanceNorm2d(c, affine=True))
+            nn.Conv2d(c, c, 3, padding=1, bias=False), InstanceNorm2d(c, affine=True), nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, padding=1, bias=False), InstanceNorm2d(c, affine=True))
 
     def forward(self, x):
         return x + self.body(x)
@@ -35,7 +35,7 @@ class StarGenerator(nn.Module):
         c = max(2, int(round(64 * width)))
 
         def norm_relu(ch):
-            return [nn.InstanceNorm2d(ch, affine=True), nn.ReLU(inplace=True)]
+            return [InstanceNorm2d(ch, affine=True), nn.ReLU(inplace=True)]
 
         layers = [nn.Conv2d(in_ch + n_classes, c, 7, padding=3, bias=False), *norm_relu(c)]
         for _ in range(2):
@@ -116,11 +116,18 @@ class StarGANTask(Task):
         out = {}
 
         # 1. Train D: real/fake critic, classification of real faces, gradient penalty.
+        # The fake is rendered once per step: with autograd on a G step (the G update below reuses
+        # it; G's weights do not change in between), without on the others (only D reads it).
+        g_step = (batch["step"] + 1) % self.n_critic == 0
         set_requires_grad(self.disc, True)
+        with self.autocast(), torch.set_grad_enabled(g_step):
+            fake_g = self.gen(x, oh_t)
+        fake = fake_g.detach()
         with self.autocast():
-            src_real, cls_real = self.disc(x)
-            fake = self.gen(x, oh_t).detach()
-            src_fake, _ = self.disc(fake)
+            # real and fake through D as one batch: D works per sample (convolutions, LeakyReLU),
+            # so the outputs are those of two calls, at half the operator calls
+            src, cls = self.disc(torch.cat([x, fake]))
+        (src_real, src_fake), cls_real = src.split(len(x)), cls[:len(x)]
         loss_real = -src_real.float().mean()
         loss_fake = src_fake.float().mean()
         loss_cls = F.cross_entropy(cls_real.float(), s)
@@ -133,10 +140,10 @@ class StarGANTask(Task):
                     "D/loss_cls": loss_cls.detach(), "D/loss_gp": loss_gp.detach(), "D/loss": loss_d.detach()})
 
         # 2. Train G every n_critic steps: fool the critic, hit the target class, reconstruct.
-        if (batch["step"] + 1) % self.n_critic == 0:
+        if g_step:
             set_requires_grad(self.disc, False)
+            fake = fake_g
             with self.autocast():
-                fake = self.gen(x, oh_t)
                 src, cls = self.disc(fake)
                 rec = self.gen(fake, oh_s)
             loss_g_fake = -src.float().mean()

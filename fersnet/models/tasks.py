@@ -45,7 +45,8 @@ class Task(nn.Module):
         self.autocast = contextlib.nullcontext
 
     def onehot(self, labels: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(labels, self.n_classes).float()
+        """One-hot rows in torch's default float dtype (float32 unless a float64 check sets it)."""
+        return F.one_hot(labels, self.n_classes).to(torch.get_default_dtype())
 
     def set_lr_factor(self, factor: float) -> None:
         """Scale every optimizer's base learning rate (MultiStepLR computed from the epoch)."""
@@ -129,11 +130,13 @@ class FersnetTask(Task):
         set_requires_grad(self.disc, True)
         real = torch.where(has_t[:, None, None, None], xt, x)
         real_oh = torch.where(has_t[:, None], oh_t, oh_s)
-        fake_d = fake.detach()
+        # real and fake through D as one batch: every layer of the PatchGAN works per sample
+        # (convolutions, InstanceNorm, LeakyReLU), so the scores are those of two separate calls,
+        # at half the operator calls (the demo's step is bound by per-operator overhead)
+        both, both_oh, n = torch.cat([real, fake.detach()]), torch.cat([real_oh, oh_t]), len(x)
         for _ in range(self.d_steps):
             with self.autocast():
-                d_real = self.disc(real, real_oh).float()
-                d_fake = self.disc(fake_d, oh_t).float()
+                d_real, d_fake = self.disc(both, both_oh).float().split(n)
             loss_real = F.mse_loss(d_real, torch.ones_like(d_real))
             loss_fake = F.mse_loss(d_fake, torch.zeros_like(d_fake))
             loss_d = 0.5 * (loss_real + loss_fake)
