@@ -7,6 +7,7 @@ an uninterrupted run would (on CPU).
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -50,11 +51,35 @@ class LoopSpec:
     hooks: Hooks = field(default_factory=Hooks)
 
 
+LR_SCHEDULES = ("multistep", "linear", "constant")
+
+
 def multistep_factor(milestones: list[int], gamma: float) -> Callable[[int], float]:
     """MultiStepLR as a function of the (1-based) epoch: gamma ** (milestones passed)."""
     def factor(epoch: int) -> float:
         return gamma ** sum(1 for m in milestones if epoch > m)
     return factor
+
+
+def milestone_epochs(fractions: list[float], epochs: int) -> list[int]:
+    """`train.lr_milestones` (fractions of the run) as epochs of a run of `epochs`: each fraction
+    times the epochs, rounded to the nearest epoch (halves up), at least 1, so that the first epoch
+    always trains at the base rate. 0.3 and 0.8 of 500 epochs are 150 and 400, of 20 epochs 6 and 16."""
+    return [max(1, math.floor(f * epochs + 0.5)) for f in fractions]
+
+
+def lr_schedule_factor(schedule: str, epochs: int, milestones: list[float], gamma: float) -> Callable[[int], float]:
+    """The FER models' learning-rate factor per (1-based) epoch for a run of `epochs` epochs
+    (`train.lr_schedule`, docs/training.md): `multistep`, MultiStepLR at `milestones` (fractions
+    of the run) by `gamma`; `linear`, falling linearly from 1 in the first epoch to 1/epochs in the
+    last; `constant`, 1. A function of the epoch only, so a resumed run gets the same rates."""
+    if schedule == "multistep":
+        return multistep_factor(milestone_epochs(milestones, epochs), gamma)
+    if schedule == "linear":
+        return linear_decay_factor(epochs, epochs)
+    if schedule == "constant":
+        return lambda epoch: 1.0
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; allowed: {', '.join(LR_SCHEDULES)}")
 
 
 def linear_decay_factor(epochs: int, decay_epochs: int) -> Callable[[int], float]:

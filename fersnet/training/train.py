@@ -141,7 +141,7 @@ def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
     from fersnet.models import registry
     from fersnet.training import checkpoint as ck
     from fersnet.training.batches import DeviceBatcher, DeviceData, PairIndex, derive_seed, n_batches
-    from fersnet.training.loop import Hooks, LoopSpec, multistep_factor, predict, run
+    from fersnet.training.loop import Hooks, LoopSpec, lr_schedule_factor, predict, run
 
     tr = cfg["train"]
     dev = resolve_device(device or tr["device"])
@@ -166,8 +166,9 @@ def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
     torch.manual_seed(derive_seed(cfg["seed"], fold, 2))
     task = registry.build(model, cfg, n_classes, channels)
     n_real = len(train_rows)
-    epochs, lr_factor, extra = (train_epochs(tr, len(train_rows)),
-                                multistep_factor(tr["lr_milestones"], tr["lr_gamma"]), {"n_train_synthetic": 0})
+    epochs, extra = train_epochs(tr, len(train_rows)), {"n_train_synthetic": 0}
+    # the schedule scales with the run's epochs (after min_steps raised them): docs/training.md
+    lr_factor = lr_schedule_factor(tr["lr_schedule"], epochs, tr["lr_milestones"], tr["lr_gamma"])
     if model == "stargan":
         lr_factor = stargan_lr_factor(cfg, epochs)
     if model in FINE_TUNED:
