@@ -465,7 +465,7 @@ def test_synthesis_table_reports_psnr_mean_and_std_over_folds(tmp_path):
 def test_pooled_synthesis_scores_take_precedence_over_fold_means(tmp_path):
     cfg = small_cfg(tmp_path, dbs=("ckplus",))
     write_grid(cfg, dbs=("ckplus",))
-    write_json(agg.pooled_path(cfg, "ckplus", "fersnet"),
+    write_json(paths.pooled_file(cfg, "ckplus", "fersnet", 0),
                {"fid_n2400": 12.345, "kid_n100": {"mean": 0.0123, "std": 0.0011}})
     tex, numbers = tables.synthesis(cfg, agg.collect(cfg), "ckplus")
     assert numbers["fersnet"]["fid"] == pytest.approx(12.345)

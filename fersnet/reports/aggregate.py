@@ -1,9 +1,15 @@
-"""Read the result files on disk (docs/architecture.md) and aggregate them over folds.
+"""Read the result files on disk (docs/architecture.md) and aggregate them over folds and seeds.
 
-The report reads files only, never MLflow: `results/<db>/<model>/fold<k>/metrics.json`,
-`history.csv`, `predictions.csv`, `synthesis/scores.json` and `synthesis_pooled.json`.
-A fold whose metrics.json is absent, unreadable or lacks an accuracy is *missing*: it is
-counted and shown as missing in every table, never silently averaged away.
+The report reads files only, never MLflow: `results/<db>/<model>/seed<s>/fold<k>/metrics.json`,
+`history.csv`, `predictions.csv`, `synthesis/scores.json` and `seed<s>/synthesis_pooled.json`.
+A run (one fold of one seed) whose metrics.json is absent, unreadable or lacks an accuracy is
+*missing*: it is counted and shown as missing in every table, never silently averaged away.
+
+Over the runs v[fold, seed] of one (database, model) (docs/reports.md, "Folds and seeds"):
+the mean is over every usable run; the fold spread is the sample std over folds of each fold's
+mean over its seeds (with one seed, the std over folds); the seed spread is the sample std over
+seeds of each seed's mean over its folds (undefined, None, with fewer than two seeds); paired
+tests pair runs by (fold, seed).
 """
 from __future__ import annotations
 
@@ -51,10 +57,10 @@ class Problem:
 class Collected:
     """Everything the tables and figures need, read once from disk."""
 
-    folds: pd.DataFrame                 # one row per expected (db, model, fold); see collect_folds
-    synthesis: pd.DataFrame             # one row per expected (db, generator, fold); see collect_synthesis
-    pooled: dict                        # (db, model) -> parsed synthesis_pooled.json
-    judges: pd.DataFrame                # one row per expected (db, fold): judge accuracy on real faces
+    folds: pd.DataFrame                 # one row per expected (db, model, seed, fold); see collect_folds
+    synthesis: pd.DataFrame             # one row per expected (db, generator, seed, fold); see collect_synthesis
+    pooled: dict                        # (db, model, seed) -> parsed seed<s>/synthesis_pooled.json
+    judges: pd.DataFrame                # one row per expected (db, seed, fold): judge accuracy on real faces
     problems: list = field(default_factory=list)
 
 
@@ -118,10 +124,11 @@ def _confusion(m: dict) -> np.ndarray | None:
     return arr
 
 
-def read_fold(cfg: dict, db: str, model: str, fold: int, problems: list) -> dict:
-    """One fold's row: status ok / missing (no folder) / incomplete (no metrics.json) / failed."""
-    run = paths.run_dir(cfg, db, model, fold)
-    row = dict(db=db, model=model, fold=fold, status="missing", accuracy=np.nan,
+def read_fold(cfg: dict, db: str, model: str, fold: int, problems: list, seed: int = 0) -> dict:
+    """One run's row (a fold of one seed): status ok / missing (no folder) / incomplete (no
+    metrics.json) / failed."""
+    run = paths.run_dir(cfg, db, model, fold, seed)
+    row = dict(db=db, model=model, seed=int(seed), fold=fold, status="missing", accuracy=np.nan,
                balanced_accuracy=np.nan, macro_f1=np.nan, best_epoch_test_accuracy=np.nan, selected_epoch=np.nan, best_epoch=np.nan,
                n_test=np.nan, n_train_real=np.nan, n_train_synthetic=np.nan, selection=None, classes=None,
                confusion=None, run_dir=str(run))
@@ -180,10 +187,16 @@ def _imbalance_metrics(m: dict, confusion: np.ndarray | None) -> tuple[float, fl
     return _nan_if_none(balanced), _nan_if_none(macro_f1)
 
 
+def seeds_of(cfg: dict) -> list[int]:
+    """The training seeds of the grid (params `seeds`)."""
+    return [int(s) for s in cfg["seeds"]]
+
+
 def collect_folds(cfg: dict, problems: list) -> pd.DataFrame:
-    """Every expected (database, model, fold) of cfg, with its status and metrics (accuracy in %)."""
-    rows = [read_fold(cfg, db, model, k, problems)
-            for db in cfg["databases"] for model in cfg["models"] for k in range(cfg["n_folds"])]
+    """Every expected (database, model, seed, fold) of cfg, with its status and metrics (accuracy in %)."""
+    rows = [read_fold(cfg, db, model, k, problems, seed)
+            for db in cfg["databases"] for model in cfg["models"] for seed in seeds_of(cfg)
+            for k in range(cfg["n_folds"])]
     return pd.DataFrame(rows)
 
 
@@ -226,42 +239,65 @@ def parse_scores(scores: dict) -> dict:
 
 
 def collect_synthesis(cfg: dict, problems: list) -> pd.DataFrame:
-    """One row per expected (database, generator, fold) with its parsed scores.json (status ok/missing)."""
+    """One row per expected (database, generator, seed, fold) with its parsed scores.json (status ok/missing)."""
     rows = []
     for db in cfg["databases"]:
         for model in (m for m in GEN_MODELS if m in cfg["models"]):
-            for k in range(cfg["n_folds"]):
-                path = paths.synthesis_dir(cfg, db, model, k) / paths.SCORES
-                s = read_json(path, problems)
-                row = dict(db=db, model=model, fold=k, status="ok" if s is not None else "missing")
-                row.update(parse_scores(s or {}))
-                rows.append(row)
+            for seed in seeds_of(cfg):
+                for k in range(cfg["n_folds"]):
+                    path = paths.synthesis_dir(cfg, db, model, k, seed) / paths.SCORES
+                    s = read_json(path, problems)
+                    row = dict(db=db, model=model, seed=seed, fold=k, status="ok" if s is not None else "missing")
+                    row.update(parse_scores(s or {}))
+                    rows.append(row)
     return pd.DataFrame(rows)
 
 
-def pooled_path(cfg: dict, db: str, model: str) -> Path:
-    """results/<db>/<model>/synthesis_pooled.json (docs/architecture.md, written by `fersnet pool`)."""
-    return Path(cfg["paths"]["results"]) / db / model / "synthesis_pooled.json"
-
-
 def collect_pooled(cfg: dict, problems: list) -> dict:
-    """(db, model) -> parsed pooled synthesis scores, for the pairs whose file exists."""
+    """(db, model, seed) -> parsed pooled synthesis scores (paths.pooled_file), for the files that exist."""
     out = {}
     for db in cfg["databases"]:
         for model in (m for m in GEN_MODELS if m in cfg["models"]):
-            data = read_json(pooled_path(cfg, db, model), problems)
-            if data is not None:
-                out[(db, model)] = parse_scores(data)
+            for seed in seeds_of(cfg):
+                data = read_json(paths.pooled_file(cfg, db, model, seed), problems)
+                if data is not None:
+                    out[(db, model, seed)] = parse_scores(data)
+    return out
+
+
+def pooled_over_seeds(pooled: dict, db: str, model: str) -> dict | None:
+    """The pooled FID/KID of (db, model) as one entry: the mean over the seeds whose pooled file
+    holds the metric, with `fid_seed_std`/`kid_seed_std` (ddof=1, None below two seeds), `seeds`
+    (those seeds) and `n_folds_pooled` summed over them. KID's `kid_std` (over subsets) is the mean
+    of the seeds' own. None when no seed has a pooled file. With one seed: that seed's entry as is."""
+    per_seed = {seed: p for (d, m, seed), p in sorted(pooled.items(), key=lambda kv: kv[0][2])
+                if d == db and m == model}
+    if not per_seed:
+        return None
+    first = next(iter(per_seed.values()))
+    out = dict(first)
+    for name in ("fid", "kid", "kid_std"):
+        values = [p[name] for p in per_seed.values() if p[name] is not None]
+        out[name] = float(np.mean(values)) if values else None
+        if name != "kid_std":
+            spread = mean_std(values)["std"] if len(values) >= 2 else None
+            out[f"{name}_seed_std"] = spread
+    counts = [p["n_folds_pooled"] for p in per_seed.values()]
+    out["n_folds_pooled"] = None if any(c is None for c in counts) else int(sum(counts))
+    out["seeds"] = [seed for seed, p in per_seed.items() if p["fid"] is not None] or list(per_seed)
+    out["fid_unavailable"] = next((p["fid_unavailable"] for p in per_seed.values() if p["fid_unavailable"]), None)
     return out
 
 
 def collect_judges(cfg: dict, problems: list) -> pd.DataFrame:
-    """The judge's accuracy (%) on the real test faces of every expected (database, fold)."""
+    """The judge's accuracy (%) on the real test faces of every expected (database, seed, fold)."""
     rows = []
     for db in cfg["databases"]:
-        for k in range(cfg["n_folds"]):
-            m = read_json(paths.judge_dir(cfg, db, k) / paths.METRICS, problems) or {}
-            rows.append(dict(db=db, fold=k, accuracy=_nan_if_none(to_percent(m.get("accuracy"), _confusion(m)))))
+        for seed in seeds_of(cfg):
+            for k in range(cfg["n_folds"]):
+                m = read_json(paths.judge_dir(cfg, db, k, seed) / paths.METRICS, problems) or {}
+                rows.append(dict(db=db, seed=seed, fold=k,
+                                 accuracy=_nan_if_none(to_percent(m.get("accuracy"), _confusion(m)))))
     return pd.DataFrame(rows)
 
 
@@ -277,25 +313,70 @@ def collect(cfg: dict) -> Collected:
     return Collected(folds, synthesis, pooled, judges, problems)
 
 
+def run_values(frame: pd.DataFrame, db: str, model: str | None, column: str = "accuracy") -> dict:
+    """(fold, seed) -> value of the usable runs of (db, model) in `frame` (Collected.folds or
+    .synthesis; model None: the rows of `db`, as in Collected.judges, which has no status)."""
+    sel = frame[frame.db == db]
+    if model is not None:
+        sel = sel[sel.model == model]
+    if "status" in sel.columns:
+        sel = sel[sel.status == "ok"]
+    out = {}
+    for fold, seed, value in zip(sel.fold, sel.seed, sel[column]):
+        value = pd.to_numeric(value, errors="coerce")
+        if value is not None and np.isfinite(value):
+            out[(int(fold), int(seed))] = float(value)
+    return out
+
+
+def _group_means(values: dict, position: int) -> dict:
+    """Mean of `values` ((fold, seed) -> value) per fold (position 0) or per seed (position 1)."""
+    groups: dict = {}
+    for key, v in values.items():
+        groups.setdefault(key[position], []).append(v)
+    return {g: float(np.mean(vs)) for g, vs in sorted(groups.items())}
+
+
+def run_stats(values: dict) -> dict:
+    """The report's statistics of runs ((fold, seed) -> value): `mean` over all runs; `std`, the fold
+    spread (ddof=1 over folds of each fold's mean over seeds; NaN below two folds); `seed_std`, the
+    seed spread (ddof=1 over seeds of each seed's mean over folds; None below two seeds, never 0);
+    `n` = `n_runs`, `n_folds`, `n_seeds` (folds and seeds with at least one usable run) and
+    `per_seed` (seed -> mean over its folds). With one seed this is mean_std over the folds."""
+    per_fold, per_seed = _group_means(values, 0), _group_means(values, 1)
+    seeds = mean_std(per_seed.values())
+    return {"mean": mean_std(values.values())["mean"], "std": mean_std(per_fold.values())["std"],
+            "seed_std": seeds["std"] if seeds["n"] >= 2 else None,
+            "n": len(values), "n_runs": len(values), "n_folds": len(per_fold), "n_seeds": len(per_seed),
+            "per_seed": per_seed}
+
+
 def fold_values(folds: pd.DataFrame, db: str, model: str, column: str = "accuracy") -> dict:
-    """fold -> value of the usable folds of (db, model)."""
-    sel = folds[(folds.db == db) & (folds.model == model) & (folds.status == "ok")]
-    return {int(r.fold): float(getattr(r, column)) for r in sel.itertuples()
-            if np.isfinite(getattr(r, column))}
+    """fold -> mean over seeds of the usable runs of that fold of (db, model): the values the fold
+    spread is the std of (with one seed, each fold's value)."""
+    return _group_means(run_values(folds, db, model, column), 0)
+
+
+def seed_values(folds: pd.DataFrame, db: str, model: str, column: str = "accuracy") -> dict:
+    """seed -> mean over folds of the usable runs of that seed of (db, model): the values the seed
+    spread is the std of."""
+    return _group_means(run_values(folds, db, model, column), 1)
 
 
 def accuracy_stats(folds: pd.DataFrame, db: str, model: str, column: str = "accuracy") -> dict:
-    """Mean, std (ddof=1) and number of folds of one (db, model) column over its usable folds."""
-    return mean_std(fold_values(folds, db, model, column).values())
+    """run_stats of one (db, model) column over its usable runs (mean, fold std, seed std, counts)."""
+    return run_stats(run_values(folds, db, model, column))
 
 
 def paired_tests(reference: dict, other: dict) -> dict:
-    """Paired Wilcoxon signed-rank and paired t-test of `reference` vs `other` over their common folds.
+    """Paired Wilcoxon signed-rank and paired t-test of `reference` vs `other` over their common keys:
+    the (fold, seed) runs both finished (run_values), so a fold's seeds are paired seed by seed.
 
-    Folds share training subjects, so they are not independent samples: the p-values are a
-    descriptive guide, not a formal test (see docs/reports.md). With 10 folds the exact
-    two-sided Wilcoxon p cannot go below 2/2^10 ~ 0.002. All-zero differences give p = 1
-    (no evidence of a difference); a t-test on constant non-zero differences is undefined (NaN).
+    Folds share training subjects, and a fold's seeds share its test faces, so the runs are not
+    independent samples: the p-values are a descriptive guide, not a formal test (see
+    docs/reports.md). With 10 pairs the exact two-sided Wilcoxon p cannot go below 2/2^10 ~ 0.002.
+    All-zero differences give p = 1 (no evidence of a difference); a t-test on constant non-zero
+    differences is undefined (NaN).
     """
     common = sorted(set(reference) & set(other))
     x = np.array([reference[k] for k in common])
@@ -332,7 +413,8 @@ def synthesis_losses(cfg: dict, folds: pd.DataFrame, db: str, model: str) -> lis
 
 
 def summed_confusion(folds: pd.DataFrame, db: str, model: str) -> tuple[np.ndarray | None, list, int]:
-    """Confusion counts of (db, model) summed over usable folds with the same classes: (counts, classes, folds)."""
+    """Confusion counts of (db, model) summed over its usable runs (every fold of every seed) with the
+    same classes: (counts, classes, runs used)."""
     sel = folds[(folds.db == db) & (folds.model == model) & (folds.status == "ok")]
     total, classes, used = None, None, 0
     for r in sel.itertuples():
@@ -342,7 +424,7 @@ def summed_confusion(folds: pd.DataFrame, db: str, model: str) -> tuple[np.ndarr
         if total is None:
             total, classes = np.zeros_like(r.confusion), cls
         if cls != classes or r.confusion.shape != total.shape:
-            warn(f"{r.run_dir}: classes differ from the other folds; left out of the confusion matrix")
+            warn(f"{r.run_dir}: classes differ from the other runs; left out of the confusion matrix")
             continue
         total = total + r.confusion
         used += 1
@@ -370,28 +452,31 @@ def _read_csv(path: Path, columns: set[str], consequence: str) -> pd.DataFrame |
 
 
 def read_history(cfg: dict, db: str, model: str) -> pd.DataFrame:
-    """All folds' history.csv of (db, model) stacked, with a `fold` column (empty if none)."""
+    """Every run's history.csv of (db, model) (all folds of all seeds) stacked, with `seed` and
+    `fold` columns (empty if none)."""
     frames = []
-    for k in range(cfg["n_folds"]):
-        path = paths.run_dir(cfg, db, model, k) / paths.HISTORY
-        if not path.is_file():
-            continue
-        h = _read_csv(path, {"epoch"}, "left out of the curves")
-        if h is not None:
-            frames.append(h.assign(fold=k))
+    for seed in seeds_of(cfg):
+        for k in range(cfg["n_folds"]):
+            path = paths.run_dir(cfg, db, model, k, seed) / paths.HISTORY
+            if not path.is_file():
+                continue
+            h = _read_csv(path, {"epoch"}, "left out of the curves")
+            if h is not None:
+                frames.append(h.assign(seed=seed, fold=k))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def prediction_pairs(cfg: dict, folds: pd.DataFrame, db: str, model: str = REFERENCE) -> pd.DataFrame:
-    """`actual,predicted` class names of every test prediction of (db, model), over usable folds."""
+    """`actual,predicted` class names of every test prediction of (db, model), over its usable runs
+    (every fold of every seed)."""
     frames = []
     sel = folds[(folds.db == db) & (folds.model == model) & (folds.status == "ok")]
     for r in sel.itertuples():
         path = Path(r.run_dir) / paths.PREDICTIONS
         if not path.is_file():
-            warn(f"{path}: missing; fold left out of the confusion plot data")
+            warn(f"{path}: missing; run left out of the confusion plot data")
             continue
-        p = _read_csv(path, {"true", "pred"}, "fold left out of the confusion plot data")
+        p = _read_csv(path, {"true", "pred"}, "run left out of the confusion plot data")
         if p is None:
             continue
         frames.append(pd.DataFrame({"actual": [_class_name(v, r.classes) for v in p["true"]],

@@ -41,8 +41,14 @@ def as_percent(series: pd.Series) -> pd.Series:
     return s * 100.0 if s.dropna().le(1.0).all() else s
 
 
+def _over(cfg: dict) -> str:
+    """What the curves average over: the folds, or every fold of every seed."""
+    return "folds" if len(agg.seeds_of(cfg)) < 2 else f"runs ({cfg['n_folds']} folds x {len(agg.seeds_of(cfg))} seeds)"
+
+
 def fold_accuracy(cfg: dict, col: agg.Collected, path: Path) -> Path | None:
-    """Per-fold FER accuracy of each model: a box per model with every fold as a dot, one panel per database."""
+    """Per-run FER accuracy of each model: a box per model with every run (a fold of one seed) as a dot,
+    one panel per database."""
     models = [m for m in agg.FER_MODELS if m in cfg["models"]]
     ok = col.folds[(col.folds.status == "ok") & col.folds.model.isin(models) & col.folds.accuracy.notna()]
     if ok.empty:
@@ -60,8 +66,15 @@ def fold_accuracy(cfg: dict, col: agg.Collected, path: Path) -> Path | None:
                 warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
                 sns.boxplot(data=d, x="Model", y="accuracy", order=order, ax=ax, color="0.9", fliersize=0,
                             width=0.6)
-            sns.stripplot(data=d, x="Model", y="accuracy", order=order, ax=ax, size=4, jitter=0.15,
-                          hue="Model", hue_order=order, palette="deep", legend=False)
+            # seaborn jitters with numpy's global RNG: a fixed state (restored after) draws the same figure
+            # from the same results
+            state = np.random.get_state()
+            np.random.seed(0)
+            try:
+                sns.stripplot(data=d, x="Model", y="accuracy", order=order, ax=ax, size=4, jitter=0.15,
+                              hue="Model", hue_order=order, palette="deep", legend=False)
+            finally:
+                np.random.set_state(state)
         ax.set_title(names.DATABASE[db])
         ax.set_xlabel("")
         ax.set_ylabel("Test accuracy (%)")
@@ -72,7 +85,7 @@ def fold_accuracy(cfg: dict, col: agg.Collected, path: Path) -> Path | None:
 
 
 def _mean_band(ax, h: pd.DataFrame, column: str, label: str, percent: bool = False, **kw) -> bool:
-    """Mean over folds per epoch with a min-max band; False when the column is absent."""
+    """Mean over runs (folds, and seeds) per epoch with a min-max band; False when the column is absent."""
     if h.empty or column not in h.columns:
         return False
     values = as_percent(h[column]) if percent else pd.to_numeric(h[column], errors="coerce")
@@ -108,13 +121,13 @@ def training_curves(cfg: dict, db: str, path: Path) -> Path | None:
             ax.legend(fontsize=6)
         else:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
-    fig.suptitle(f"{names.DATABASE[db]}: mean over folds, band = min-max", fontsize=10)
+    fig.suptitle(f"{names.DATABASE[db]}: mean over {_over(cfg)}, band = min-max", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
 
 def gate_means(cfg: dict, db: str, path: Path) -> Path | None:
-    """FERSNet's mean ConvFLU gate values (history `gate/<dir>_<r|z>_l<level>`) per epoch, mean over folds."""
+    """FERSNet's mean ConvFLU gate values (history `gate/<dir>_<r|z>_l<level>`) per epoch, mean over runs."""
     h = agg.read_history(cfg, db, agg.REFERENCE)
     gates = sorted(c for c in h.columns if c.startswith("gate/"))
     if not gates:
@@ -142,7 +155,7 @@ def gate_means(cfg: dict, db: str, path: Path) -> Path | None:
 
 def confusion_heatmap(cfg: dict, col: agg.Collected, db: str, path: Path,
                       model: str = agg.REFERENCE) -> Path | None:
-    """Row-normalised confusion matrix (%) of (db, model) summed over folds, as a heatmap."""
+    """Row-normalised confusion matrix (%) of (db, model) summed over runs, as a heatmap."""
     counts, classes, used = agg.summed_confusion(col.folds, db, model)
     if counts is None or used == 0:
         return None
@@ -153,18 +166,22 @@ def confusion_heatmap(cfg: dict, col: agg.Collected, db: str, path: Path,
                 vmin=0, vmax=100, cbar_kws={"label": "% of true class"}, ax=ax, annot_kws={"size": 7})
     ax.set_xlabel("Predicted")
     ax.set_ylabel("True")
-    ax.set_title(f"{names.MODEL[model]} on {names.DATABASE[db]} ({used}/{cfg['n_folds']} folds)", fontsize=9)
+    n_seeds = len(agg.seeds_of(cfg))
+    over = f"{used}/{cfg['n_folds']} folds" if n_seeds < 2 else f"{used}/{cfg['n_folds'] * n_seeds} runs"
+    ax.set_title(f"{names.MODEL[model]} on {names.DATABASE[db]} ({over})", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 
 
-def synthesis_grid(cfg: dict, db: str, path: Path, model: str = agg.REFERENCE) -> tuple[Path, int] | None:
-    """Copy the synthesis grid of (db, model) fold 0 (else the first fold that has one); returns (path, fold)."""
-    for k in range(cfg["n_folds"]):
-        grid = paths.synthesis_dir(cfg, db, model, k) / paths.SYNTH_GRID
-        if grid.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(grid, path)
-            return path, k
+def synthesis_grid(cfg: dict, db: str, path: Path, model: str = agg.REFERENCE) -> tuple[Path, int, int] | None:
+    """Copy the synthesis grid of (db, model) fold 0 of the first seed (else the first run that has one,
+    seed by seed); returns (path, fold, seed)."""
+    for seed in agg.seeds_of(cfg):
+        for k in range(cfg["n_folds"]):
+            grid = paths.synthesis_dir(cfg, db, model, k, seed) / paths.SYNTH_GRID
+            if grid.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(grid, path)
+                return path, k, seed
     return None
 

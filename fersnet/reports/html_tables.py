@@ -3,7 +3,8 @@
 The tables are made once, as booktabs LaTeX (fersnet.reports.tables.render); this reads that
 output back (caption, header and body rows, `\\multicolumn`, rules, the note under the table) and
 turns the few LaTeX constructs the tables use into HTML: bold, italics, `$\\pm$`, arrows,
-super/subscripts, escaped characters, dashes. So the page shows the same cells as the PDF.
+super/subscripts, escaped characters, dashes, and two-line cells (a one-column tabular, lines
+joined by `<br>`). So the page shows the same cells as the PDF.
 Standard library only.
 """
 from __future__ import annotations
@@ -83,6 +84,19 @@ def _math(s: str) -> str:
     return "".join(out)
 
 
+def _nested_tabular(s: str, i: int) -> tuple[str, int]:
+    """A `\\begin{tabular}[pos]{spec}...\\end{tabular}` inside a cell (tables.stacked), from just after
+    `\\begin`: its lines as HTML joined by <br>, and the index after `\\end{tabular}`."""
+    _, i = _group(s, i)                                   # {tabular}
+    if s.startswith("[", i):
+        i = s.index("]", i) + 1
+    _, i = _group(s, i)                                   # column spec
+    end = s.find("\\end{tabular}", i)
+    end = len(s) if end < 0 else end
+    lines = [re.sub(r"^\{\}", "", ln) for ln in s[i:end].split("\\\\")]
+    return "<br>".join(inline(ln) for ln in lines), min(len(s), end + len("\\end{tabular}"))
+
+
 def inline(s: str) -> str:
     """LaTeX text of a cell, caption or note as HTML."""
     out, i = [], 0
@@ -90,7 +104,10 @@ def inline(s: str) -> str:
         c = s[i]
         if c == "\\":
             name, i = _command(s, i)
-            if name in _TAGS:
+            if name == "begin" and s.startswith("{tabular}", i):
+                text, i = _nested_tabular(s, i)
+                out.append(text)
+            elif name in _TAGS:
                 arg, i = _group(s, i)
                 out.append(f"<{_TAGS[name]}>{inline(arg)}</{_TAGS[name]}>")
             elif name in _ACCENTS:
@@ -160,7 +177,8 @@ def table_page(tex: str, title: str) -> str:
     caption = _after(tex, "\\caption")
     spec = _after(tex, "\\begin{tabular}") or ""
     index_columns = len(re.match(r"l*", spec).group(0))
-    body = tex.split("\\begin{tabular}", 1)[1].split("\n", 1)[1].split("\\end{tabular}", 1)[0]
+    # the outer tabular: from the first \begin to the last \end (two-line cells nest their own)
+    body = tex.split("\\begin{tabular}", 1)[1].split("\n", 1)[1].rsplit("\\end{tabular}", 1)[0]
     head, rows, in_head, new_group = [], [], True, False
     for line in (ln.strip() for ln in body.splitlines()):
         if line in _RULES:
@@ -179,7 +197,7 @@ def table_page(tex: str, title: str) -> str:
             group = ' class="group"' if new_group else ""
             rows.append(f"<tr{group}>{_cells(line, 'td', index_columns)}</tr>")
             new_group = False
-    after = tex.split("\\end{tabular}", 1)[1]
+    after = tex.rsplit("\\end{tabular}", 1)[1]
     at = after.find("{\\footnotesize")
     note = _group(after, at)[0] if at >= 0 else None
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',

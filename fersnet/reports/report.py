@@ -80,7 +80,7 @@ def write_contents(cfg: dict, col: agg.Collected, root: Path) -> tuple[dict, dic
 
     ablation_tex, tests = tables.ablation(cfg, col)
     context = dict(
-        profile=cfg["profile"], n_folds=cfg["n_folds"],
+        profile=cfg["profile"], n_folds=cfg["n_folds"], seeds=agg.seeds_of(cfg),
         databases=", ".join(names.DATABASE[d] for d in dbs),
         synthetic=[names.DATABASE[d] for d in dbs if "synthetic" in Path(cfg["data"][d]["root"]).parts],
         problems=[dict(file=tables.tex_escape(p.file), reason=tables.tex_escape(p.reason)) for p in col.problems],
@@ -104,7 +104,7 @@ def write_contents(cfg: dict, col: agg.Collected, root: Path) -> tuple[dict, dic
                            figures.confusion_heatmap(cfg, col, db, fdir / f"confusion_{db}.png")),
             synthesis=table(f"synthesis_{db}", syn_tex),
             grid=f"figures/synthesis_grid_{db}.png" if grid else None,
-            grid_fold=grid[1] if grid else None,
+            grid_fold=grid[1] if grid else None, grid_seed=grid[2] if grid else None,
             curves=figure(f"training_curves_{db}.png",
                           figures.training_curves(cfg, db, fdir / f"training_curves_{db}.png")),
             gates=figure(f"gates_{db}.png", figures.gate_means(cfg, db, fdir / f"gates_{db}.png")),
@@ -154,7 +154,7 @@ CURVE_COLUMNS = {"train_accuracy": "train_acc", "test_accuracy": "test_acc_diagn
 
 def write_curve_plots(cfg: dict, root: Path) -> None:
     """plots/curves/<db>_<model>.csv, one per FER model: `epoch,train_accuracy,test_accuracy`, the
-    mean over folds (%) of history.csv's training accuracy and per-epoch test accuracy (the
+    mean over runs (every fold of every seed; %) of history.csv's training accuracy and per-epoch test accuracy (the
     diagnostic one, never used for selection); DVC plots them per experiment. Header-only when
     no fold has a history yet."""
     for db in cfg["databases"]:
@@ -171,8 +171,11 @@ def write_curve_plots(cfg: dict, root: Path) -> None:
 
 
 SUMMARY_NOTES = {
-    "measured": "this benchmark's results: mean and sample std over the finished test folds, in %; "
-                "data_source says whether a database is the synthetic stand-in or a licensed copy",
+    "measured": "this benchmark's results, in %: mean over the finished runs (test folds x training seeds); "
+                "*_std: sample std over the folds of each fold's mean over its seeds; seed_std: sample std over "
+                "the seeds of each seed's mean over its folds (null with fewer than two seeds); accuracy_per_seed: "
+                "each seed's mean over its folds; data_source says whether a database is the synthetic stand-in "
+                "or a licensed copy",
     "published": "numbers printed in the paper, on the real databases; copied, never re-run here",
     "diagnostic": "chosen by looking at the test fold (the epoch that happened to be best on it); not a "
                   "result, only a measure of how much such a selection would inflate the reported accuracy",
@@ -182,12 +185,13 @@ SUMMARY_NOTES = {
 def build_summary(cfg: dict, col: agg.Collected, tests: dict, synthesis_numbers: dict,
                   data: dict | None = None) -> dict:
     """summary.json (the DVC metric), in three parts kept apart: `measured` (per database: its data
-    source, then per model the fold statistics in %, test-selected numbers under `diagnostic`),
+    source, then per model the statistics over folds and seeds in %, test-selected numbers under `diagnostic`),
     `published` (the paper's FERSNet accuracies) and `notes` saying which is which.
 
     `data`: db -> {"source": ...}, the report's provenance (fersnet.provenance.results_provenance).
     """
-    summary: dict = {"profile": cfg["profile"], "n_folds_expected": cfg["n_folds"], "std_ddof": agg.STD_DDOF,
+    summary: dict = {"profile": cfg["profile"], "n_folds_expected": cfg["n_folds"], "seeds": agg.seeds_of(cfg),
+                     "std_ddof": agg.STD_DDOF,
                      "n_problems": len(col.problems), "notes": SUMMARY_NOTES,
                      "measured": {}, "published": published_summary(cfg)}
     for db in cfg["databases"]:
@@ -195,11 +199,11 @@ def build_summary(cfg: dict, col: agg.Collected, tests: dict, synthesis_numbers:
             "stand-in" if provenance.is_stand_in(cfg, db) else "licensed copy")
         measured: dict = {"data_source": source}
         for model in cfg["models"]:
-            entry = _fer_entry(col, db, model, tests) if model in agg.FER_MODELS else {
-                "n_folds": int(((col.folds.db == db) & (col.folds.model == model) & (col.folds.status == "ok")).sum())}
+            entry = _fer_entry(col, db, model, tests) if model in agg.FER_MODELS else _runs_entry(col, db, model)
             syn = synthesis_numbers.get(db, {}).get(model)
             if syn:
-                entry.update({f"synthesis_{k}": v for k, v in syn.items() if k not in ("fid_unavailable", "n_folds")})
+                entry.update({f"synthesis_{k}": v for k, v in syn.items()
+                              if k not in ("fid_unavailable", "n_folds", "n_runs", "seeds")})
                 entry["synthesis_n_folds"] = syn["n_folds"]
                 entry["synthesis_fid_available"] = syn["fid_unavailable"] is None and math.isfinite(syn["fid"])
             measured[model] = entry
@@ -207,16 +211,25 @@ def build_summary(cfg: dict, col: agg.Collected, tests: dict, synthesis_numbers:
     return summary
 
 
+def _runs_entry(col: agg.Collected, db: str, model: str) -> dict:
+    """Which runs of (db, model) finished, for a model without an accuracy (StarGAN): folds, runs, seeds."""
+    sel = col.folds[(col.folds.db == db) & (col.folds.model == model) & (col.folds.status == "ok")]
+    return {"n_folds": int(sel.fold.nunique()), "n_runs": len(sel), "seeds": sorted(int(s) for s in set(sel.seed))}
+
+
 def _fer_entry(col: agg.Collected, db: str, model: str, tests: dict) -> dict:
-    """One FER model's measured numbers on one database (accuracies in %; `mean_diff_vs_<ref>`: this
-    model minus <ref>, in points, over the folds both finished)."""
+    """One FER model's measured numbers on one database (accuracies in %; `accuracy_std` the fold
+    spread, `seed_std` the seed spread of the accuracy; `mean_diff_vs_<ref>`: this model minus <ref>,
+    in points, over the runs both finished, paired by (fold, seed))."""
     acc = agg.accuracy_stats(col.folds, db, model)
-    entry: dict = {"accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "n_folds": acc["n"]}
+    entry: dict = {"accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "n_folds": acc["n_folds"],
+                   "n_runs": acc["n_runs"], "seeds": sorted(acc["per_seed"]), "seed_std": acc["seed_std"],
+                   "accuracy_per_seed": {f"seed{s}": v for s, v in acc["per_seed"].items()}}
     for key in ("balanced_accuracy", "macro_f1"):
         s = agg.accuracy_stats(col.folds, db, model, key)
-        entry.update({f"{key}_mean": s["mean"], f"{key}_std": s["std"]})
+        entry.update({f"{key}_mean": s["mean"], f"{key}_std": s["std"], f"{key}_seed_std": s["seed_std"]})
     for key in ("n_train_real", "n_train_synthetic"):
-        values = agg.fold_values(col.folds, db, model, key)
+        values = agg.run_values(col.folds, db, model, key)
         if values:
             entry[f"{key}_mean"] = agg.mean_std(values.values())["mean"]
     for ref in (agg.REFERENCE, "fes_da_real"):

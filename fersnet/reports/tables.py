@@ -1,4 +1,4 @@
-"""LaTeX tables (pandas Styler.to_latex, booktabs rules) from the aggregated fold results.
+"""LaTeX tables (pandas Styler.to_latex, booktabs rules) from the aggregated results of folds and seeds.
 
 Every table compiles standalone with only `booktabs` (tests/test_report.py wraps each one in a
 minimal document). Cells are display strings made from numbers; bold comes from the numeric
@@ -32,16 +32,31 @@ def tex_escape(text: str) -> str:
     return text.encode("ascii", "replace").decode("ascii")
 
 
-def fmt_mean_std(s: dict, expected: int, decimals: int = 2) -> str:
-    """`97.12 $\\pm$ 1.20`, with `(k/N)` when only k of the N expected folds are usable; DASH when none."""
+def stacked(first: str, second: str) -> str:
+    """A cell of two centred lines (a one-column tabular: core LaTeX, no extra package)."""
+    # `{}` keeps the second line's `[` from being read as the optional argument of `\\`
+    return f"\\begin{{tabular}}[c]{{@{{}}c@{{}}}}{first}\\\\{{}}{second}\\end{{tabular}}"
+
+
+def seed_spread(value: float | None, decimals: int = 2) -> str:
+    """`[0.35]`: the seed spread of a cell; `[---]` when fewer than two seeds finished."""
+    return f"[{value:.{decimals}f}]" if value is not None and math.isfinite(value) else f"[{DASH}]"
+
+
+def fmt_mean_std(s: dict, expected: int, decimals: int = 2, seeds: bool = False, mark: str = "") -> str:
+    """`97.12 $\\pm$ 1.20` (mean over runs, fold spread), with `(k/N)` when only k of the N expected
+    runs (folds x seeds) are usable; DASH when none. `seeds` (a grid of two or more seeds): a second
+    line gives the seed spread in brackets, then the count: `97.12 $\\pm$ 1.20` over `[0.35] (29/30)`.
+    `mark` (a footnote mark) ends the cell, or its first line when stacked."""
     if s["n"] == 0:
         return DASH
     text = f"{s['mean']:.{decimals}f}"
     if math.isfinite(s["std"]):
         text += rf" $\pm$ {s['std']:.{decimals}f}"
-    if s["n"] < expected:
-        text += f" ({s['n']}/{expected})"
-    return text
+    count = f" ({s['n']}/{expected})" if s["n"] < expected else ""
+    if seeds:
+        return stacked(text + mark, seed_spread(s.get("seed_std"), decimals) + count)
+    return text + count + mark
 
 
 def fmt_p(p: float) -> str:
@@ -90,21 +105,56 @@ def _gen_models(cfg: dict) -> list[str]:
     return [m for m in agg.GEN_MODELS if m in cfg["models"]]
 
 
-def _fold_note(expected: int) -> str:
-    return (f"Mean $\\pm$ sample standard deviation (ddof={agg.STD_DDOF}) over the {expected} "
-            f"subject-independent test folds; ($k$/{expected}): only $k$ folds finished; {DASH}: none.")
+def _n_seeds(cfg: dict) -> int:
+    return len(agg.seeds_of(cfg))
+
+
+def _multi(cfg: dict) -> bool:
+    """Whether the grid repeats every fold with two or more training seeds (the tables then show the seed spread)."""
+    return _n_seeds(cfg) >= 2
+
+
+def _expected(cfg: dict) -> int:
+    """Runs expected per (database, model): folds x seeds."""
+    return cfg["n_folds"] * _n_seeds(cfg)
+
+
+def _cell(cfg: dict, s: dict, decimals: int = 2, mark: str = "") -> str:
+    return fmt_mean_std(s, _expected(cfg), decimals, seeds=_multi(cfg), mark=mark)
+
+
+def _fold_note(cfg: dict) -> str:
+    """What a mean $\\pm$ spread cell is; with one seed, the mean and std over folds."""
+    n, n_seeds = cfg["n_folds"], _n_seeds(cfg)
+    if n_seeds < 2:
+        return (f"Mean $\\pm$ sample standard deviation (ddof={agg.STD_DDOF}) over the {n} "
+                f"subject-independent test folds; ($k$/{n}): only $k$ folds finished; {DASH}: none.")
+    runs = n * n_seeds
+    return (f"Mean over the {runs} runs ({n} subject-independent test folds $\\times$ {n_seeds} training seeds) "
+            f"$\\pm$ the fold spread: sample standard deviation (ddof={agg.STD_DDOF}) over the folds of each "
+            f"fold's mean over its seeds; below it [in brackets] the seed spread: sample standard deviation over the "
+            f"{n_seeds} seeds of each seed's mean over its folds, how much the mean moves with the training "
+            f"seed ({DASH} when fewer than two seeds finished); ($k$/{runs}): only $k$ runs finished; "
+            f"{DASH}: none.")
+
+
+def _pairing(cfg: dict) -> str:
+    """What the paired tests pair."""
+    return ("over the folds both finished" if not _multi(cfg)
+            else "over the runs both finished, paired by (fold, seed): each fold's run of one seed against "
+                 "the other model's run of the same fold and seed")
 
 
 def fer_accuracy(cfg: dict, col: agg.Collected) -> str:
     """Table 1: FER accuracy (%) per database of our re-run models, and the paper's reported block."""
-    dbs, n = cfg["databases"], cfg["n_folds"]
+    dbs = cfg["databases"]
     acc_head = f"Accuracy (\\%) {UP}"
     columns = pd.MultiIndex.from_tuples([("", "Pre-train"), ("", "Setting")]
                                         + [(acc_head, names.DATABASE[db]) for db in dbs])
     rows, values = [], []
     for model in _fer_models(cfg):
         s = [agg.accuracy_stats(col.folds, db, model) for db in dbs]
-        rows.append((("Re-run", names.MODEL[model]), [NO, "single"] + [fmt_mean_std(x, n) for x in s]))
+        rows.append((("Re-run", names.MODEL[model]), [NO, "single"] + [_cell(cfg, x) for x in s]))
         values.append([np.nan, np.nan] + [x["mean"] for x in s])
     for r in (r for r in published.REPORTED if any(db in r.accuracy for db in dbs)):
         cells = [r.accuracy.get(db, DASH) for db in dbs]          # as printed in the paper
@@ -115,7 +165,7 @@ def fer_accuracy(cfg: dict, col: agg.Collected) -> str:
     numeric = pd.DataFrame(values, index=index, columns=columns)
     bold = bold_mask(numeric)                       # only the re-run block has numbers to compare
     caption = ("FER accuracy per database. Re-run: this benchmark, best re-run model in bold. "
-               + _fold_note(n) + " Reported: numbers published by " + published.SOURCE
+               + _fold_note(cfg) + " Reported: numbers published by " + published.SOURCE
                + ", copied as printed and \\emph{not re-run} here (different data: the real databases).")
     return render(display, caption, "tab:fer_accuracy", bold=bold, clines="skip-last;index")
 
@@ -130,13 +180,12 @@ def fer_balanced(cfg: dict, col: agg.Collected) -> str | None:
     The databases are imbalanced (CK+: 83 surprise, 18 contempt sequences), so a model can gain
     accuracy by favouring the large classes; balanced accuracy and macro-F1 weigh every class alike.
     """
-    n = cfg["n_folds"]
     index, display, numeric = [], [], []
     for db in cfg["databases"]:
         for model in _fer_models(cfg):
             s = [agg.accuracy_stats(col.folds, db, model, key) for key, _ in IMBALANCE_METRICS]
             index.append((names.DATABASE[db], names.MODEL[model]))
-            display.append([fmt_mean_std(x, n) for x in s])
+            display.append([_cell(cfg, x) for x in s])
             numeric.append([x["mean"] for x in s])
     if not index:                 # no model with a FER branch in `models`
         return None
@@ -148,13 +197,13 @@ def fer_balanced(cfg: dict, col: agg.Collected) -> str | None:
     bold = pd.concat([bold_mask(numeric.loc[[d]]) for d in dict.fromkeys(rows.get_level_values(0))])
     caption = ("FER accuracy, balanced accuracy (mean recall over the classes of the test fold) and macro-F1 "
                "(unweighted mean F1 over the classes) per database, computed with scikit-learn on each fold's "
-               "test predictions; best model per database in bold. " + _fold_note(n))
+               "test predictions; best model per database in bold. " + _fold_note(cfg))
     return render(display, caption, "tab:fer_balanced", bold=bold, clines="skip-last;index")
 
 
 def ablation(cfg: dict, col: agg.Collected) -> tuple[str, dict]:
     """Table 2: the ablation with paired tests of FERSNet against each variant; also returns the tests."""
-    dbs, n = cfg["databases"], cfg["n_folds"]
+    dbs = cfg["databases"]
     models = _fer_models(cfg)
     cols = []
     for db in dbs:
@@ -165,31 +214,38 @@ def ablation(cfg: dict, col: agg.Collected) -> tuple[str, dict]:
     tests: dict = {}
     for db in dbs:
         d = names.DATABASE[db]
-        ref = agg.fold_values(col.folds, db, agg.REFERENCE)
+        ref = agg.run_values(col.folds, db, agg.REFERENCE)
         for model in models:
             row = names.MODEL[model]
             s = agg.accuracy_stats(col.folds, db, model)
-            display.loc[row, (d, f"Acc. (\\%) {UP}")] = fmt_mean_std(s, n)
+            display.loc[row, (d, f"Acc. (\\%) {UP}")] = _cell(cfg, s)
             numeric.loc[row, (d, f"Acc. (\\%) {UP}")] = s["mean"]
             if model == agg.REFERENCE:
                 display.loc[row, (d, "$p_W$")] = display.loc[row, (d, "$p_t$")] = "ref."
                 continue
-            t = agg.paired_tests(ref, agg.fold_values(col.folds, db, model))
+            t = agg.paired_tests(ref, agg.run_values(col.folds, db, model))
             tests[(db, model)] = t
             display.loc[row, (d, "$p_W$")] = fmt_p(t["p_wilcoxon"])
             display.loc[row, (d, "$p_t$")] = fmt_p(t["p_ttest"])
-    caption = ("Ablation: FER accuracy of FERSNet and its variants, best in bold. " + _fold_note(n)
+    unit = "folds" if not _multi(cfg) else "runs"
+    caption = ("Ablation: FER accuracy of FERSNet and its variants, best in bold. " + _fold_note(cfg)
                + " $p_W$: Wilcoxon signed-rank, $p_t$: paired $t$-test, both two-sided, of FERSNet against "
-               "each variant over the folds both finished (scipy.stats; zero differences dropped; all-zero "
-               f"differences give $p=1$; {DASH}: fewer than 2 paired folds or undefined)."
+               f"each variant {_pairing(cfg)} (scipy.stats; zero differences dropped; all-zero "
+               f"differences give $p=1$; {DASH}: fewer than 2 paired {unit} or undefined)."
                + _fes_da_caption(cfg, col, models))
-    note = ("Caveat: the folds share training subjects, so they are not independent samples and the "
-            f"$p$-values are descriptive only. With {n} folds the exact two-sided Wilcoxon $p$ cannot fall "
+    n = _expected(cfg)
+    shared = ("the folds share training subjects, so they are not independent samples" if not _multi(cfg)
+              else "the folds share training subjects and a fold's seeds share its test faces, so the runs are "
+                   "not independent samples")
+    note = (f"Caveat: {shared} and the "
+            f"$p$-values are descriptive only. With {n} {unit} the exact two-sided Wilcoxon $p$ cannot fall "
             f"below $2/2^{{{n}}}\\approx {2 / 2 ** n:.3g}$.")
     augmentation = _augmentation_effect(cfg, col, models, tests)
     if augmentation:
         note = augmentation + " " + note
-    return render(display, caption, "tab:ablation", bold=bold_mask(numeric), note=note), tests
+    # the two-line cells of several seeds: a smaller font keeps three databases inside A4
+    small = dict(font="\\footnotesize", colsep="2.5pt") if _multi(cfg) else {}
+    return render(display, caption, "tab:ablation", bold=bold_mask(numeric), note=note, **small), tests
 
 
 def _fes_da_caption(cfg: dict, col: agg.Collected, models: list[str]) -> str:
@@ -209,13 +265,14 @@ def _fes_da_caption(cfg: dict, col: agg.Collected, models: list[str]) -> str:
             f"FES branch ({rule}; {mix}).")
     counts = []
     for db in cfg["databases"]:
-        syn = agg.fold_values(col.folds, db, "fes_da", "n_train_synthetic")
-        real = agg.fold_values(col.folds, db, "fes_da", "n_train_real")
+        syn = agg.run_values(col.folds, db, "fes_da", "n_train_synthetic")
+        real = agg.run_values(col.folds, db, "fes_da", "n_train_real")
         if syn:
             counts.append(f"{names.DATABASE[db]} {np.mean(list(syn.values())):,.0f}"
                           + (f" (to {np.mean(list(real.values())):,.0f} real)" if real else ""))
     if counts:
-        text += " Synthetic training faces per fold (mean over folds): " + ", ".join(counts) + "."
+        over = "folds" if not _multi(cfg) else "runs"
+        text += f" Synthetic training faces per fold (mean over {over}): " + ", ".join(counts) + "."
     if "fes_da_real" in models:
         text += (f" {names.MODEL['fes_da_real']}: its control, the same FERSNet, epochs, learning rate and "
                  "number of steps, on the real training faces only (repeated to the size of the enlarged "
@@ -230,15 +287,15 @@ def _augmentation_effect(cfg: dict, col: agg.Collected, models: list[str], tests
         return ""
     parts = []
     for db in cfg["databases"]:
-        t = agg.paired_tests(agg.fold_values(col.folds, db, "fes_da"), agg.fold_values(col.folds, db, "fes_da_real"))
+        t = agg.paired_tests(agg.run_values(col.folds, db, "fes_da"), agg.run_values(col.folds, db, "fes_da_real"))
         tests[(db, "fes_da", "fes_da_real")] = t
         if t["n_pairs"]:
             parts.append(f"{names.DATABASE[db]} {t['mean_diff']:+.2f} pp ($p_W$ {fmt_p(t['p_wilcoxon'])}, "
-                         f"$p_t$ {fmt_p(t['p_ttest'])}, {t['n_pairs']} folds)")
+                         f"$p_t$ {fmt_p(t['p_ttest'])}, {t['n_pairs']} {'folds' if not _multi(cfg) else 'runs'})")
     if not parts:
         return ""
     return ("Augmentation effect, " + names.MODEL["fes_da"] + " minus " + names.MODEL["fes_da_real"]
-            + " over the folds both finished: " + "; ".join(parts) + ".")
+            + f" {_pairing(cfg)}: " + "; ".join(parts) + ".")
 
 
 def confusion(cfg: dict, col: agg.Collected, db: str, model: str = agg.REFERENCE) -> str | None:
@@ -252,9 +309,11 @@ def confusion(cfg: dict, col: agg.Collected, db: str, model: str = agg.REFERENCE
     display = pd.DataFrame([[f"{v:.1f}" for v in row] for row in pct], index=full,
                            columns=pd.MultiIndex.from_product([["Predicted (\\%)"], short]))
     bold = pd.DataFrame(np.eye(len(classes), dtype=bool), index=display.index, columns=display.columns)
+    over = (f"{used}/{cfg['n_folds']} folds" if not _multi(cfg)
+            else f"{used}/{_expected(cfg)} runs ({cfg['n_folds']} folds $\\times$ {_n_seeds(cfg)} seeds)")
     caption = (f"Confusion matrix of {names.MODEL[model]} on {names.DATABASE[db]}: rows are the true "
-               f"expressions, each row in \\% of its {int(counts.sum())} test images summed over {used}/"
-               f"{cfg['n_folds']} folds; the diagonal (recall) in bold. "
+               f"expressions, each row in \\% of its {int(counts.sum())} test images summed over {over}; "
+               "the diagonal (recall) in bold. "
                + ", ".join(f"{s}: {f}" for s, f in zip(short, full)) + ".")
     return render(display, caption, f"tab:confusion_{db}", bold=bold)
 
@@ -264,67 +323,81 @@ def _n_header(ns: set) -> str:
     return f" ($n$={'/'.join(map(str, ns))})" if ns else ""
 
 
-def _fid_kid_cells(pooled: dict | None, s: pd.DataFrame, n: int) -> dict:
-    """FID and KID cells of one generator: pooled over folds when available, else the fold mean (dagger)."""
+def _fid_kid_cells(cfg: dict, pooled: dict | None, s: pd.DataFrame, db: str) -> dict:
+    """FID and KID cells of one generator: pooled over folds when available (per seed, then the mean
+    over seeds with the seed spread in brackets), else the mean over runs (dagger)."""
+    n, multi = _expected(cfg), _multi(cfg)
     if pooled and pooled["fid"] is not None:
         k = pooled.get("n_folds_pooled")
         folds = f" ({k}/{n})" if k is not None and k < n else ""
+
+        def cell(value: str, spread: float | None, decimals: int) -> str:
+            # several seeds: the seed spread of the seeds' pooled values below, as in the other columns
+            return stacked(value, seed_spread(spread, decimals) + folds) if multi else value + folds
+
         kid = DASH
         if pooled["kid"] is not None:
-            kid = f"{pooled['kid']:.4f}" + (rf" $\pm$ {pooled['kid_std']:.4f}" if pooled["kid_std"] is not None else "")
-        return dict(fid=f"{pooled['fid']:.2f}{folds}", kid=kid + folds, fid_val=pooled["fid"],
+            kid = cell(f"{pooled['kid']:.4f}" + (rf" $\pm$ {pooled['kid_std']:.4f}" if pooled["kid_std"] is not None else ""),
+                       pooled.get("kid_seed_std"), 4)
+        return dict(fid=cell(f"{pooled['fid']:.2f}", pooled.get("fid_seed_std"), 2),
+                    kid=kid, fid_val=pooled["fid"], fid_seed_std=pooled.get("fid_seed_std"),
                     kid_val=np.nan if pooled["kid"] is None else pooled["kid"],
                     fid_n={pooled["fid_n"]}, kid_n={pooled["kid_n"]}, dagger=False)
-    if s.fid.notna().any():
-        f, k = agg.mean_std(s.fid.dropna()), agg.mean_std(s.kid.dropna())
-        return dict(fid=fmt_mean_std(f, n) + r"$^{\dagger}$",
-                    kid=fmt_mean_std(k, n, 4) + r"$^{\dagger}$" if k["n"] else DASH,
-                    fid_val=f["mean"], kid_val=k["mean"] if k["n"] else np.nan,
+    fid = agg.run_values(s, db, None, "fid")
+    if fid:
+        f, k = agg.run_stats(fid), agg.run_stats(agg.run_values(s, db, None, "kid"))
+        return dict(fid=_cell(cfg, f, mark=r"$^{\dagger}$"),
+                    kid=_cell(cfg, k, 4, mark=r"$^{\dagger}$") if k["n"] else DASH,
+                    fid_val=f["mean"], fid_seed_std=f["seed_std"], kid_val=k["mean"] if k["n"] else np.nan,
                     fid_n=set(s.fid_n.dropna()), kid_n=set(s.kid_n.dropna()), dagger=True)
-    return dict(fid=DASH, kid=DASH, fid_val=np.nan, kid_val=np.nan, fid_n=set(), kid_n=set(), dagger=False)
+    return dict(fid=DASH, kid=DASH, fid_val=np.nan, fid_seed_std=None, kid_val=np.nan, fid_n=set(), kid_n=set(),
+                dagger=False)
 
 
 def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
     """Table 4: synthesis quality of each generator on `db`; also returns the numbers for summary.json.
 
-    Judge accuracy, judge FD and SSIM are mean +- std over folds (scores.json). FID and KID come
-    from the pooled file over all folds when `fersnet pool` wrote it (the better estimate: FID is
-    biased by sample size), otherwise mean +- std over folds, marked with a dagger. A scored
-    generator without FID (no Inception weights) reads n/a with a footnote saying how to get them.
+    Judge accuracy, judge FD, SSIM and PSNR are mean +- fold spread over the runs (scores.json;
+    with several seeds, the seed spread in brackets). FID and KID come from the pooled file over
+    all folds of a seed when `fersnet pool` wrote it (the better estimate: FID is biased by sample
+    size), averaged over the seeds, otherwise mean +- fold spread over the runs, marked with a
+    dagger. A scored generator without FID (no Inception weights) reads n/a with a footnote saying
+    how to get them.
     """
-    n = cfg["n_folds"]
     syn = col.synthesis[(col.synthesis.db == db) & (col.synthesis.status == "ok")]
     rows, numbers, reasons, losses = [], {}, [], {}
     fid_ns, kid_ns, jfd_ns, any_dagger = set(), set(), set(), False
     for model in _gen_models(cfg):
         s = syn[syn.model == model]
-        judge = agg.mean_std(s.judge_accuracy.dropna())
-        jfd = agg.mean_std(s.judge_fd.dropna())
-        ssim = agg.mean_std(s.ssim.dropna())
-        psnr = agg.mean_std(s.psnr.dropna())
+        judge, jfd, ssim, psnr = (agg.run_stats(agg.run_values(syn, db, model, key))
+                                  for key in ("judge_accuracy", "judge_fd", "ssim", "psnr"))
         losses[model] = agg.synthesis_losses(cfg, col.folds, db, model)
-        c = _fid_kid_cells(col.pooled.get((db, model)), s, n)
+        pooled = agg.pooled_over_seeds(col.pooled, db, model)
+        c = _fid_kid_cells(cfg, pooled, s, db)
         fid_ns |= c["fid_n"]; kid_ns |= c["kid_n"]; jfd_ns |= set(s.judge_fd_n.dropna())
         any_dagger |= c["dagger"]
         reason = None
         if c["fid"] == DASH and not s.empty:
             # only a scored model can lack FID for want of Inception weights; an unscored one stays DASH
-            reason = next(iter(s.fid_unavailable.dropna()), None) or (col.pooled.get((db, model)) or {}).get("fid_unavailable")
+            reason = next(iter(s.fid_unavailable.dropna()), None) or (pooled or {}).get("fid_unavailable")
             if reason:
                 reasons.append(reason)
                 c["fid"] = c["kid"] = NA + "$^{a}$"
         rows.append((names.GENERATOR[model],
-                     [_losses_cell(losses[model]), fmt_mean_std(judge, n), c["fid"], c["kid"], fmt_mean_std(jfd, n),
-                      fmt_mean_std(ssim, n, 3), fmt_mean_std(psnr, n, 1)],
+                     [_losses_cell(losses[model]), _cell(cfg, judge), c["fid"], c["kid"], _cell(cfg, jfd),
+                      _cell(cfg, ssim, 3), _cell(cfg, psnr, 1)],
                      [np.nan, judge["mean"], c["fid_val"], c["kid_val"], jfd["mean"], ssim["mean"], psnr["mean"]]))
         numbers[model] = dict(judge_accuracy_mean=judge["mean"], judge_accuracy_std=judge["std"],
-                              n_folds=judge["n"], fid=c["fid_val"], kid=c["kid_val"], judge_fd_mean=jfd["mean"],
-                              ssim_mean=ssim["mean"], ssim_std=ssim["std"], psnr_mean=psnr["mean"],
-                              psnr_std=psnr["std"], losses=_losses_cell(losses[model]), fid_unavailable=reason)
-    real = agg.mean_std(col.judges[col.judges.db == db].accuracy.dropna())
+                              judge_accuracy_seed_std=judge["seed_std"], n_folds=judge["n_folds"],
+                              n_runs=judge["n_runs"], seeds=sorted(judge["per_seed"]),
+                              fid=c["fid_val"], fid_seed_std=c["fid_seed_std"], kid=c["kid_val"],
+                              judge_fd_mean=jfd["mean"], ssim_mean=ssim["mean"], ssim_std=ssim["std"],
+                              psnr_mean=psnr["mean"], psnr_std=psnr["std"], losses=_losses_cell(losses[model]),
+                              fid_unavailable=reason)
+    real = agg.run_stats(agg.run_values(col.judges, db, None))
     if real["n"]:
         # the judge on real test faces: the ceiling a perfect synthesis could reach
-        rows.append(("\\emph{Real test faces}", [DASH, fmt_mean_std(real, n)] + [DASH] * 5, [np.nan] * 7))
+        rows.append(("\\emph{Real test faces}", [DASH, _cell(cfg, real)] + [DASH] * 5, [np.nan] * 7))
     # two header rows (name, then direction and sample size) keep the eight columns within A4
     columns = pd.MultiIndex.from_tuples([
         ("Losses", ""), ("Judge acc. (\\%)", UP), ("FID", DOWN + _n_header(fid_ns)),
@@ -337,15 +410,19 @@ def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
     caption = (f"Expression synthesis on {names.DATABASE[db]}: every test face into every other expression. "
                "Judge acc.: share of synthesized faces that the judge (a standard FER model trained on the "
                "fold's real training faces) classifies as the target expression. FID/KID: Inception "
-               "features of synthesized vs.\\ real test faces, pooled over all folds ($n$: sample size in "
-               "the metric's name; KID $\\pm$ std over subsets). Judge FD: Fr\\'echet distance on the judge's "
+               "features of synthesized vs.\\ real test faces, pooled over all folds"
+               + (" of a seed, then averaged over the seeds" if _multi(cfg) else "")
+               + " ($n$: sample size in the metric's name; KID $\\pm$ std over subsets"
+               + (", averaged over the seeds; below it [in brackets] the std over the seeds' pooled values" if _multi(cfg) else "")
+               + "). Judge FD: Fr\\'echet distance on the judge's "
                "own features (domain-specific, per fold). SSIM, PSNR: against the subject's real image of "
                "the target expression. Best generator in bold; \\emph{Real test faces}: the judge's accuracy "
-               "on the real test faces, the ceiling for judge accuracy. " + _fold_note(n)
+               "on the real test faces, the ceiling for judge accuracy. " + _fold_note(cfg)
                + " " + _losses_caption(losses))
     notes = []
     if any_dagger:
-        notes.append(r"$^{\dagger}$ No pooled file (\texttt{fersnet pool}): mean $\pm$ std of the per-fold values.")
+        notes.append(r"$^{\dagger}$ No pooled file (\texttt{fersnet pool}): mean $\pm$ std of the per-fold values"
+                     + (" (as the other columns, seed spread in brackets)." if _multi(cfg) else "."))
     if reasons:
         unique = list(dict.fromkeys(_shorten(r) for r in reasons))
         notes.append("$^{a}$ FID/KID unavailable: " + tex_escape(" ".join(unique[:2]))
@@ -415,38 +492,49 @@ def _shorten(reason: str, limit: int = 200) -> str:
 def protocol(cfg: dict, col: agg.Collected) -> str | None:
     """Table 5: selected (reported) accuracy beside the optimistic best-epoch-on-test accuracy and the gap;
     None when no model with a FER branch is in the grid (StarGAN alone)."""
-    n, f = cfg["n_folds"], col.folds
+    f = col.folds
     if not _fer_models(cfg):
         return None
     rows, index = [], []
     for db in cfg["databases"]:
         for model in _fer_models(cfg):
-            sel = agg.fold_values(f, db, model, "accuracy")
-            best = agg.fold_values(f, db, model, "best_epoch_test_accuracy")
-            gap = {k: best[k] - sel[k] for k in set(sel) & set(best)}
+            sel = agg.run_values(f, db, model, "accuracy")
+            best = agg.run_values(f, db, model, "best_epoch_test_accuracy")
+            gap = {k: best[k] - sel[k] for k in set(sel) & set(best)}     # per run: (fold, seed)
             index.append((names.DATABASE[db], names.MODEL[model]))
-            rows.append([fmt_mean_std(agg.mean_std(sel.values()), n),
-                         fmt_mean_std(agg.mean_std(best.values()), n),
-                         fmt_mean_std(agg.mean_std(gap.values()), n)])
+            rows.append([_cell(cfg, agg.run_stats(v)) for v in (sel, best, gap)])
     selections = sorted({str(s) for s in f.selection.dropna()}) or ["last"]
     display = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index),
                            columns=["Selected (\\%)", "Best epoch on test (\\%)", "Gap (pp)"])
     caption = ("Protocol honesty: the accuracy we report (model selected by \\texttt{train.selection} = "
                + ", ".join(tex_escape(s) for s in selections) + ", without looking at the test fold) beside "
                "the accuracy of the epoch that happened to be best on the test fold (the optimistic selection "
-               "some published code uses), and the gap in percentage points. " + _fold_note(n))
+               "some published code uses), and the gap in percentage points. " + _fold_note(cfg))
     return render(display, caption, "tab:protocol", clines="skip-last;index")
 
 
 def completeness(cfg: dict, col: agg.Collected) -> str:
-    """Finished folds per (model, database): what every other table is averaged over."""
+    """Finished runs per (model, database): what every other table is averaged over; with several
+    seeds, the seeds that are not complete are named with their own count."""
     n, f = cfg["n_folds"], col.folds
     display = pd.DataFrame(index=[names.MODEL[m] for m in cfg["models"]],
                            columns=[names.DATABASE[db] for db in cfg["databases"]], dtype=object)
     for model in cfg["models"]:
         for db in cfg["databases"]:
             sel = f[(f.db == db) & (f.model == model)]
-            display.loc[names.MODEL[model], names.DATABASE[db]] = f"{int((sel.status == 'ok').sum())}/{n}"
-    caption = (f"Finished training jobs (folds with a usable metrics.json) of the {n} expected per model and "
-               "database; the other tables average over these folds only.")
+            cell = f"{int((sel.status == 'ok').sum())}/{len(sel)}"
+            if _multi(cfg):
+                short = [f"seed {seed}: {int((g.status == 'ok').sum())}/{n}"
+                         for seed, g in sel.groupby("seed") if (g.status == "ok").sum() < n]
+                if short and len(short) < _n_seeds(cfg):
+                    cell += f" ({'; '.join(short)})"
+            display.loc[names.MODEL[model], names.DATABASE[db]] = cell
+    if _multi(cfg):
+        caption = (f"Finished training jobs (runs with a usable metrics.json) of the {_expected(cfg)} expected per "
+                   f"model and database ({n} folds $\\times$ {_n_seeds(cfg)} seeds: "
+                   f"{', '.join(map(str, agg.seeds_of(cfg)))}), with the seeds that are not complete in "
+                   "parentheses; the other tables average over these runs only.")
+    else:
+        caption = (f"Finished training jobs (folds with a usable metrics.json) of the {n} expected per model and "
+                   "database; the other tables average over these folds only.")
     return render(display, caption, "tab:completeness")
