@@ -343,18 +343,19 @@ def is_stand_in(cfg: dict, db: str) -> bool:
 
 
 def results_provenance(cfg: dict) -> dict:
-    """Code versions, environments and data behind the finished results of cfg's grid.
+    """Code versions, environments and data behind the finished results of cfg's grid (every seed).
 
     `code`: code version -> {kind: number of results} (kind: training, judge, scores); `mixed` is
     true when the results come from more than one code version or from a dirty tree.
     """
     kinds = {"training": [], "judge": [], "scores": []}
     for db in cfg["databases"]:
-        for k in range(int(cfg["n_folds"])):
-            kinds["judge"].append(paths.judge_dir(cfg, db, k))
-            for model in cfg["models"]:
-                kinds["training"].append(paths.run_dir(cfg, db, model, k))
-                kinds["scores"].append(paths.synthesis_dir(cfg, db, model, k))
+        for seed in cfg["seeds"]:
+            for k in range(int(cfg["n_folds"])):
+                kinds["judge"].append(paths.judge_dir(cfg, db, k, seed))
+                for model in cfg["models"]:
+                    kinds["training"].append(paths.run_dir(cfg, db, model, k, seed))
+                    kinds["scores"].append(paths.synthesis_dir(cfg, db, model, k, seed))
     code: dict = {}
     env = {"torch": set(), "device": set(), "cpu_capability": set()}
     dirty = unrecorded = 0

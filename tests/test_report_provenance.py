@@ -54,3 +54,17 @@ def test_a_dirty_tree_is_flagged_too(tmp_path):
     stamp_results(cfg, lambda db, k: "a" * 40, dirty=True)
     prov = report.build_report(cfg)["provenance"]
     assert prov["mixed"] and prov["dirty_results"] > 0 and "aaaaaaa+dirty(src abc)" in prov["code"]
+
+
+def test_the_provenance_covers_every_seed_of_the_grid(tmp_path):
+    from fersnet import config
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    cfg["seeds"] = [0, 1]
+    for seed, commit in ((0, "a"), (1, "b")):
+        seeded = config.with_seed(cfg, seed)
+        write_grid(seeded, dbs=("ckplus",))
+        stamp_results(seeded, lambda db, k, c=commit: c * 40)
+    prov = provenance.results_provenance(cfg)
+    runs = len(cfg["models"]) * cfg["n_folds"]
+    assert prov["code"]["aaaaaaa"]["training"] == runs and prov["code"]["bbbbbbb"]["training"] == runs
+    assert prov["mixed"]
