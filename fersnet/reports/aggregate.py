@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from fersnet import paths
-from fersnet.metrics.fold_stats import STD_DDOF, mean_std  # noqa: F401 - the tables use both through here
+from fersnet.metrics.fold_stats import STD_DDOF, group_means, mean_std, run_stats  # noqa: F401 - the tables use them through here
 from fersnet.models.registry import FER_BRANCH_GENERATORS  # noqa: F401 - the tables use it through here
 from fersnet.models.registry import synthesis_losses as model_losses
 from fersnet.training.classification import classification_metrics, labels_from_confusion
@@ -329,38 +329,16 @@ def run_values(frame: pd.DataFrame, db: str, model: str | None, column: str = "a
     return out
 
 
-def _group_means(values: dict, position: int) -> dict:
-    """Mean of `values` ((fold, seed) -> value) per fold (position 0) or per seed (position 1)."""
-    groups: dict = {}
-    for key, v in values.items():
-        groups.setdefault(key[position], []).append(v)
-    return {g: float(np.mean(vs)) for g, vs in sorted(groups.items())}
-
-
-def run_stats(values: dict) -> dict:
-    """The report's statistics of runs ((fold, seed) -> value): `mean` over all runs; `std`, the fold
-    spread (ddof=1 over folds of each fold's mean over seeds; NaN below two folds); `seed_std`, the
-    seed spread (ddof=1 over seeds of each seed's mean over folds; None below two seeds, never 0);
-    `n` = `n_runs`, `n_folds`, `n_seeds` (folds and seeds with at least one usable run) and
-    `per_seed` (seed -> mean over its folds). With one seed this is mean_std over the folds."""
-    per_fold, per_seed = _group_means(values, 0), _group_means(values, 1)
-    seeds = mean_std(per_seed.values())
-    return {"mean": mean_std(values.values())["mean"], "std": mean_std(per_fold.values())["std"],
-            "seed_std": seeds["std"] if seeds["n"] >= 2 else None,
-            "n": len(values), "n_runs": len(values), "n_folds": len(per_fold), "n_seeds": len(per_seed),
-            "per_seed": per_seed}
-
-
 def fold_values(folds: pd.DataFrame, db: str, model: str, column: str = "accuracy") -> dict:
     """fold -> mean over seeds of the usable runs of that fold of (db, model): the values the fold
     spread is the std of (with one seed, each fold's value)."""
-    return _group_means(run_values(folds, db, model, column), 0)
+    return group_means(run_values(folds, db, model, column), 0)
 
 
 def seed_values(folds: pd.DataFrame, db: str, model: str, column: str = "accuracy") -> dict:
     """seed -> mean over folds of the usable runs of that seed of (db, model): the values the seed
     spread is the std of."""
-    return _group_means(run_values(folds, db, model, column), 1)
+    return group_means(run_values(folds, db, model, column), 1)
 
 
 def accuracy_stats(folds: pd.DataFrame, db: str, model: str, column: str = "accuracy") -> dict:

@@ -534,31 +534,14 @@ def finished_folds(cfg: dict, db: str, model: str) -> list[tuple[int, int]]:
 
 
 def seed_fold_stats(rows) -> dict:
-    """Mean and spreads of one metric over (seed, fold, value) rows, non-finite values left out:
+    """fold_stats.run_stats of (seed, fold, value) rows, for MLflow: undefined numbers are None
+    (a std of one value, a seed spread of one seed), never NaN or 0."""
+    from fersnet.metrics.fold_stats import run_stats
 
-    - mean: over all the runs;
-    - std ("std over folds"): std over folds of each fold's mean over its seeds; with one seed,
-      the std over folds of the runs themselves;
-    - seed_std ("std over seeds"): std over seeds of each seed's mean over its folds, how much the
-      mean moves with the training seed; None with fewer than two seeds (never 0);
-    - n: runs, n_folds and n_seeds: how many folds and seeds have a value.
-    Both stds are fold_stats.mean_std's (ddof=1); a std of one value is None.
-    """
-    from fersnet.metrics.fold_stats import mean_std
-
-    kept = [(s, k, _finite(v)) for s, k, v in rows if v is not None]
-    kept = [(s, k, v) for s, k, v in kept if v is not None]
-    by_fold, by_seed = {}, {}
-    for s, k, v in kept:
-        by_fold.setdefault(k, []).append(v)
-        by_seed.setdefault(s, []).append(v)
-    overall = mean_std(v for _, _, v in kept)
-    fold_std = mean_std(sum(vs) / len(vs) for vs in by_fold.values())["std"]
-    seed_std = mean_std(sum(vs) / len(vs) for vs in by_seed.values())["std"]
-    return {"mean": overall["mean"] if kept else None,
-            "std": fold_std if math.isfinite(fold_std) else None,
-            "seed_std": seed_std if len(by_seed) > 1 and math.isfinite(seed_std) else None,
-            "n": overall["n"], "n_folds": len(by_fold), "n_seeds": len(by_seed)}
+    s = run_stats({(k, seed): v for seed, k, v in rows if v is not None})
+    mean, std = (x if x is not None and math.isfinite(x) else None for x in (s["mean"], s["std"]))
+    return {"mean": mean if s["n"] else None, "std": std, "seed_std": s["seed_std"],
+            "n": s["n"], "n_folds": s["n_folds"], "n_seeds": s["n_seeds"]}
 
 
 def fold_statistics(cfg: dict, db: str, model: str) -> dict:
