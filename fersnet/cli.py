@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="compile tables, figures, summary.json and report.pdf from results on disk")
     _common(p)
 
-    p = sub.add_parser("compare", help="compare models per database from MLflow (mean +- std over folds)")
+    p = sub.add_parser("compare", help="compare models per database from MLflow (mean +- std over folds, and over seeds when there are several)")
     _common(p)
     p.add_argument("--experiment", help="only this experiment (database key)")
     p.add_argument("--filter", dest="tags", action="append", default=[], metavar="TAG=VALUE",
