@@ -8,12 +8,17 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
+import yaml
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from fersnet import paths
+from fersnet import config, paths
+from fersnet.config import ConfigError
 from fersnet.errors import FersnetError
-from fersnet.metrics.common import centre_crop
-from fersnet.metrics.judge import build_judge, load_judge, predict, train_judge
+from fersnet.metrics.common import centre_crop, to_tensor
+from fersnet.metrics.judge import (_augment, build_judge, features, load_judge, predict, predict_and_features,
+                                   train_judge)
+
+from conftest import ROOT
 
 
 def test_judge_at_width_one_is_torchvision_resnet18_with_a_small_image_stem():
@@ -69,3 +74,73 @@ def test_judge_is_deterministic_and_a_finished_judge_is_not_retrained(processed)
 def test_loading_an_unfinished_judge_names_the_folder_and_the_command(tmp_path):
     with pytest.raises(FersnetError, match="fersnet judge"):
         load_judge(tmp_path / "nojudge")
+
+
+def test_batched_augmentation_draws_and_crops_exactly_like_the_per_image_loop():
+    batch = torch.rand(9, 2, 12, 14)
+    got = _augment(batch, 8, torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)                  # the former per-image crop + flip
+    tops = torch.randint(0, 12 - 8 + 1, (9,), generator=gen).tolist()
+    lefts = torch.randint(0, 14 - 8 + 1, (9,), generator=gen).tolist()
+    flips = torch.rand(9, generator=gen).lt(0.5).tolist()
+    ref = torch.stack([(img[:, t:t + 8, l:l + 8].flip(-1) if f else img[:, t:t + 8, l:l + 8])
+                       for img, t, l, f in zip(batch, tops, lefts, flips)])
+    assert any(flips) and not all(flips)
+    assert torch.equal(got, ref)
+
+
+def test_one_cycle_label_smoothing_and_flip_averaging_at_tiny_scale(processed):
+    cfg = processed
+    cfg["judge"].update(epochs=3, schedule="onecycle", label_smoothing=0.2, tta_flip=True)
+    m = train_judge(cfg, "ckplus", 2, log=lambda msg: None)
+    out = paths.judge_dir(cfg, "ckplus", 2)
+    lrs = pd.read_csv(out / "history.csv")["lr"].to_numpy()
+    # OneCycleLR: up to judge.lr in the first 30 % of the steps, down to lr / 25 / 1e4 at the last one
+    assert lrs[0] > lrs[-1] and lrs[-1] == pytest.approx(cfg["judge"]["lr"] / 25 / 1e4, rel=1e-6)
+    assert m["accuracy"] > 2 / len(m["classes"])
+
+    judge = load_judge(out)
+    assert judge.tta_flip is True
+    meta = pd.read_csv(paths.processed_dir(cfg, "ckplus") / "meta.csv")
+    images = np.load(paths.processed_dir(cfg, "ckplus") / "images.npy")[meta["fold"].to_numpy() == 2]
+    faces = centre_crop(images, cfg["train"]["crop"])
+    x = to_tensor(faces)
+    with torch.no_grad():
+        expected = ((judge(x) + judge(x.flip(-1))) / 2).numpy()
+        plain = judge(x).numpy()
+    logits = predict(judge, faces)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(logits, plain)                    # the mirror image does count
+    true = meta.loc[meta["fold"] == 2, "label"].to_numpy()
+    assert float((logits.argmax(1) == true).mean()) == pytest.approx(m["accuracy"])
+    # one pass gives the scoring job both: the same logits and the plain (unmirrored) features
+    lg, ft = predict_and_features(judge, faces)
+    np.testing.assert_array_equal(lg, logits)
+    np.testing.assert_array_equal(ft, features(judge, faces))
+
+
+def test_constant_schedule_without_smoothing_or_flip_is_the_plain_recipe(processed):
+    cfg = processed
+    cfg["judge"].update(epochs=2, schedule="constant", label_smoothing=0.0, tta_flip=False)
+    train_judge(cfg, "ckplus", 3, log=lambda msg: None)
+    out = paths.judge_dir(cfg, "ckplus", 3)
+    assert (pd.read_csv(out / "history.csv")["lr"] == cfg["judge"]["lr"]).all()
+    judge = load_judge(out)
+    assert judge.tta_flip is False
+    faces = np.random.default_rng(0).integers(0, 256, (5, cfg["train"]["crop"], cfg["train"]["crop"], 1), np.uint8)
+    with torch.no_grad():
+        np.testing.assert_allclose(predict(judge, faces), judge(to_tensor(faces)).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("schedule", "cosine", "constant, onecycle"),
+    ("label_smoothing", 0.7, "judge.label_smoothing"),
+    ("label_smoothing", -0.1, "judge.label_smoothing"),
+    ("tta_flip", "yes", "judge.tta_flip"),
+])
+def test_judge_options_are_validated(key, value, words):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["judge"][key] = value
+    with pytest.raises(ConfigError) as e:
+        config.resolve(raw)
+    assert words in str(e.value)

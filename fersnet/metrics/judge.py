@@ -2,7 +2,9 @@
 
 torchvision's ResNet-18 with its stem adapted to small faces (3x3 conv, stride 1, no
 max-pool, `in_channels` = data channels), trained from scratch on one fold's real
-training images only, with random crop + horizontal flip. `judge.width` scales the
+training images only, with random crop + horizontal flip, Adam under a one-cycle learning
+rate (`judge.schedule`), label smoothing (`judge.label_smoothing`) and, at test time, the
+average of the face and its mirror image (`judge.tta_flip`). `judge.width` scales the
 64-128-256-512 channels so that the CPU demo stays at seconds per fold; at 1.0 the
 network is exactly torchvision's ResNet-18 with the adapted stem.
 
@@ -66,17 +68,21 @@ def build_judge(in_channels: int, n_classes: int, width: float = 1.0):
 
 
 def _augment(batch, crop: int, gen):
-    """Random crop + horizontal flip of a float (B, C, H, W) batch (the training augmentation)."""
+    """Random crop + horizontal flip of a float (B, C, H, W) batch (the training augmentation).
+
+    One gather for the whole batch: the same draws (tops, lefts, flips, in this order) and the
+    same pixels as cropping and flipping image by image."""
     import torch
-    b, _, h, w = batch.shape
-    tops = torch.randint(0, h - crop + 1, (b,), generator=gen).tolist()
-    lefts = torch.randint(0, w - crop + 1, (b,), generator=gen).tolist()
-    flips = torch.rand(b, generator=gen).lt(0.5).tolist()
-    out = []
-    for img, t, l, f in zip(batch, tops, lefts, flips):
-        img = img[:, t:t + crop, l:l + crop]
-        out.append(img.flip(-1) if f else img)
-    return torch.stack(out)
+    b, c, h, w = batch.shape
+    tops = torch.randint(0, h - crop + 1, (b,), generator=gen).to(batch.device)
+    lefts = torch.randint(0, w - crop + 1, (b,), generator=gen).to(batch.device)
+    flips = torch.rand(b, generator=gen).lt(0.5).to(batch.device)
+    offs = torch.arange(crop, device=batch.device)
+    rows = tops[:, None] + offs
+    cols = torch.where(flips[:, None], lefts[:, None] + (crop - 1) - offs, lefts[:, None] + offs)
+    return batch[torch.arange(b, device=batch.device)[:, None, None, None],
+                 torch.arange(c, device=batch.device)[None, :, None, None],
+                 rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def _batches(n: int, batch_size: int, gen):
@@ -89,24 +95,51 @@ def _batches(n: int, batch_size: int, gen):
             yield idx
 
 
+def _logits(model, x):
+    """Logits of a float batch; with the model's `tta_flip`, the mean over the batch and its mirror."""
+    if getattr(model, "tta_flip", False):
+        return (model(x) + model(x.flip(-1))) / 2
+    return model(x)
+
+
 def predict(model, images: np.ndarray, device: str = "cpu", batch_size: int = 256) -> np.ndarray:
-    """Logits (N, classes) of uint8 (N, h, w, C) images already at the judge's input size."""
-    import torch
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            out.append(model(to_tensor(images[i:i + batch_size], device)).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, model.fc.out_features), np.float32)
+    """Logits (N, classes) of uint8 (N, h, w, C) images already at the judge's input size
+    (averaged with the mirror images' when the judge was trained with `judge.tta_flip`)."""
+    return predict_and_features(model, images, device, batch_size, with_features=False)[0]
 
 
 def features(model, images: np.ndarray, device: str = "cpu", batch_size: int = 256) -> np.ndarray:
     """Penultimate features (N, d) of uint8 (N, h, w, C) images at the judge's input size."""
     import torch
     out = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for i in range(0, len(images), batch_size):
             out.append(model.features(to_tensor(images[i:i + batch_size], device)).cpu())
     return torch.cat(out).numpy().astype(np.float64)
+
+
+def predict_and_features(model, images: np.ndarray, device: str = "cpu", batch_size: int = 256,
+                         with_features: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """(`predict`, `features`) of the same images from one forward pass of the unmirrored faces
+    (the scoring job needs both for every synthesized face)."""
+    import torch
+    logits, feats = [], []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            x = to_tensor(images[i:i + batch_size], device)
+            f = model.features(x)
+            lg = model.fc(f)
+            if getattr(model, "tta_flip", False):
+                lg = (lg + model(x.flip(-1))) / 2
+            logits.append(lg.cpu())
+            if with_features:
+                feats.append(f.cpu())
+    n_classes = model.fc.out_features
+    lg = torch.cat(logits).numpy() if logits else np.zeros((0, n_classes), np.float32)
+    if not with_features:
+        return lg, None
+    ft = torch.cat(feats).numpy().astype(np.float64) if feats else np.zeros((0, model.fc.in_features))
+    return lg, ft
 
 
 def _train_epochs(model, x_train, y_train, cfg: dict, crop: int, gen, log):
@@ -114,27 +147,38 @@ def _train_epochs(model, x_train, y_train, cfg: dict, crop: int, gen, log):
     from torch import nn
     jcfg = cfg["judge"]
     opt = torch.optim.Adam(model.parameters(), lr=jcfg["lr"], weight_decay=jcfg["weight_decay"])
+    sched = None
+    if jcfg["schedule"] == "onecycle":
+        per_epoch = sum(1 for i in range(0, len(x_train), jcfg["batch_size"]) if len(x_train) - i >= 2)
+        # torch's OneCycleLR: warm up to `judge.lr` over the first 30 % of the steps, then cosine
+        # annealing to lr / 2.5e5 at the last one (its defaults; no momentum cycling, Adam)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=jcfg["lr"], total_steps=max(1, per_epoch * jcfg["epochs"]),
+                                                    cycle_momentum=False)
+    smoothing = float(jcfg["label_smoothing"])
     history = []
     for epoch in range(1, jcfg["epochs"] + 1):
         t0 = time.perf_counter()
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen, lr_used = 0.0, 0, 0, opt.param_groups[0]["lr"]
         for idx in _batches(len(x_train), jcfg["batch_size"], gen):
             x = _augment(x_train[idx], crop, gen)
             y = y_train[idx]
             logits = model(x)
-            loss = nn.functional.cross_entropy(logits, y)
+            loss = nn.functional.cross_entropy(logits, y, label_smoothing=smoothing)
             if not torch.isfinite(loss):
                 from fersnet.errors import TrainingError
                 raise TrainingError(f"judge: non-finite loss at epoch {epoch}; lower `judge.lr`")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            lr_used = opt.param_groups[0]["lr"]
             opt.step()
+            if sched is not None:
+                sched.step()
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)
         row = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-               "lr": jcfg["lr"], "seconds": round(time.perf_counter() - t0, 3)}
+               "lr": lr_used, "seconds": round(time.perf_counter() - t0, 3)}
         history.append(row)
         log(f"judge epoch {epoch}: loss {row['loss']:.4f} train_acc {row['train_acc']:.3f}")
     return history
@@ -208,11 +252,12 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
     y_train = torch.from_numpy(labels[train_rows]).to(device)
     history = _train_epochs(model, x_train, y_train, cfg, crop, gen, log)
     recalibrate_batchnorm(model, x_train, crop, int(cfg["judge"]["batch_size"]))
+    model.tta_flip = bool(cfg["judge"]["tta_flip"])
 
     logits = predict(model, centre_crop(data.images[test_rows], crop), device)
     scores = classification_metrics(labels[test_rows], logits.argmax(1), classes)
     arch = {"in_channels": data.channels, "n_classes": len(classes), "width": float(cfg["judge"]["width"]),
-            "crop": crop}
+            "crop": crop, "tta_flip": model.tta_flip}
     metrics = {
         "db": db, "model": "judge", "fold": int(fold), "classes": classes, **scores,
         "n_test": int(len(test_rows)), "n_train": int(len(train_rows)),
@@ -253,6 +298,7 @@ def load_judge(judge_dir: str | Path, device: str = "cpu"):
         what = f"no {e}" if isinstance(e, KeyError) else (str(e).splitlines() or [type(e).__name__])[0][:120]
         raise CheckpointError(f"{ckpt_path}: not a judge checkpoint of this version ({what}); {redo}") from None
     model.crop = int(arch["crop"])
+    model.tta_flip = bool(arch.get("tta_flip", False))   # judges trained before the option: no flip
     return model.to(device).eval()
 
 

@@ -51,7 +51,7 @@ def synthesize(generator, faces: np.ndarray, sources: np.ndarray, targets: np.nd
     """uint8 (M, h, w, C) faces made by `generator` from faces[sources] towards `targets`."""
     import torch
     out = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for i in range(0, len(sources), batch_size):
             x = to_tensor(faces[sources[i:i + batch_size]], device)
             t = torch.from_numpy(np.asarray(targets[i:i + batch_size], np.int64)).to(device)
@@ -222,7 +222,7 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
         return done
     import torch
     from fersnet.data.dataset import load_processed
-    from fersnet.metrics.judge import features as judge_features, load_judge, predict
+    from fersnet.metrics.judge import features as judge_features, load_judge, predict_and_features
 
     t_start = time.perf_counter()
     device = resolve_device(cfg, device)
@@ -246,13 +246,14 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
 
     sources, targets = synthesis_plan(labels, len(classes))
     synth = synthesize(generator, faces, sources, targets, device)
-    pred = predict(judge, synth, device).argmax(1)
+    logits, j_syn = predict_and_features(judge, synth, device)   # one judge pass: labels and judge_fid features
+    pred = logits.argmax(1)
     acc = judge_accuracy(pred, targets, classes)
 
     from fersnet.metrics.similarity import paired_similarity
     sim = paired_similarity(synth, subjects[sources], targets, faces, subjects, labels)
     m = len(synth)
-    j_syn, j_real = judge_features(judge, synth, device), judge_features(judge, faces, device)
+    j_real = judge_features(judge, faces, device)
     fid_entry, inception_feats = _fid_kid(cfg, inception, synth, faces, device)
     judge_real_acc = json.loads((judge_dir / paths.METRICS).read_text()).get("accuracy")
 
