@@ -49,7 +49,7 @@ class Task(nn.Module):
         return F.one_hot(labels, self.n_classes).to(torch.get_default_dtype())
 
     def set_lr_factor(self, factor: float) -> None:
-        """Scale every optimizer's base learning rate (MultiStepLR computed from the epoch)."""
+        """Scale every optimizer's base learning rate by the schedule's factor for the epoch (loop.lr_schedule_factor)."""
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group.setdefault("base_lr", group["lr"])
