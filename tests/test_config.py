@@ -121,8 +121,8 @@ def test_yes_no_choices_accept_what_yaml_reads_as_booleans():
 
 
 def test_set_overrides_win_over_the_profile_and_are_validated():
-    sets = config.parse_sets(["train.epochs=300", "model.condition=cin", "train.lr_milestones=[1000]"])
-    assert sets == {"train": {"epochs": 300, "lr_milestones": [1000]}, "model": {"condition": "cin"}}
+    sets = config.parse_sets(["train.epochs=300", "model.condition=cin", "train.lr_milestones=[0.5]"])
+    assert sets == {"train": {"epochs": 300, "lr_milestones": [0.5]}, "model": {"condition": "cin"}}
     cfg = config.load(ROOT / "params.yaml", "test", sets)       # the test profile sets train.epochs itself
     assert cfg["train"]["epochs"] == 300 and cfg["model"]["condition"] == "cin"
     assert cfg["train"]["crop"] == config.load(ROOT / "params.yaml", "test")["train"]["crop"]
