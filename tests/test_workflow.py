@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -474,7 +475,13 @@ def test_three_seeds_by_two_folds_run_report_the_seed_spread_and_log_a_run_per_s
     assert len(set(losses.values())) == 3
     assert mlflow_fold_runs(proj) == 3 * 2 * 3      # (fersnet, stargan, judge) x 3 seeds x 2 folds
     summary = json.loads((proj / "reports" / "summary.json").read_text())
-    assert "seed" in json.dumps(summary)
+    fer = summary["measured"]["ckplus"]["fersnet"]
+    assert summary["seeds"] == [0, 1, 2] and fer["seeds"] == [0, 1, 2] and fer["n_runs"] == 6
+    per_seed = [100 * sum(json.loads((proj / f"results/ckplus/fersnet/seed{s}/fold{k}/metrics.json").read_text())
+                          ["accuracy"] for k in (0, 1)) / 2 for s in (0, 1, 2)]
+    assert fer["accuracy_per_seed"] == pytest.approx({f"seed{s}": v for s, v in zip((0, 1, 2), per_seed)})
+    assert fer["seed_std"] == pytest.approx(float(np.std(per_seed, ddof=1)))
+    assert fer["accuracy_mean"] == pytest.approx(float(np.mean(per_seed)))
     again = snakemake(proj, "--cores", "2", "all")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 

@@ -34,8 +34,8 @@ SYNTH_BATCH = 64
 
 
 def pooled_path(cfg: dict, db: str, model: str) -> Path:
-    """results/<db>/<model>/synthesis_pooled.json (architecture.md)."""
-    return paths.run_dir(cfg, db, model, 0).parent / POOLED
+    """results/<db>/<model>/seed<s>/synthesis_pooled.json (architecture.md)."""
+    return paths.pooled_file(cfg, db, model)
 
 
 def synthesis_plan(labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -316,7 +316,8 @@ def pool_scores(cfg: dict, db: str, model: str) -> dict:
     together. Each fold has its own judge, so judge_fid is a mean over folds, not pooled.
     """
     found = _fold_files(cfg, db, model)
-    out = {"db": db, "model": model, "folds": [f for f, _, _ in found], "n_folds": int(cfg["n_folds"]),
+    out = {"db": db, "model": model, "seed": int(cfg["seed"]), "folds": [f for f, _, _ in found],
+           "n_folds": int(cfg["n_folds"]),
            "complete": len(found) == int(cfg["n_folds"])}
     if not found:
         return dict(out, judge_accuracy=None, fid=None, kid=None, ssim=None, psnr=None, n_pairs=0,
