@@ -186,7 +186,7 @@ SCHEMA: dict[str, Any] = {
     "stargan": {"lr": Float(0.0, 1.0, lo_open=True), "betas": List(PROB, length=2),
                 "n_critic": Int(1, 20), "lambda_cls": WEIGHT, "lambda_rec": WEIGHT,
                 "lambda_gp": WEIGHT, "res_blocks": Int(1, 12), "lr_decay": Choice("none", "linear")},
-    "judge": {"epochs": Int(1), "batch_size": Int(1, 4096), "lr": Float(0.0, 1.0, lo_open=True),
+    "judge": {"epochs": Int(1), "min_steps": Int(1, nullable=True), "batch_size": Int(1, 4096), "lr": Float(0.0, 1.0, lo_open=True),
               "weight_decay": WEIGHT, "width": Float(0.0, 4.0, lo_open=True),
               "schedule": Choice("constant", "onecycle"), "label_smoothing": Float(0.0, 0.5),
               "tta_flip": BOOL},

@@ -144,3 +144,16 @@ def test_judge_options_are_validated(key, value, words):
     with pytest.raises(ConfigError) as e:
         config.resolve(raw)
     assert words in str(e.value)
+
+
+def test_min_steps_raises_the_judges_epochs_to_reach_them(processed):
+    from fersnet.metrics.judge import judge_epochs
+    assert judge_epochs({"epochs": 8, "batch_size": 16, "min_steps": 480}, 250) == 30    # 16 steps per epoch
+    assert judge_epochs({"epochs": 8, "batch_size": 16, "min_steps": 480}, 241) == 32    # 15 steps: a 1-face batch is no step
+    assert judge_epochs({"epochs": 8, "batch_size": 16, "min_steps": None}, 250) == 8
+    assert judge_epochs({"epochs": 40, "batch_size": 16, "min_steps": 480}, 250) == 40
+    cfg = processed
+    cfg["judge"].update(epochs=1, min_steps=3, batch_size=4000)      # one step per epoch -> 3 epochs
+    m = train_judge(cfg, "ckplus", 4, log=lambda msg: None)
+    history = pd.read_csv(paths.judge_dir(cfg, "ckplus", 4) / "history.csv")
+    assert m["epochs"] == len(history) == 3

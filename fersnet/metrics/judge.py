@@ -142,10 +142,21 @@ def predict_and_features(model, images: np.ndarray, device: str = "cpu", batch_s
     return lg, ft
 
 
+def judge_epochs(jcfg: dict, n_train: int) -> int:
+    """`judge.epochs`, raised to reach at least `judge.min_steps` optimizer steps when that is set
+    (a batch of one face is not a step: _batches skips it)."""
+    per_epoch = sum(1 for i in range(0, n_train, int(jcfg["batch_size"])) if n_train - i >= 2)
+    epochs, min_steps = int(jcfg["epochs"]), jcfg.get("min_steps")
+    if min_steps and per_epoch:
+        epochs = max(epochs, -(-int(min_steps) // per_epoch))
+    return epochs
+
+
 def _train_epochs(model, x_train, y_train, cfg: dict, crop: int, gen, log):
     import torch
     from torch import nn
-    jcfg = cfg["judge"]
+    jcfg = dict(cfg["judge"])
+    jcfg["epochs"] = judge_epochs(jcfg, len(x_train))
     opt = torch.optim.Adam(model.parameters(), lr=jcfg["lr"], weight_decay=jcfg["weight_decay"])
     sched = None
     if jcfg["schedule"] == "onecycle":
@@ -261,7 +272,7 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
     metrics = {
         "db": db, "model": "judge", "fold": int(fold), "classes": classes, **scores,
         "n_test": int(len(test_rows)), "n_train": int(len(train_rows)),
-        "epochs": int(cfg["judge"]["epochs"]), "seconds": round(time.perf_counter() - t_start, 3),
+        "epochs": len(history), "seconds": round(time.perf_counter() - t_start, 3),
         "device": device, **provenance.stamp(fp),
     }
     config_out = dict(cfg, job={"db": db, "model": "judge", "fold": int(fold), "device": device,
@@ -270,7 +281,7 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
     with staged_outputs(out, paths.METRICS, "fersnet judge") as tmp:
         (tmp / paths.CONFIG).write_text(json.dumps(config_out, indent=2, sort_keys=True))
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save({"model": state, "epoch": int(cfg["judge"]["epochs"]), "arch": arch}, tmp / paths.CHECKPOINT)
+        torch.save({"model": state, "epoch": len(history), "arch": arch}, tmp / paths.CHECKPOINT)
         with open(tmp / paths.HISTORY, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(history[0]))
             w.writeheader()
