@@ -123,7 +123,7 @@ def test_slurm_profile_runs_a_database_reruns_only_the_failed_fold_and_matches_a
     # The reference: the same target run locally, meanwhile (its jobs fill the SLURM run's waits).
     local_run = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", TARGET], cwd=local,
                                  env=env_for(slurm), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    rule_log = proj / "logs/train/ckplus_fersnet_fold1.log"
+    rule_log = proj / "logs/train/ckplus_fersnet_seed0_fold1.log"
     try:
         first = submit(proj, slurm)
         failed_log = rule_log.read_text()

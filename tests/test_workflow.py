@@ -383,7 +383,7 @@ def test_changed_params_and_data_rerun_exactly_the_jobs_they_change_and_retrain_
     _set_params(proj, **{"train.lr": 0.002})
 
     # data settings, and a root pointing at another valid tree: the folds retrain from scratch
-    other = run_cli(proj, "synth", "--db", "ckplus", "--out", "other", "--set", "seed=7")
+    other = run_cli(proj, "synth", "--db", "ckplus", "--out", "other", "--set", "synth.seed=7")
     assert other.returncode == 0, other.stderr[-3000:]
     for change in ({"data.ckplus.frames": 1}, {"data.ckplus.include_neutral": True},
                    {"data.ckplus.root": "other/ckplus"}):
@@ -392,7 +392,7 @@ def test_changed_params_and_data_rerun_exactly_the_jobs_they_change_and_retrain_
         assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
         after = json.loads((run / "metrics.json").read_text())
         assert after["fingerprint"] != before["fingerprint"], change
-        log = (proj / "logs/train/ckplus_no_mtl_folds0_1.log").read_text()
+        log = (proj / "logs/train/ckplus_no_mtl_seed0_folds0_1.log").read_text()
         assert "resuming" not in log, change            # never resumed the old data's checkpoint
         new_history = _history_of(proj, "no_mtl", 0)
         assert not new_history.equals(history), change
