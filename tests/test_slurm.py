@@ -143,10 +143,10 @@ def test_slurm_profile_runs_a_database_reruns_only_the_failed_fold_and_matches_a
     # Run 1: only the spoiled fold's job failed, Snakemake says so and names its logs.
     assert first.returncode != 0
     failed = [j for j in first_jobs if j["State"] != "COMPLETED"]
-    assert [(j["Comment"], j["State"]) for j in failed] == [("rule_train_fold1_wildcards_ckplus_fersnet", "FAILED")]
+    assert [(j["Comment"], j["State"]) for j in failed] == [("rule_train_fold1_wildcards_ckplus_fersnet_0", "FAILED")]
     block = error_block(first_out, "train_fold1")
     assert f"SLURM-job '{failed[0]['JobIDRaw']}' failed, SLURM status is: 'FAILED'" in block
-    slurm_log = proj / f".snakemake/slurm_logs/rule_train_fold1/ckplus_fersnet/{failed[0]['JobIDRaw']}.log"
+    slurm_log = proj / f".snakemake/slurm_logs/rule_train_fold1/ckplus_fersnet_0/{failed[0]['JobIDRaw']}.log"
     assert str(rule_log.relative_to(proj)) in block and str(slurm_log) in block
     assert "holds files fersnet did not create (notes.txt" in failed_log
     assert "Error in rule train_fold1" in slurm_log.read_text()      # the job's own Snakemake output
@@ -158,9 +158,9 @@ def test_slurm_profile_runs_a_database_reruns_only_the_failed_fold_and_matches_a
     done_second = [j["Comment"] for j in second_jobs]
     assert failed[0]["Comment"] in done_second
     assert not done_first & set(done_second)
-    assert sorted(done_second) == sorted(["rule_train_fold1_wildcards_ckplus_fersnet",
-                                          "rule_score_fold1_wildcards_ckplus_fersnet",
-                                          "rule_pool_wildcards_ckplus",
+    assert sorted(done_second) == sorted(["rule_train_fold1_wildcards_ckplus_fersnet_0",
+                                          "rule_score_fold1_wildcards_ckplus_fersnet_0",
+                                          "rule_pool_wildcards_ckplus_0",
                                           "rule_track_parent_wildcards_ckplus_fersnet"])
 
     # Every job of the target went through SLURM, once: all but the MLflow store's set-up and
