@@ -142,10 +142,14 @@ def predict_and_features(model, images: np.ndarray, device: str = "cpu", batch_s
     return lg, ft
 
 
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimizer steps in one judge epoch: a batch of one face is not a step (_batches skips it)."""
+    return sum(1 for i in range(0, n_train, int(batch_size)) if n_train - i >= 2)
+
+
 def judge_epochs(jcfg: dict, n_train: int) -> int:
-    """`judge.epochs`, raised to reach at least `judge.min_steps` optimizer steps when that is set
-    (a batch of one face is not a step: _batches skips it)."""
-    per_epoch = sum(1 for i in range(0, n_train, int(jcfg["batch_size"])) if n_train - i >= 2)
+    """`judge.epochs`, raised to reach at least `judge.min_steps` optimizer steps when that is set."""
+    per_epoch = steps_per_epoch(n_train, jcfg["batch_size"])
     epochs, min_steps = int(jcfg["epochs"]), jcfg.get("min_steps")
     if min_steps and per_epoch:
         epochs = max(epochs, -(-int(min_steps) // per_epoch))
@@ -160,7 +164,7 @@ def _train_epochs(model, x_train, y_train, cfg: dict, crop: int, gen, log):
     opt = torch.optim.Adam(model.parameters(), lr=jcfg["lr"], weight_decay=jcfg["weight_decay"])
     sched = None
     if jcfg["schedule"] == "onecycle":
-        per_epoch = sum(1 for i in range(0, len(x_train), jcfg["batch_size"]) if len(x_train) - i >= 2)
+        per_epoch = steps_per_epoch(len(x_train), jcfg["batch_size"])
         # torch's OneCycleLR: warm up to `judge.lr` over the first 30 % of the steps, then cosine
         # annealing to lr / 2.5e5 at the last one (its defaults; no momentum cycling, Adam)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=jcfg["lr"], total_steps=max(1, per_epoch * jcfg["epochs"]),
