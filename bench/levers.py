@@ -16,6 +16,8 @@ Levers (`--levers`):
   channels_last  A = current, B = current with the networks in channels-last memory format
   mkldnn_off     A = current, B = current under torch.backends.mkldnn.flags(enabled=False)
   matmul_medium  A = current, B = current under torch.set_float32_matmul_precision("medium")
+  bf16_cpu       A = current, B = current under CPU autocast to bfloat16 (oneDNN's AMX / AVX-512
+                 bf16 kernels where the CPU has them); not exact: the losses part at once
   compile        A = current eager, B = current with `train.compile: yes` (inductor): the first
                  step (compilation) apart, then steady steps; a second fold in the same process
                  (new networks, same shapes); and a new process on the same on-disk cache
@@ -57,7 +59,7 @@ from fersnet.training import batches as B  # noqa: E402
 
 MODELS = ("fersnet", "no_mtl", "no_convflu", "stargan")
 LEVERS = ("exact", "foreach_adam", "fused_adam", "threads2", "channels_last", "mkldnn_off", "matmul_medium",
-          "compile")
+          "bf16_cpu", "compile")
 
 
 def ref_registry(ref: str):
@@ -199,6 +201,8 @@ def lever_pair(lever: str, cfg: dict, model: str, feed: Feed, seed: int, ref: st
             finally:
                 torch.set_float32_matmul_precision(old)
         return a, Runner(task, feed, ctx=medium)
+    elif lever == "bf16_cpu":
+        task.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     else:
         raise KeyError(lever)
     return a, Runner(task, feed)

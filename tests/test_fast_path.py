@@ -74,3 +74,19 @@ def test_profile_step_benchmark_splits_a_step_and_names_its_top_operators(tmp_pa
     for r in rows:
         assert abs(sum(r["split_share"].values()) - 1) < 1e-6 and r["split_share"]["backward"] > 0
         assert r["step_cpu_ms"] > 0 and any("convolution" in o["op"] for o in r["top_ops"])
+
+
+def test_levers_benchmark_pairs_each_lever_with_the_reference_on_the_same_batches(tmp_path):
+    """bench/levers.py: each lever's A and B run the same number of steps and are timed in the same rounds."""
+    import json
+
+    import levers
+    out = tmp_path / "l.json"
+    levers.main(["--profile", "test", "--levers", "foreach_adam", "bf16_cpu", "--lever-models", "stargan",
+                 "--rounds", "2", "--out", str(out)])
+    rows = {r["lever"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"foreach_adam", "bf16_cpu"}
+    for r in rows.values():
+        assert r["a_cpu_ms"] > 0 and r["b_cpu_ms"] > 0 and r["rounds"] == 2
+        assert r["agreement"]["steps"] == 15 and r["agreement"]["same_state_dict_keys"]
+        assert r["cpu_ratio_b_over_a"] > 0 and r["agreement"]["last_step_loss_max_rel_diff"] is not None
