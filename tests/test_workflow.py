@@ -209,8 +209,27 @@ def test_snakemake_runs_the_tiny_grid_end_to_end_makes_its_one_page_report_and_t
     assert parent["n_folds_done"] == 2 and "accuracy" in parent["metrics"]
     assert mlflow_fold_runs(proj) == 7 * 2          # 6 models + judge, 2 folds each
     check_one_page_report(proj)
+    check_demo_quality_bench(proj)
     again = snakemake(proj, "--cores", "2", "all")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def check_demo_quality_bench(proj: Path) -> None:
+    """bench/demo_quality.py reads the run's fold files: its means are theirs, its verdict follows them."""
+    out = run([str(BIN / "python"), str(ROOT / "bench/demo_quality.py"), "--results", "results",
+               "--before", "ckplus=90,0", "--out", "quality.json"], proj)
+    assert out.returncode == 0, out.stderr[-3000:]
+    quality = json.loads((proj / "quality.json").read_text())["per_database"]["ckplus"]
+    fer = [100 * json.loads((proj / f"results/ckplus/fersnet/seed0/fold{k}/metrics.json").read_text())["accuracy"]
+           for k in (0, 1)]
+    real = [100 * json.loads((proj / f"results/ckplus/judge/seed0/fold{k}/metrics.json").read_text())["accuracy"]
+            for k in (0, 1)]
+    assert quality["fer"]["mean"] == pytest.approx(np.mean(fer), abs=0.01)
+    assert quality["fer"]["se"] == pytest.approx(np.std(fer, ddof=1) / np.sqrt(2), abs=0.01)
+    assert quality["judge_on_real"]["mean"] == pytest.approx(np.mean(real), abs=0.01)
+    fer_ok = quality["fer"]["mean"] >= 90 - quality["fer"]["se"]
+    assert quality["fer"]["at_least_before_minus_se"] is fer_ok
+    assert quality["judge_on_synthesis"]["at_least_before_minus_se"] is True
 
 
 def check_one_page_report(proj: Path) -> None:
