@@ -19,6 +19,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end runs (marker `slow`, minutes each) first, in their collected order. `make test`
+    schedules with `-n 2 --dist load --maxschedchunk 1`: a worker takes the next test when it is free,
+    so the long runs start at once on both workers and the short tests fill in around them, instead
+    of a long run starting last and ending the suite alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def write_processed(folder: Path, db: str = "ckplus", classes=None, n_subjects: int = 20,
                     size: int = 24, channels: int = 1, n_folds: int = 10, seed: int = 0) -> Path:
     """A tiny processed database: each subject shows every class, 3 frames each."""

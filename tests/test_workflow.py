@@ -473,8 +473,10 @@ def test_seeds_fan_out_every_job_per_seed_and_the_parent_steps_wait_for_all_of_t
 
 @pytest.mark.slow
 def test_three_seeds_by_two_folds_run_report_the_seed_spread_and_log_a_run_per_seed(tmp_path):
-    # FERSNet alone, its two folds in one process: the seeds fan out the jobs of every step alike
-    proj = make_project(tmp_path, seeds=[0, 1, 2], models=["fersnet"], **{"orchestration.folds_per_job": 2})
+    # FERSNet alone, its two folds in one process: the seeds fan out the jobs of every step alike. The
+    # (database, model) parent steps log the fold runs (mlflow.log_jobs false; the tiny grid logs per job).
+    proj = make_project(tmp_path, seeds=[0, 1, 2], models=["fersnet"],
+                        **{"orchestration.folds_per_job": 2, "mlflow.log_jobs": False})
     out = snakemake(proj, "--cores", "2", "all", timeout=1800)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     for seed in (0, 1, 2):
