@@ -399,9 +399,13 @@ def test_workflow_summary_prints_one_line_and_never_raises(test_cfg):
 
 SAME_FOLD = """
 import json, sys, time
+from pathlib import Path
+import mlflow  # noqa: F401  imported before the barrier, so that the processes log at the same moment
 from fersnet.tracking.mlflow_log import log_fold
 cfg = json.load(open(sys.argv[1]))
-while time.time() < float(sys.argv[2]):
+barrier, n, deadline = Path(sys.argv[2]), int(sys.argv[3]), time.time() + 120
+(barrier / sys.argv[4]).touch()
+while len(list(barrier.iterdir())) < n and time.time() < deadline:
     time.sleep(0.001)
 print(log_fold(cfg, "ckplus", "fersnet", 0, "sync"))
 """
@@ -415,9 +419,10 @@ def test_processes_logging_the_same_fold_at_once_all_succeed_and_leave_one_run(m
     fake_fold(mlflow_cfg, "ckplus", "fersnet", 0, accuracy=0.5)
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(mlflow_cfg))
-    start = time.time() + 15                               # after every process has imported MLflow
-    procs = [subprocess.Popen([sys.executable, "-c", SAME_FOLD, str(cfg_file), str(start)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    barrier = tmp_path / "ready"                           # each process checks in once MLflow is imported
+    barrier.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", SAME_FOLD, str(cfg_file), str(barrier), "4", str(k)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(4)]
     results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
     assert [rc for _, _, rc in results] == [0] * 4, [err[-1500:] for _, err, _ in results]
     assert sorted(out.split()[-1] for out, _, _ in results) == ["created", "unchanged", "unchanged", "unchanged"]
