@@ -20,11 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(config, items):
-    """The end-to-end runs (marker `slow`, minutes each) first, in their collected order. `make test`
-    schedules with `-n 2 --dist load --maxschedchunk 1`: a worker takes the next test when it is free,
-    so the long runs start at once on both workers and the short tests fill in around them, instead
-    of a long run starting last and ending the suite alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The long tests first (marker `slow`), the workflow runs of Snakemake, DVC and SLURM (minutes
+    each) before the rest of them, otherwise in collected order. `make test` schedules with
+    `-n 2 --dist load --maxschedchunk 1`: a worker takes the next test when it is free, so the long
+    runs start at once on both workers and the short tests fill in around them, instead of a long run
+    starting last and ending the suite alone."""
+    def rank(item) -> int:
+        if item.get_closest_marker("slow") is None:
+            return 2
+        return 0 if item.path.name in ("test_workflow.py", "test_slurm.py") else 1
+    items.sort(key=rank)
 
 
 def write_processed(folder: Path, db: str = "ckplus", classes=None, n_subjects: int = 20,

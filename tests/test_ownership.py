@@ -309,6 +309,7 @@ def test_train_killed_while_writing_its_checkpoint_then_rerun(tiny, tmp_path):
     assert temporaries(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_score_killed_while_staging_then_rerun(tiny, tmp_path):
     from fersnet.metrics.judge import train_judge
     from fersnet.training.train import train_job
@@ -326,6 +327,7 @@ def test_score_killed_while_staging_then_rerun(tiny, tmp_path):
     assert temporaries(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_report_killed_during_its_install_then_rerun(tiny, tmp_path):
     from fersnet.training.train import train_job
     cfg, params = tiny

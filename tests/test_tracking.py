@@ -89,6 +89,7 @@ print(log_job(cfg, "train", Namespace(db="ckplus", model="fersnet", fold=int(sys
 """
 
 
+@pytest.mark.slow
 def test_eight_concurrent_jobs_lose_no_run_and_no_metric(mlflow_cfg, tmp_path):
     from fersnet.tracking.mlflow_log import init_store
     init_store(mlflow_cfg)        # the serial rule before the fan-out
@@ -302,6 +303,7 @@ def track(params: Path, *flags: str) -> int:
     return cli(["track", "--params", str(params), "--profile", "test", *flags])
 
 
+@pytest.mark.slow
 def test_a_store_locked_for_longer_than_sqlites_5s_wait_is_waited_for(mlflow_cfg, tmp_path):
     from fersnet.tracking import mlflow_log
     params = write_params(mlflow_cfg, tmp_path / "params.yaml")
@@ -322,6 +324,7 @@ def test_a_store_locked_for_longer_than_sqlites_5s_wait_is_waited_for(mlflow_cfg
     assert mlflow_log.summary_line(st).startswith("MLflow: 1 of 1 fold runs logged, none failed")
 
 
+@pytest.mark.slow
 def test_a_store_locked_past_the_wait_keeps_the_job_fails_init_loudly_and_sync_recovers(
         mlflow_cfg, tmp_path, capsys, monkeypatch):
     from conftest import write_processed
@@ -411,6 +414,7 @@ print(log_fold(cfg, "ckplus", "fersnet", 0, "sync"))
 """
 
 
+@pytest.mark.slow
 def test_processes_logging_the_same_fold_at_once_all_succeed_and_leave_one_run(mlflow_cfg, tmp_path):
     """A job and `track --sync` (or two syncs) logging one fold at the same moment: each used to
     delete the run the other was writing ("must be in the 'active' state"), or both created one."""
@@ -429,6 +433,7 @@ def test_processes_logging_the_same_fold_at_once_all_succeed_and_leave_one_run(m
     assert len(store_runs(mlflow_cfg, "ckplus")) == 1
 
 
+@pytest.mark.slow
 def test_jobs_sharing_a_judge_the_data_and_the_store_run_at_once_and_all_are_logged(mlflow_cfg, tmp_path):
     """The jobs of a workflow that share files, as real processes at the same moment: two scoring
     jobs of one fold (same judge, same data, same store), the judge of the next fold (beside that

@@ -435,6 +435,7 @@ def test_fused_adam_trains_like_the_default_adam(tiny, tmp_path, model):
     assert not any(g.get("fused") for opt in runs["no"][1].values() for g in opt["param_groups"])
 
 
+@pytest.mark.slow
 def test_compiled_networks_train_like_eager_ones(tiny, tmp_path):
     # train.compile: yes runs the networks through torch.compile (dynamo + AOTAutograd); the
     # aot_eager backend skips code generation, so the CPU test stays quick. Checkpoints keep the
