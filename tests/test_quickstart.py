@@ -155,3 +155,17 @@ def test_demo_help_describes_the_pipeline():
 def test_the_gpu_check_script_is_valid_bash():
     assert subprocess.run(["bash", "-n", str(ROOT / "bench" / "gpu_check.sh")]).returncode == 0
     assert "bash bench/gpu_check.sh" in (ROOT / "bench" / "README.md").read_text()
+
+
+def test_the_readmes_quick_test_command_leaves_out_exactly_the_long_runs():
+    import shlex
+    (command,) = re.findall(r"`(\.venv/bin/python -m pytest -m \"not slow\" tests)`", (ROOT / "README.md").read_text())
+    argv = [sys.executable, *shlex.split(command)[1:]]
+
+    out = subprocess.run([*argv, "--collect-only", "-q", "-p", "no:xdist"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    quick = [line for line in out.stdout.splitlines() if "::" in line]
+    for long_run in ("test_snakemake_runs_the_tiny_grid", "test_dvc_repro_runs", "test_slurm_profile_runs",
+                     "test_eight_concurrent_jobs", "test_compiled_networks_train_like_eager_ones"):
+        assert not any(long_run in t for t in quick), long_run
+    assert any("readmes_quick_test_command" in t for t in quick) and len(quick) > 300
