@@ -201,7 +201,7 @@ def mlflow_fold_runs(proj: Path) -> int:
 def test_snakemake_runs_the_tiny_grid_end_to_end_makes_its_one_page_report_and_then_has_nothing_to_do(tmp_path):
     # One fold per job (the default). The models whose jobs differ: FERSNet, FES-DA (waiting for
     # FERSNet's checkpoint) and StarGAN. w/o MTL and w/o ConvFLU run the same commands as FERSNet with
-    # other switches, FES-DA's real-only control those of FES-DA (their CLI jobs: the rerun, tracking
+    # other switches, FES-DA's real-only control those of FES-DA (they run in the rerun, tracking
     # and training tests; their place in the graph: the dry runs).
     proj = make_project(tmp_path, models=["fersnet", "fes_da", "stargan"])
     out = snakemake(proj, "--cores", "2", "all", timeout=1800)
