@@ -397,13 +397,14 @@ def test_changed_params_and_data_rerun_exactly_the_jobs_they_change_and_retrain_
     assert plan.returncode == 0 and job_counts(plan.stdout) == {"train": 1, "total": 1}, plan.stdout[-3000:]
     _set_params(proj, **{"train.lr": 0.002})
 
-    # data settings, and a root pointing at another valid tree: the folds retrain from scratch
+    # data settings, and a root pointing at another valid tree: the folds retrain from scratch (the
+    # training target alone: the judge's rerun on new data is not what is checked here)
     other = run_cli(proj, "synth", "--db", "ckplus", "--out", "other", "--set", "synth.seed=7")
     assert other.returncode == 0, other.stderr[-3000:]
     for change in ({"data.ckplus.frames": 1}, {"data.ckplus.include_neutral": True},
                    {"data.ckplus.root": "other/ckplus"}):
         _set_params(proj, **change)
-        again = snakemake(proj, "--cores", "2", *targets, timeout=900)
+        again = snakemake(proj, "--cores", "2", targets[0], timeout=900)
         assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
         after = json.loads((run / "metrics.json").read_text())
         assert after["fingerprint"] != before["fingerprint"], change
