@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--before", action="append", default=[], metavar="DB=FER,SYNTH",
                     help="an earlier run's FER and judge-on-synthesis means (percent) to compare with")
-    ap.add_argument("--out", type=Path, help="write the JSON here (with machine and commit)")
+    ap.add_argument("--out", type=Path, help="write the JSON here (with the code versions that wrote the files read)")
     args = ap.parse_args(argv)
     before = parse_before(args.before)
     dbs = args.db or sorted(p.parent.name for p in args.results.glob("*/fersnet"))
