@@ -360,6 +360,30 @@ def test_each_generated_table_compiles_standalone_with_booktabs(built, tmp_path)
         assert run.returncode == 0, f"{tex.name}: " + "\n".join(ln for ln in run.stdout.splitlines() if ln.startswith("!"))
 
 
+@needs_latex
+def test_a_table_widened_by_missing_folds_is_scaled_to_the_width_of_the_page(tmp_path):
+    """`(k/10)` in the cells of a database with unfinished folds makes the synthesis table wider than
+    A4's text; in the report's page setting (graphicx loaded) it is scaled to the line. Without
+    graphicx (a document with booktabs alone) it still compiles, set at its natural width."""
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    write_grid(cfg, dbs=("ckplus",), skip={("ckplus", "no_convflu", k) for k in (1, 4, 7)})
+    tex, _ = tables.synthesis(cfg, agg.collect(cfg), "ckplus")
+    (tmp_path / "synthesis.tex").write_text(tex)
+
+    def overfull(packages: str) -> list[float]:
+        (tmp_path / "page.tex").write_text(
+            "\\documentclass[a4paper,10pt]{article}\n\\usepackage[margin=1.6cm]{geometry}\n"
+            f"{packages}\\begin{{document}}\n\\input{{synthesis}}\n\\end{{document}}\n")
+        run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "page.tex"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout[-2000:]
+        log = (tmp_path / "page.log").read_text()
+        return [float(pt) for pt in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)]
+
+    assert max(overfull("\\usepackage{booktabs}\n")) > 100     # as set, ~130 pt past the text
+    assert overfull("\\usepackage{booktabs}\n\\usepackage{graphicx}\n") == []
+
+
 def test_balanced_table_shows_the_balanced_accuracy_and_macro_f1_of_metrics_json(tmp_path):
     cfg = small_cfg(tmp_path, dbs=("ckplus",))
     for k, (balanced, f1) in enumerate([(0.5, 0.40), (0.6, 0.45), (0.7, 0.50)]):

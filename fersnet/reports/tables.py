@@ -92,9 +92,33 @@ def render(display: pd.DataFrame, caption: str, label: str, bold: pd.DataFrame |
     tex = re.sub(r"\\cline\{[0-9-]+\}", r"\\midrule", tex)
     # A smaller font and tighter columns keep the widest table (ablation, 3 databases) inside A4.
     tex = tex.replace("\\centering\n", f"\\centering\n{font}\\setlength{{\\tabcolsep}}{{{colsep}}}\n", 1)
+    tex = fit_to_width(tex)
     if note:
         tex = tex.replace("\\end{table}", f"\\par\\smallskip\n{{\\footnotesize\\raggedright {note}\\par}}\n\\end{{table}}")
     return tex
+
+
+# Set the table's tabular in a box; wider than the line, it is scaled down to the line's width.
+# Missing folds add `(k/10)` to cells and can widen a table past A4 (the synthesis table of a
+# database with unfinished folds by ~130 pt). Scaling needs graphicx's \resizebox (loaded by the
+# report); where it is not loaded, as in a document with booktabs alone, the box is set as it is.
+FIT_BOX = "fersnettablebox"
+FIT_OPEN = (f"\\ifdefined\\{FIT_BOX}\\else\\newsavebox{{\\{FIT_BOX}}}\\fi\n"
+            f"\\sbox{{\\{FIT_BOX}}}{{%\n")
+FIT_CLOSE = (f"}}%\n\\ifdim\\wd\\{FIT_BOX}>\\linewidth\\ifdefined\\resizebox"
+             f"\\resizebox{{\\linewidth}}{{!}}{{\\usebox{{\\{FIT_BOX}}}}}"
+             f"\\else\\usebox{{\\{FIT_BOX}}}\\fi\\else\\usebox{{\\{FIT_BOX}}}\\fi\n")
+
+
+def fit_to_width(tex: str) -> str:
+    """Wrap the table's outer tabular (the first `\\begin{tabular}` at a line's start and the last
+    `\\end{tabular}`; cells may hold small tabulars of their own) in the fit-to-width box."""
+    start = re.search(r"^\\begin\{tabular\}", tex, re.M)
+    end = tex.rfind("\\end{tabular}")
+    if start is None or end < start.start():
+        return tex
+    end += len("\\end{tabular}")
+    return tex[:start.start()] + FIT_OPEN + tex[start.start():end] + "\n" + FIT_CLOSE.rstrip("\n") + tex[end:]
 
 
 def _fer_models(cfg: dict) -> list[str]:
