@@ -363,9 +363,10 @@ def test_demo_command_runs_snakemake_all_with_the_profile_and_names_the_outputs(
     assert "snakemake --report report.html" in message
 
 
-def _history_of(proj: Path, model: str, fold: int):
+def _history_of(proj: Path, model: str, fold: int, seed: int = 0):
+    """A CK+ run's history.csv without its timings."""
     import pandas as pd
-    return pd.read_csv(proj / f"results/ckplus/{model}/seed0/fold{fold}/history.csv").drop(columns=["seconds"])
+    return pd.read_csv(proj / f"results/ckplus/{model}/seed{seed}/fold{fold}/history.csv").drop(columns=["seconds"])
 
 
 def _set_params(proj: Path, **changes) -> None:
@@ -492,7 +493,7 @@ def test_two_seeds_by_two_folds_run_report_the_seed_spread_and_log_a_run_per_see
             assert (run / "synthesis" / "scores.json").is_file()
         assert json.loads((proj / f"results/ckplus/fersnet/seed{seed}/synthesis_pooled.json").read_text())["seed"] == seed
     # different seeds train different networks: their losses differ
-    losses = {s: _history_of_seed(proj, "fersnet", s, 0).to_numpy().tobytes() for s in seeds}
+    losses = {s: _history_of(proj, "fersnet", 0, seed=s).to_numpy().tobytes() for s in seeds}
     assert len(set(losses.values())) == 2
     assert mlflow_fold_runs(proj) == 2 * 2 * 2      # (fersnet, judge) x 2 seeds x 2 folds
     summary = json.loads((proj / "reports" / "summary.json").read_text())
@@ -505,8 +506,3 @@ def test_two_seeds_by_two_folds_run_report_the_seed_spread_and_log_a_run_per_see
     assert fer["accuracy_mean"] == pytest.approx(float(np.mean(per_seed)))
     again = snakemake(proj, "--cores", "2", "all")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
-
-
-def _history_of_seed(proj: Path, model: str, seed: int, fold: int):
-    import pandas as pd
-    return pd.read_csv(proj / f"results/ckplus/{model}/seed{seed}/fold{fold}/history.csv").drop(columns=["seconds"])
