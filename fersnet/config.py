@@ -173,6 +173,7 @@ SCHEMA: dict[str, Any] = {
         "lr": Float(0.0, 1.0, lo_open=True), "betas": List(PROB, length=2),
         "weight_decay": WEIGHT, "lr_schedule": Choice("multistep", "linear", "constant"),
         "lr_milestones": List(Float(0.0, lo_open=True)), "lr_gamma": Float(0.0, 1.0, lo_open=True),
+        "lr_decay_fraction": Float(0.0, 1.0, lo_open=True),
         "d_steps": Int(1, 20), "lambda_cls": WEIGHT, "lambda_adv": WEIGHT, "lambda_l1": WEIGHT,
         "lambda_cyc": WEIGHT, "lambda_expr": WEIGHT, "lambda_id": WEIGHT,
         "identity_net": OPT_PATH, "selection": Choice("last", "val"),

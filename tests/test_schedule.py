@@ -41,6 +41,20 @@ def test_linear_and_constant_schedules():
     assert [constant(e) for e in range(1, 6)] == [1.0] * 5
 
 
+def test_linear_decay_over_the_last_fraction_of_the_run():
+    half = lr_schedule_factor("linear", 10, [0.3, 0.8], 0.1, decay_fraction=0.5)
+    assert [half(e) for e in range(1, 11)] == pytest.approx([1.0] * 5 + [1.0, 0.8, 0.6, 0.4, 0.2])
+    odd = lr_schedule_factor("linear", 15, [0.3, 0.8], 0.1, decay_fraction=0.5)     # ceil(7.5) = 8 epochs
+    assert [odd(e) for e in range(1, 16)] == pytest.approx([1.0] * 8 + [k / 8 for k in range(7, 0, -1)])
+    whole = lr_schedule_factor("linear", 5, [0.3, 0.8], 0.1, decay_fraction=1.0)
+    assert [whole(e) for e in range(1, 6)] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])
+    tiny = lr_schedule_factor("linear", 3, [0.3, 0.8], 0.1, decay_fraction=0.01)     # at least one epoch
+    assert [tiny(e) for e in range(1, 4)] == [1.0, 1.0, 1.0]
+    for bad in ("0", "1.5"):
+        with pytest.raises(ConfigError, match=r"train\.lr_decay_fraction"):
+            config.load(ROOT / "params.yaml", "test", config.parse_sets([f"train.lr_decay_fraction={bad}"]))
+
+
 def test_milestones_given_in_epochs_are_refused_naming_the_key_and_the_fraction():
     sets = config.parse_sets(["train.lr_milestones=[150, 400]"])
     with pytest.raises(ConfigError, match=r"`train\.lr_milestones`.*fractions.*150 of 500 epochs -> write 0\.3"):

@@ -168,7 +168,8 @@ def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
     n_real = len(train_rows)
     epochs, extra = train_epochs(tr, len(train_rows)), {"n_train_synthetic": 0}
     # the schedule scales with the run's epochs (after min_steps raised them): docs/training.md
-    lr_factor = lr_schedule_factor(tr["lr_schedule"], epochs, tr["lr_milestones"], tr["lr_gamma"])
+    lr_factor = lr_schedule_factor(tr["lr_schedule"], epochs, tr["lr_milestones"], tr["lr_gamma"],
+                                   tr["lr_decay_fraction"])
     if model == "stargan":
         lr_factor = stargan_lr_factor(cfg, epochs)
     if model in FINE_TUNED:
