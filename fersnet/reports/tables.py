@@ -98,27 +98,26 @@ def render(display: pd.DataFrame, caption: str, label: str, bold: pd.DataFrame |
     return tex
 
 
-# Set the table's tabular in a box; wider than the line, it is scaled down to the line's width.
-# Missing folds add `(k/10)` to cells and can widen a table past A4 (the synthesis table of a
-# database with unfinished folds by ~130 pt). Scaling needs graphicx's \resizebox (loaded by the
-# report); where it is not loaded, as in a document with booktabs alone, the box is set as it is.
-FIT_BOX = "fersnettablebox"
-FIT_OPEN = (f"\\ifdefined\\{FIT_BOX}\\else\\newsavebox{{\\{FIT_BOX}}}\\fi\n"
-            f"\\sbox{{\\{FIT_BOX}}}{{%\n")
-FIT_CLOSE = (f"}}%\n\\ifdim\\wd\\{FIT_BOX}>\\linewidth\\ifdefined\\resizebox"
-             f"\\resizebox{{\\linewidth}}{{!}}{{\\usebox{{\\{FIT_BOX}}}}}"
-             f"\\else\\usebox{{\\{FIT_BOX}}}\\fi\\else\\usebox{{\\{FIT_BOX}}}\\fi\n")
-
-
 def fit_to_width(tex: str) -> str:
-    """Wrap the table's outer tabular (the first `\\begin{tabular}` at a line's start and the last
-    `\\end{tabular}`; cells may hold small tabulars of their own) in the fit-to-width box."""
+    """Set the table's outer tabular (the first `\\begin{tabular}` at a line's start and the last
+    `\\end{tabular}`; cells may hold small tabulars of their own) in a box which, wider than the
+    line, is scaled down to the line's width. Missing folds add `(k/10)` to cells and can widen a
+    table past A4 (the synthesis table of a database with unfinished folds by ~130 pt). Scaling
+    needs graphicx's \\resizebox (loaded by the report); without it, as in a document with booktabs
+    alone, the box is set as it is."""
     start = re.search(r"^\\begin\{tabular\}", tex, re.M)
     end = tex.rfind("\\end{tabular}")
     if start is None or end < start.start():
         return tex
     end += len("\\end{tabular}")
-    return tex[:start.start()] + FIT_OPEN + tex[start.start():end] + "\n" + FIT_CLOSE.rstrip("\n") + tex[end:]
+    box = "\\fersnettablebox"
+    use = f"\\usebox{{{box}}}"
+    return (tex[:start.start()]
+            + f"\\ifdefined{box}\\else\\newsavebox{{{box}}}\\fi\n\\sbox{{{box}}}{{%\n"
+            + tex[start.start():end]
+            + f"\n}}%\n\\ifdim\\wd{box}>\\linewidth\\ifdefined\\resizebox\\resizebox{{\\linewidth}}{{!}}{{{use}}}"
+            + f"\\else{use}\\fi\\else{use}\\fi"
+            + tex[end:])
 
 
 def _fer_models(cfg: dict) -> list[str]:

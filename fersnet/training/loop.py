@@ -73,13 +73,13 @@ def lr_schedule_factor(schedule: str, epochs: int, milestones: list[float], gamm
     """The FER models' learning-rate factor per (1-based) epoch for a run of `epochs` epochs
     (`train.lr_schedule`, docs/training.md): `multistep`, MultiStepLR at `milestones` (fractions
     of the run) by `gamma`; `linear`, 1 until the last `decay_fraction` of the run (its last
-    ceil(decay_fraction * epochs) epochs), then falling linearly to 1/decay epochs in the last epoch
+    ceil(decay_fraction * epochs) epochs), then falling linearly to 1/that many in the last epoch
     (`decay_fraction` 1: from the first epoch); `constant`, 1. A function of the epoch only, so a
     resumed run gets the same rates."""
     if schedule == "multistep":
         return multistep_factor(milestone_epochs(milestones, epochs), gamma)
     if schedule == "linear":
-        return linear_decay_factor(epochs, max(1, math.ceil(decay_fraction * epochs)))
+        return linear_decay_factor(epochs, math.ceil(decay_fraction * epochs))
     if schedule == "constant":
         return lambda epoch: 1.0
     raise ValueError(f"unknown learning-rate schedule {schedule!r}; allowed: {', '.join(LR_SCHEDULES)}")
