@@ -9,6 +9,18 @@ figure minus one standard error: the check a speed change must pass ("quality do
     .venv/bin/python bench/demo_quality.py --results results --seed 0 \
         --before ckplus=63.1,38.9 --before oulu=64.7,39.1 --before mmi=76.1,25.4 \
         --out bench/results/demo_quality_cpu.json
+
+Several runs (training seeds, or result folders of separate runs) are read together: each fold's
+value is the mean over the runs that have it, so the standard error is over folds of seed means.
+`--results` and `--seed` take several values; every (folder, seed) pair found is a run. A folder
+written before the seed level existed (results/<db>/fersnet/fold<k>) is one run whatever `--seed`.
+
+`--against EARLIER.json` (this script's output for another grid over the same folds) pairs the two
+fold by fold: per database and over all of them, the mean difference (this minus earlier) and the
+two-sided Wilcoxon signed-rank p over folds (scipy), for FER and the judge on synthesis:
+
+    .venv/bin/python bench/demo_quality.py --results /runs/before --out before.json
+    .venv/bin/python bench/demo_quality.py --results results --seed 0 1 2 --against before.json
 """
 from __future__ import annotations
 
@@ -49,19 +61,88 @@ def summary(values: list[float], before: float | None) -> dict:
     return out
 
 
-def database_quality(results: Path, db: str, seed: int, before: tuple[float, float] | None, versions: set) -> dict:
-    folds = sorted(int(p.name[4:]) for p in (results / db / "fersnet" / f"seed{seed}").glob("fold[0-9]*"))
-    if not folds:
-        raise SystemExit(f"demo_quality: no FERSNet folds under {results / db / 'fersnet' / f'seed{seed}'}")
-    fer, synth, real = [], [], []
-    for k in folds:
-        run = results / db / "fersnet" / f"seed{seed}" / f"fold{k}"
-        fer.append(read(run / "metrics.json", "accuracy", versions))
-        synth.append(read(run / "synthesis" / "scores.json", "judge_accuracy", versions))
-        real.append(read(results / db / "judge" / f"seed{seed}" / f"fold{k}" / "metrics.json", "accuracy", versions))
-    return {"fer": summary(fer, before[0] if before else None),
-            "judge_on_synthesis": summary(synth, before[1] if before else None),
-            "judge_on_real": summary(real, None)}
+def run_folders(results: list[Path], db: str, seeds: list[int]) -> list[Path]:
+    """The FERSNet seed folders of `db`: every (results folder, seed) that exists, and a folder written
+    before the seed level existed (<results>/<db>/fersnet/fold<k>) as one run."""
+    out = []
+    for root in results:
+        model = root / db / "fersnet"
+        found = [model / f"seed{s}" for s in seeds if (model / f"seed{s}").is_dir()]
+        if not found and any(model.glob("fold[0-9]*")):
+            found = [model]
+        out += found
+    return out
+
+
+def judge_folder(run: Path) -> Path:
+    """The judge's folder beside a FERSNet seed folder (or beside an unseeded one)."""
+    if run.name.startswith("seed"):
+        return run.parent.parent / "judge" / run.name
+    return run.parent / "judge"
+
+
+def database_quality(results: list[Path], db: str, seeds: list[int], before: tuple[float, float] | None,
+                     versions: set) -> dict:
+    runs = run_folders(results, db, seeds)
+    if not runs:
+        raise SystemExit(f"demo_quality: no FERSNet runs of {db} for seed(s) {seeds} under "
+                         + ", ".join(str(r) for r in results))
+    per_fold: dict[int, dict[str, list[float]]] = {}
+    per_run = []
+    for run in runs:
+        folds = sorted(int(p.name[4:]) for p in run.glob("fold[0-9]*"))
+        values = {"fer": [], "judge_on_synthesis": [], "judge_on_real": []}
+        for k in folds:
+            fold = run / f"fold{k}"
+            got = {"fer": read(fold / "metrics.json", "accuracy", versions),
+                   "judge_on_synthesis": read(fold / "synthesis" / "scores.json", "judge_accuracy", versions),
+                   "judge_on_real": read(judge_folder(run) / f"fold{k}" / "metrics.json", "accuracy", versions)}
+            for key, v in got.items():
+                per_fold.setdefault(k, {}).setdefault(key, []).append(v)
+                values[key].append(v)
+        per_run.append({"folder": str(run), "n_folds": len(folds),
+                        **{key: round(mean_std(v)["mean"], 2) for key, v in values.items()}})
+    folds = sorted(per_fold)
+    mean_of = {key: [sum(per_fold[k][key]) / len(per_fold[k][key]) for k in folds]
+               for key in ("fer", "judge_on_synthesis", "judge_on_real")}
+    return {"fer": summary(mean_of["fer"], before[0] if before else None),
+            "judge_on_synthesis": summary(mean_of["judge_on_synthesis"], before[1] if before else None),
+            "judge_on_real": summary(mean_of["judge_on_real"], None),
+            "fold_ids": folds, "runs_per_fold": [len(per_fold[k]["fer"]) for k in folds], "runs": per_run}
+
+
+PAIRED = ("fer", "judge_on_synthesis")
+
+
+def paired(this: dict, earlier: dict) -> dict:
+    """Fold-by-fold differences (this minus earlier) per database and pooled over databases: mean
+    difference and the two-sided Wilcoxon signed-rank p over the folds both have."""
+    from scipy.stats import wilcoxon
+
+    def compare(a: list[float], b: list[float]) -> dict:
+        d = [x - y for x, y in zip(a, b)]
+        p = float(wilcoxon(d).pvalue) if len(d) >= 2 and any(d) else None
+        return {"mean_diff": round(sum(d) / len(d), 2), "n_folds": len(d), "wilcoxon_p": None if p is None else round(p, 4),
+                "lower_folds": sum(x < 0 for x in d), "higher_folds": sum(x > 0 for x in d)}
+
+    out, pooled = {}, {m: ([], []) for m in PAIRED}
+    for db, q in this.items():
+        e = earlier.get(db)
+        if e is None:
+            continue
+        ids_e = e.get("fold_ids") or list(range(len(e["fer"]["folds"])))
+        common = [k for k in q["fold_ids"] if k in ids_e]
+        out[db] = {}
+        for m in PAIRED:
+            a = [q[m]["folds"][q["fold_ids"].index(k)] for k in common]
+            b = [e[m]["folds"][ids_e.index(k)] for k in common]
+            out[db][m] = compare(a, b)
+            pooled[m][0].extend(a)
+            pooled[m][1].extend(b)
+    if not out:
+        raise SystemExit("demo_quality: --against shares no database with this run")
+    out["all"] = {m: compare(*pooled[m]) for m in PAIRED}
+    return out
 
 
 def parse_before(items: list[str]) -> dict[str, tuple[float, float]]:
@@ -78,21 +159,25 @@ def parse_before(items: list[str]) -> dict[str, tuple[float, float]]:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--results", type=Path, default=ROOT / "results", help="the run's results folder")
+    ap.add_argument("--results", type=Path, nargs="+", default=[ROOT / "results"],
+                    help="the run's results folder (several: their runs are averaged per fold)")
     ap.add_argument("--db", nargs="+", help="databases (default: every folder of --results holding fersnet runs)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, nargs="+", default=[0],
+                    help="training seed(s); several are averaged per fold (default 0)")
     ap.add_argument("--before", action="append", default=[], metavar="DB=FER,SYNTH",
                     help="an earlier run's FER and judge-on-synthesis means (percent) to compare with")
+    ap.add_argument("--against", type=Path, metavar="EARLIER.json",
+                    help="this script's JSON for another grid: fold-by-fold differences and Wilcoxon p")
     ap.add_argument("--out", type=Path, help="write the JSON here (with the code versions that wrote the files read)")
     args = ap.parse_args(argv)
     before = parse_before(args.before)
-    dbs = args.db or sorted(p.parent.name for p in args.results.glob("*/fersnet"))
+    dbs = args.db or sorted({p.parent.name for root in args.results for p in root.glob("*/fersnet")})
     if not dbs:
-        raise SystemExit(f"demo_quality: no <db>/fersnet folders under {args.results}")
+        raise SystemExit("demo_quality: no <db>/fersnet folders under " + ", ".join(map(str, args.results)))
     versions: set = set()
     per_db = {db: database_quality(args.results, db, args.seed, before.get(db), versions) for db in dbs}
     report = {"bench": "demo grid quality per database (FERSNet FER, judge on its synthesis and on real faces)",
-              "results": str(args.results), "seed": args.seed,
+              "results": [str(r) for r in args.results], "seeds": args.seed,
               "code_versions": sorted(str(v) for v in versions),   # of the code that wrote the files read
               "per_database": per_db}
     for db, q in report["per_database"].items():
@@ -100,6 +185,18 @@ def main(argv: list[str] | None = None) -> dict:
               f"{q['judge_on_synthesis']['mean']:5.1f} ± {q['judge_on_synthesis']['se']:.1f}   judge on real "
               f"{q['judge_on_real']['mean']:5.1f} ± {q['judge_on_real']['se']:.1f}   (mean ± SE over "
               f"{q['fer']['n_folds']} folds, %)")
+    if args.against:
+        try:
+            earlier = json.loads(args.against.read_text())["per_database"]
+        except (OSError, json.JSONDecodeError, KeyError) as e:
+            raise SystemExit(f"demo_quality: --against {args.against} is not this script's JSON ({e})")
+        report["against"] = {"file": str(args.against), **paired(per_db, earlier)}
+        for db, d in report["against"].items():
+            if db == "file":
+                continue
+            print(f"{db:8s} minus {args.against.name}: " + "   ".join(
+                f"{m} {d[m]['mean_diff']:+.1f} (p {d[m]['wilcoxon_p']}, lower on {d[m]['lower_folds']} of {d[m]['n_folds']})"
+                for m in PAIRED))
     if args.out:
         from train_step import save
         save(report, args.out)
