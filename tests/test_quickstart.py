@@ -116,7 +116,8 @@ def test_the_project_is_mit_licensed_with_the_licence_text():
     text = (ROOT / "LICENSE").read_text()
     assert text.startswith("MIT License") and "fersnet-bench contributors" in text
     assert "THE SOFTWARE IS PROVIDED \"AS IS\"" in text
-    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"] == {"text": "MIT"}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]   # SPDX form (PEP 639)
 
 
 def test_every_phony_make_target_has_a_recipe():
