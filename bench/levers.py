@@ -18,6 +18,8 @@ Levers (`--levers`):
   matmul_medium  A = current, B = current under torch.set_float32_matmul_precision("medium")
   bf16_cpu       A = current, B = current under CPU autocast to bfloat16 (oneDNN's AMX / AVX-512
                  bf16 kernels where the CPU has them); not exact: the losses part at once
+  flush_denormal A = current, B = current under torch.set_flush_denormal(True) (subnormal floats
+                 read and written as zero: slow subnormal arithmetic avoided; not exact)
   compile        A = current eager, B = current with `train.compile: yes` (inductor): the first
                  step (compilation) apart, then steady steps; a second fold in the same process
                  (new networks, same shapes); and a new process on the same on-disk cache
@@ -59,7 +61,7 @@ from fersnet.training import batches as B  # noqa: E402
 
 MODELS = ("fersnet", "no_mtl", "no_convflu", "stargan")
 LEVERS = ("exact", "foreach_adam", "fused_adam", "threads2", "channels_last", "mkldnn_off", "matmul_medium",
-          "bf16_cpu", "compile")
+          "bf16_cpu", "flush_denormal", "compile")
 
 
 def ref_registry(ref: str):
@@ -201,6 +203,16 @@ def lever_pair(lever: str, cfg: dict, model: str, feed: Feed, seed: int, ref: st
             finally:
                 torch.set_float32_matmul_precision(old)
         return a, Runner(task, feed, ctx=medium)
+    elif lever == "flush_denormal":
+        @contextlib.contextmanager
+        def flush():
+            if not torch.set_flush_denormal(True):
+                raise SystemExit("levers: this CPU cannot flush subnormals (torch.set_flush_denormal)")
+            try:
+                yield
+            finally:
+                torch.set_flush_denormal(False)
+        return a, Runner(task, feed, ctx=flush)
     elif lever == "bf16_cpu":
         task.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     else:
