@@ -28,12 +28,15 @@ import argparse
 import json
 import math
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from fersnet.metrics.fold_stats import mean_std  # noqa: E402
+from fersnet.metrics.fold_stats import group_means, mean_std  # noqa: E402
+
+QUALITY = ("fer", "judge_on_synthesis", "judge_on_real")
 
 
 def read(path: Path, key: str, versions: set) -> float:
@@ -87,28 +90,24 @@ def database_quality(results: list[Path], db: str, seeds: list[int], before: tup
     if not runs:
         raise SystemExit(f"demo_quality: no FERSNet runs of {db} for seed(s) {seeds} under "
                          + ", ".join(str(r) for r in results))
-    per_fold: dict[int, dict[str, list[float]]] = {}
-    per_run = []
-    for run in runs:
-        folds = sorted(int(p.name[4:]) for p in run.glob("fold[0-9]*"))
-        values = {"fer": [], "judge_on_synthesis": [], "judge_on_real": []}
-        for k in folds:
+    values: dict[str, dict] = {key: {} for key in QUALITY}      # key -> {(fold, run index): value}
+    for i, run in enumerate(runs):
+        for k in sorted(int(p.name[4:]) for p in run.glob("fold[0-9]*")):
             fold = run / f"fold{k}"
-            got = {"fer": read(fold / "metrics.json", "accuracy", versions),
-                   "judge_on_synthesis": read(fold / "synthesis" / "scores.json", "judge_accuracy", versions),
-                   "judge_on_real": read(judge_folder(run) / f"fold{k}" / "metrics.json", "accuracy", versions)}
-            for key, v in got.items():
-                per_fold.setdefault(k, {}).setdefault(key, []).append(v)
-                values[key].append(v)
-        per_run.append({"folder": str(run), "n_folds": len(folds),
-                        **{key: round(mean_std(v)["mean"], 2) for key, v in values.items()}})
-    folds = sorted(per_fold)
-    mean_of = {key: [sum(per_fold[k][key]) / len(per_fold[k][key]) for k in folds]
-               for key in ("fer", "judge_on_synthesis", "judge_on_real")}
-    return {"fer": summary(mean_of["fer"], before[0] if before else None),
-            "judge_on_synthesis": summary(mean_of["judge_on_synthesis"], before[1] if before else None),
-            "judge_on_real": summary(mean_of["judge_on_real"], None),
-            "fold_ids": folds, "runs_per_fold": [len(per_fold[k]["fer"]) for k in folds], "runs": per_run}
+            values["fer"][k, i] = read(fold / "metrics.json", "accuracy", versions)
+            values["judge_on_synthesis"][k, i] = read(fold / "synthesis" / "scores.json", "judge_accuracy", versions)
+            values["judge_on_real"][k, i] = read(judge_folder(run) / f"fold{k}" / "metrics.json", "accuracy", versions)
+    fold_means = {key: group_means(v, 0) for key, v in values.items()}
+    run_means = {key: group_means(v, 1) for key, v in values.items()}
+    folds = list(fold_means["fer"])
+    runs_of = Counter(k for k, _ in values["fer"])
+    per_run = [{"folder": str(run), "n_folds": sum(1 for _, j in values["fer"] if j == i),
+                **{key: round(run_means[key].get(i, math.nan), 2) for key in QUALITY}}
+               for i, run in enumerate(runs)]
+    return {"fer": summary(list(fold_means["fer"].values()), before[0] if before else None),
+            "judge_on_synthesis": summary(list(fold_means["judge_on_synthesis"].values()), before[1] if before else None),
+            "judge_on_real": summary(list(fold_means["judge_on_real"].values()), None),
+            "fold_ids": folds, "runs_per_fold": [runs_of[k] for k in folds], "runs": per_run}
 
 
 PAIRED = ("fer", "judge_on_synthesis")
@@ -190,10 +189,9 @@ def main(argv: list[str] | None = None) -> dict:
             earlier = json.loads(args.against.read_text())["per_database"]
         except (OSError, json.JSONDecodeError, KeyError) as e:
             raise SystemExit(f"demo_quality: --against {args.against} is not this script's JSON ({e})")
-        report["against"] = {"file": str(args.against), **paired(per_db, earlier)}
-        for db, d in report["against"].items():
-            if db == "file":
-                continue
+        comparison = paired(per_db, earlier)
+        report["against"] = {"file": str(args.against), **comparison}
+        for db, d in comparison.items():
             print(f"{db:8s} minus {args.against.name}: " + "   ".join(
                 f"{m} {d[m]['mean_diff']:+.1f} (p {d[m]['wilcoxon_p']}, lower on {d[m]['lower_folds']} of {d[m]['n_folds']})"
                 for m in PAIRED))
