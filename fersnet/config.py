@@ -180,7 +180,7 @@ SCHEMA: dict[str, Any] = {
         "val_subjects": Float(0.0, 0.5, lo_open=True), "checkpoint_every": Int(1),
         "device": Choice("auto", "cuda", "mps", "cpu"), "threads": Int(1, 256),
         "fused_adam": Choice("auto", "yes", "no"), "compile": Choice("auto", "yes", "no"),
-        "compile_backend": Choice("inductor", "aot_eager", "eager"),
+        "fast_ops": Choice("auto", "yes", "no"), "compile_backend": Choice("inductor", "aot_eager", "eager"),
     },
     "fes_da": {"per_class": Either(Choice("all_targets", "balance"), Int(1)), "epochs": Int(1), "lr": Float(0.0, 1.0, lo_open=True),
                "real_share": Spec("float", lo=0.0, hi=0.95, lo_open=True, nullable=True)},
@@ -316,6 +316,12 @@ def _check_milestones(milestones: list) -> None:
         raise ConfigError(f"params: `train.lr_milestones` is {shown}; milestones are now fractions "
                           f"in (0, 1) of the run's epochs, not epochs (e.g. {example}); "
                           "the paper's 150 and 400 of 500 epochs are [0.3, 0.8]")
+
+
+def wanted(setting: str, dev) -> bool:
+    """An `auto | yes | no` key (train.fused_adam, compile, fast_ops) on a torch.device: `auto`
+    means on CUDA only."""
+    return setting == "yes" or (setting == "auto" and dev.type == "cuda")
 
 
 def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") -> dict:

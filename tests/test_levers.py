@@ -128,7 +128,7 @@ def straightforward_stargan_step(task, batch):
     return out
 
 
-def two_batches(cfg, seed=0):
+def two_batches(cfg, seed=0, dtype=torch.float64):
     """Two training batches of random faces at the profile's crop and batch size, in float64."""
     rng = np.random.default_rng(seed)
     size, crop, bs = cfg["preprocess"]["size"], cfg["train"]["crop"], cfg["train"]["batch_size"]
@@ -141,7 +141,7 @@ def two_batches(cfg, seed=0):
     plan = B.make_plan(pairs, data.labels_cpu, 6, size, crop, torch.Generator().manual_seed(seed))
     out = []
     for step, batch in zip(range(2), B.DeviceBatcher(data, crop, bs).batches(plan)):
-        batch = {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
+        batch = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in batch.items()}
         batch["step"] = step
         out.append(batch)
     assert any(not bool(b["has_t"].all()) for b in out)    # paired and unpaired items both occur
@@ -178,6 +178,39 @@ def test_fast_step_gives_the_losses_and_weights_of_the_straightforward_step(mode
     torch.manual_seed(0)
     fresh = registry.build(model, cfg, 6, 1).state_dict()
     assert any(not torch.equal(fresh[k].double(), a[k]) for k in a if k.startswith("gen."))
+
+
+@pytest.mark.parametrize("model", ["fersnet", "stargan"])
+def test_fast_ops_off_is_the_straightforward_step_to_the_last_bit_in_float32(model):
+    # train.fast_ops: no (the CPU default) takes the straightforward step's float32 path itself:
+    # losses and weights identical bit for bit, where the fast path only agrees in float64
+    cfg = config.load("params.yaml", "test")
+    cfg["stargan"]["n_critic"] = 2
+    reference = straightforward_stargan_step if model == "stargan" else straightforward_fersnet_step
+    tasks = []
+    for _ in range(3):
+        torch.manual_seed(0)
+        tasks.append(registry.build(model, cfg, 6, 1).train())
+    off, slow, fast = tasks
+    off.set_fast_ops(False)
+    assert not off.batched_disc and fast.batched_disc
+    norms = [m for m in off.modules() if isinstance(m, blocks.InstanceNorm2d)]
+    assert norms and not any(m.via_group_norm for m in norms)
+    for batch in two_batches(cfg, dtype=torch.float32):
+        torch.manual_seed(1 + batch["step"])
+        got = off.train_step(dict(batch))
+        torch.manual_seed(1 + batch["step"])
+        with plain_instance_norm():
+            want = reference(slow, dict(batch))
+        torch.manual_seed(1 + batch["step"])
+        fast.train_step(dict(batch))
+        for k in want:
+            assert torch.equal(got[k], want[k].detach()), (batch["step"], k)
+    assert "G/loss" in got
+    a, b, c = off.state_dict(), slow.state_dict(), fast.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the fast path rounds differently in float32: the comparison above can tell the two apart
+    assert any(not torch.equal(a[k], c[k]) for k in a)
 
 
 @pytest.mark.parametrize("affine", [True, False])

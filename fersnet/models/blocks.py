@@ -21,12 +21,24 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     (mean and variance per sample and channel over the image, the same eps, the same per-channel
     affine), the same parameters and state_dict keys, and on the CPU a 2-3x cheaper forward +
     backward than instance_norm's reshape into a batch norm (docs/performance.md, "Levers").
-    Falls back to nn.InstanceNorm2d's own path with running statistics or an unbatched input."""
+    Falls back to nn.InstanceNorm2d's own path with running statistics or an unbatched input, and
+    where `via_group_norm` is False (`train.fast_ops`: the reference float32 path, see
+    `set_fast_ops`)."""
+
+    via_group_norm = True
 
     def forward(self, x):
-        if self.track_running_stats or x.dim() != 4:
+        if self.track_running_stats or x.dim() != 4 or not self.via_group_norm:
             return super().forward(x)
         return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps).to(x.dtype)
+
+
+def set_fast_ops(module: nn.Module, on: bool) -> None:
+    """InstanceNorm through group_norm (on) or nn.InstanceNorm2d's own kernel (off) in every
+    InstanceNorm2d of `module`: the same function, another float32 rounding path."""
+    for m in module.modules():
+        if isinstance(m, InstanceNorm2d):
+            m.via_group_norm = bool(on)
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:

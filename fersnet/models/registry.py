@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from fersnet import paths
+from fersnet.config import wanted
 from fersnet.errors import CheckpointError, FersnetError
 
 GENERATOR_KEYS = ("fersnet", "no_mtl", "no_convflu", "fes_da", "fes_da_real", "stargan")
@@ -121,6 +122,9 @@ def load_generator(run_dir, device="cpu"):
     except KeyError as e:
         raise FersnetError(f"{cfg_path}: lacks the key {e} that this version needs to rebuild the model; "
                            f"train the run again (delete {run_dir})") from None
+    # as the run trained: InstanceNorm's float32 path follows train.fast_ops (runs from before the
+    # key trained with it on)
+    task.set_fast_ops(wanted(cfg["train"].get("fast_ops", "yes"), torch.device(device)))
     gen = task.gen
     try:
         gen.load_state_dict(generator_state(ckpt.get("selected") or ckpt["model"]))

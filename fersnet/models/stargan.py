@@ -126,8 +126,11 @@ class StarGANTask(Task):
         with self.autocast():
             # real and fake through D as one batch: D works per sample (convolutions, LeakyReLU),
             # so the outputs are those of two calls, at half the operator calls
-            src, cls = self.disc(torch.cat([x, fake]))
-        (src_real, src_fake), cls_real = src.split(len(x)), cls[:len(x)]
+            if self.batched_disc:
+                src, cls = self.disc(torch.cat([x, fake]))
+                (src_real, src_fake), cls_real = src.split(len(x)), cls[:len(x)]
+            else:
+                (src_real, cls_real), (src_fake, _) = self.disc(x), self.disc(fake)
         loss_real = -src_real.float().mean()
         loss_fake = src_fake.float().mean()
         loss_cls = F.cross_entropy(cls_real.float(), s)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fersnet.errors import FersnetError
+from fersnet.models.blocks import set_fast_ops
 from fersnet.models.fersnet import build_discriminator, build_generator
 from fersnet.models.registry import expression_weight
 
@@ -54,6 +55,18 @@ class Task(nn.Module):
             for group in opt.param_groups:
                 group.setdefault("base_lr", group["lr"])
                 group["lr"] = group["base_lr"] * factor
+
+    # one discriminator call on real and fake together (set_fast_ops)
+    batched_disc = True
+
+    def set_fast_ops(self, on: bool) -> None:
+        """`train.fast_ops`: InstanceNorm through group_norm and the discriminator called once on
+        real and fake together (on), or nn.InstanceNorm2d's kernel and one discriminator call
+        each (off, the float32 path of the authors' code and of this project's first versions).
+        The same maths either way (tests/test_levers.py checks it in float64); float32 rounds
+        differently, so a run's results depend on the choice (docs/performance.md)."""
+        self.batched_disc = bool(on)
+        set_fast_ops(self, on)
 
     def use_fused_adam(self) -> None:
         """Rebuild every optimizer as fused Adam (one kernel per step for all parameters).
@@ -136,7 +149,10 @@ class FersnetTask(Task):
         both, both_oh, n = torch.cat([real, fake.detach()]), torch.cat([real_oh, oh_t]), len(x)
         for _ in range(self.d_steps):
             with self.autocast():
-                d_real, d_fake = self.disc(both, both_oh).float().split(n)
+                if self.batched_disc:
+                    d_real, d_fake = self.disc(both, both_oh).float().split(n)
+                else:
+                    d_real, d_fake = self.disc(real, real_oh).float(), self.disc(fake.detach(), oh_t).float()
             loss_real = F.mse_loss(d_real, torch.ones_like(d_real))
             loss_fake = F.mse_loss(d_fake, torch.zeros_like(d_fake))
             loss_d = 0.5 * (loss_real + loss_fake)

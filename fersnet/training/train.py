@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fersnet import ownership, paths, provenance
-from fersnet.config import FINE_TUNED
+from fersnet.config import FINE_TUNED, wanted
 from fersnet.errors import FersnetError, TrainingError
 
 def main(cfg: dict, args) -> dict:
@@ -51,11 +51,6 @@ def set_deterministic(torch, mode: bool) -> None:
         torch.use_deterministic_algorithms(mode, warn_only=True)
     else:
         setter(mode, warn_only=True)
-
-
-def wanted(setting: str, dev) -> bool:
-    """An `auto | yes | no` key: `auto` means on CUDA only."""
-    return setting == "yes" or (setting == "auto" and dev.type == "cuda")
 
 
 def compile_task(task, backend: str, log=None) -> bool:
@@ -165,6 +160,7 @@ def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
     # models are initialised from a seed of their own, so the result is a function of (seed, fold)
     torch.manual_seed(derive_seed(cfg["seed"], fold, 2))
     task = registry.build(model, cfg, n_classes, channels)
+    task.set_fast_ops(wanted(tr["fast_ops"], dev))
     n_real = len(train_rows)
     epochs, extra = train_epochs(tr, len(train_rows)), {"n_train_synthetic": 0}
     # the schedule scales with the run's epochs (after min_steps raised them): docs/training.md
