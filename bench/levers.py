@@ -20,6 +20,9 @@ Levers (`--levers`):
                  bf16 kernels where the CPU has them); not exact: the losses part at once
   flush_denormal A = current, B = current under torch.set_flush_denormal(True) (subnormal floats
                  read and written as zero: slow subnormal arithmetic avoided; not exact)
+  fast_ops       A = `train.fast_ops` off (InstanceNorm through nn.InstanceNorm2d's kernel, the
+                 discriminator called once for real and once for fake: the CPU default), B = on
+                 (group_norm, one discriminator call for both); not exact in float32
   compile        A = current eager, B = current with `train.compile: yes` (inductor): the first
                  step (compilation) apart, then steady steps; a second fold in the same process
                  (new networks, same shapes); and a new process on the same on-disk cache
@@ -61,7 +64,7 @@ from fersnet.training import batches as B  # noqa: E402
 
 MODELS = ("fersnet", "no_mtl", "no_convflu", "stargan")
 LEVERS = ("exact", "foreach_adam", "fused_adam", "threads2", "channels_last", "mkldnn_off", "matmul_medium",
-          "bf16_cpu", "flush_denormal", "compile")
+          "bf16_cpu", "flush_denormal", "fast_ops", "compile")
 
 
 def ref_registry(ref: str):
@@ -213,6 +216,9 @@ def lever_pair(lever: str, cfg: dict, model: str, feed: Feed, seed: int, ref: st
             finally:
                 torch.set_flush_denormal(False)
         return a, Runner(task, feed, ctx=flush)
+    elif lever == "fast_ops":
+        a.task.set_fast_ops(False)       # A: train.fast_ops off, the CPU default (auto)
+        task.set_fast_ops(True)
     elif lever == "bf16_cpu":
         task.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     else:
@@ -239,7 +245,7 @@ def compile_probe(cfg: dict, model: str, seed: int, folds: int, steps: int, roun
         second = run.block(4)           # StarGAN's first G step (step 4) compiles the G path
         row = {"fold": fold, "compile_task_s": time.perf_counter() - t0 - first * 1 - second * 4,
                "first_step_s": first, "next_4_steps_s": 4 * second, "compiled": ok}
-        if fold == 0 and steps:
+        if fold == 0 and steps and rounds:
             eager = Runner(build(cfg, model, seed + fold), feed)
             eager.i = run.i
             row["steady"] = paired(eager, run, rounds, steps_per_block(model))

@@ -76,6 +76,7 @@ def build_task(cfg: dict, model: str, n_classes: int, channels: int, device, see
     """A freshly seeded task; fast on CUDA = channels-last + bf16 autocast as train.py sets them, else eager fp32."""
     torch.manual_seed(seed)
     task = registry.build(model, cfg, n_classes, channels).to(device)
+    task.set_fast_ops(config.wanted(cfg["train"]["fast_ops"], torch.device(device)))   # as train.py
     if fast and torch.device(device).type == "cuda":
         task.to(memory_format=torch.channels_last)
         task.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)

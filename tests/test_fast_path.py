@@ -82,10 +82,10 @@ def test_levers_benchmark_pairs_each_lever_with_the_reference_on_the_same_batche
 
     import levers
     out = tmp_path / "l.json"
-    levers.main(["--profile", "test", "--levers", "foreach_adam", "bf16_cpu", "flush_denormal",
+    levers.main(["--profile", "test", "--levers", "foreach_adam", "bf16_cpu", "flush_denormal", "fast_ops",
                  "--lever-models", "stargan", "--rounds", "2", "--out", str(out)])
     rows = {r["lever"]: r for r in json.loads(out.read_text())["results"]}
-    assert set(rows) == {"foreach_adam", "bf16_cpu", "flush_denormal"}
+    assert set(rows) == {"foreach_adam", "bf16_cpu", "flush_denormal", "fast_ops"}
     assert torch.tensor([1e-40]).mul(1.0).item() != 0      # subnormals are back after flush_denormal's blocks
     for r in rows.values():
         assert r["a_cpu_ms"] > 0 and r["b_cpu_ms"] > 0 and r["rounds"] == 2
