@@ -435,6 +435,23 @@ def test_fused_adam_trains_like_the_default_adam(tiny, tmp_path, model):
     assert not any(g.get("fused") for opt in runs["no"][1].values() for g in opt["param_groups"])
 
 
+def test_fast_ops_auto_is_off_on_the_cpu_and_yes_takes_another_float32_path(tiny, tmp_path):
+    # train.fast_ops: auto means on with CUDA only, so on the CPU it trains exactly as `no`;
+    # `yes` (group_norm InstanceNorm, one discriminator call) rounds differently in float32
+    weights = {}
+    for flag in ("auto", "no", "yes"):
+        cfg = copy.deepcopy(tiny)
+        cfg["train"]["fast_ops"] = flag
+        train_job(cfg, "ckplus", "fersnet", 0, out=tmp_path / flag)
+        weights[flag] = torch.load(tmp_path / flag / paths.CHECKPOINT, weights_only=True)["model"]
+    keys = list(weights["no"])
+    assert keys and all(torch.equal(weights["auto"][k], weights["no"][k]) for k in keys)
+    assert any(not torch.equal(weights["yes"][k], weights["no"][k]) for k in keys)
+    # the same function: the two paths end near each other
+    assert all(torch.allclose(weights["yes"][k].float(), weights["no"][k].float(), rtol=0.2, atol=0.05)
+               for k in keys if weights["no"][k].is_floating_point())
+
+
 @pytest.mark.slow
 def test_compiled_networks_train_like_eager_ones(tiny, tmp_path):
     # train.compile: yes runs the networks through torch.compile (dynamo + AOTAutograd); the
