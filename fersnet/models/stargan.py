@@ -124,8 +124,9 @@ class StarGANTask(Task):
             fake_g = self.gen(x, oh_t)
         fake = fake_g.detach()
         with self.autocast():
-            # real and fake through D as one batch: D works per sample (convolutions, LeakyReLU),
-            # so the outputs are those of two calls, at half the operator calls
+            # with fast ops, real and fake through D as one batch: D works per sample
+            # (convolutions, LeakyReLU), so the outputs are those of two calls, at half the
+            # operator calls, rounded otherwise in float32
             if self.batched_disc:
                 src, cls = self.disc(torch.cat([x, fake]))
                 (src_real, src_fake), cls_real = src.split(len(x)), cls[:len(x)]

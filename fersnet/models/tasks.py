@@ -143,16 +143,17 @@ class FersnetTask(Task):
         set_requires_grad(self.disc, True)
         real = torch.where(has_t[:, None, None, None], xt, x)
         real_oh = torch.where(has_t[:, None], oh_t, oh_s)
-        # real and fake through D as one batch: every layer of the PatchGAN works per sample
-        # (convolutions, InstanceNorm, LeakyReLU), so the scores are those of two separate calls,
-        # at half the operator calls (the demo's step is bound by per-operator overhead)
-        both, both_oh, n = torch.cat([real, fake.detach()]), torch.cat([real_oh, oh_t]), len(x)
+        # with fast ops, real and fake through D as one batch: every layer of the PatchGAN works
+        # per sample (convolutions, InstanceNorm, LeakyReLU), so the scores are those of two
+        # separate calls, at half the operator calls, rounded otherwise in float32
+        fake_d, n = fake.detach(), len(x)
+        both = (torch.cat([real, fake_d]), torch.cat([real_oh, oh_t])) if self.batched_disc else None
         for _ in range(self.d_steps):
             with self.autocast():
-                if self.batched_disc:
-                    d_real, d_fake = self.disc(both, both_oh).float().split(n)
+                if both is not None:
+                    d_real, d_fake = self.disc(*both).float().split(n)
                 else:
-                    d_real, d_fake = self.disc(real, real_oh).float(), self.disc(fake.detach(), oh_t).float()
+                    d_real, d_fake = self.disc(real, real_oh).float(), self.disc(fake_d, oh_t).float()
             loss_real = F.mse_loss(d_real, torch.ones_like(d_real))
             loss_fake = F.mse_loss(d_fake, torch.zeros_like(d_fake))
             loss_d = 0.5 * (loss_real + loss_fake)
