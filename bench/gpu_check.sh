@@ -64,6 +64,21 @@ PY
 # 2c. torch.compile (train.compile: yes, inductor) on the fast fersnet step: first step (compilation) and median after
 timeout 180 $PY bench/train_step.py --profile paper --device cuda --models fersnet --fast-only --compile \
   --warmup 3 --repeats 10 --subjects 8 --threads 4 --out "$OUT/train_step_paper_compiled.json" 2>&1 | tee -a "$OUT/log.txt"
+# 2d. train.fast_ops off against on (auto = on with CUDA): the fast fersnet and stargan steps, one run each
+for f in yes no; do
+  timeout 120 $PY bench/train_step.py --profile paper --device cuda --models fersnet stargan --fast-only --fast-ops $f \
+    --warmup 3 --repeats 10 --subjects 8 --threads 4 --out "$OUT/train_step_paper_fast_ops_$f.json" > "$OUT/fast_ops_$f.log" 2>&1
+done
+$PY - <<'PY' 2>&1 | tee -a "$OUT/log.txt"
+import json, os
+out = os.environ.get("OUT", "bench/results/gpu")
+try:
+    on, off = ({r["model"]: r["fast_img_per_s"] for r in json.load(open(f"{out}/train_step_paper_fast_ops_{f}.json"))["results"]}
+               for f in ("yes", "no"))
+    print("fast_ops on/off img/s:", {m: round(on[m] / off[m], 3) for m in on})
+except (OSError, KeyError, ValueError) as e:
+    print("fast_ops comparison: not measured", e)
+PY
 # 3. one short fold at the paper profile (epochs override via a params copy)
 $PY - <<'PY'
 import yaml

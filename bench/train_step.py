@@ -208,10 +208,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--compile", action="store_true",
                     help="also time the fast path under torch.compile (train.compile_backend); first step reported apart")
     ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default: params train.compile_backend)")
+    ap.add_argument("--fast-ops", choices=("auto", "yes", "no"), default=None,
+                    help="train.fast_ops for every task (default: the params' value; auto = on with CUDA)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = config.load(a.params, a.profile)
+    if a.fast_ops:
+        cfg["train"]["fast_ops"] = a.fast_ops
     if a.compile_backend:
         cfg["train"]["compile_backend"] = a.compile_backend
     peak = a.peak_tflops if a.peak_tflops is not None else (989.0 if a.device.startswith("cuda") else None)
@@ -223,6 +227,7 @@ def main(argv=None) -> dict:
         print(json.dumps(r), flush=True)
         rows.append(r)
     out = {"bench": "train_step", "profile": a.profile, "device": a.device, "peak_tflops": peak,
+           "fast_ops": cfg["train"]["fast_ops"],
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "results": rows}
     if a.out:
         save(out, a.out)

@@ -60,6 +60,10 @@ def test_train_step_benchmark_reports_both_paths_and_the_compiled_step(tmp_path)
     for key in ("fast_step_s", "straightforward_step_s", "speedup", "compiled_step_s", "compiled_first_step_s"):
         assert r[key] > 0, key
     assert r["speedup"] == pytest.approx(r["straightforward_step_s"] / r["fast_step_s"])
+    assert result["fast_ops"] == "auto"                 # the params' value unless --fast-ops
+    on = TS.main(["--params", str(root / "params.yaml"), "--profile", "test", "--models", "stargan",
+                  "--warmup", "1", "--repeats", "1", "--fast-only", "--fast-ops", "yes"])
+    assert on["fast_ops"] == "yes" and on["results"][0]["fast_step_s"] > 0
 
 
 def test_profile_step_benchmark_splits_a_step_and_names_its_top_operators(tmp_path):
