@@ -86,8 +86,9 @@ class Side:
         self.run(self.cmd("synth", "--db", self.db))
         self.run(self.cmd("preprocess", "--db", self.db))
 
-    def train(self, model: str, fold: int) -> dict:
-        out = self.work / "runs" / f"{model}_fold{fold}"
+    def train(self, model: str, fold: int, repeat: int = 0) -> dict:
+        # a folder per repeat: a finished run of the same inputs is reused, even with --force
+        out = self.work / "runs" / f"{model}_fold{fold}_repeat{repeat}"
         wall, cpu = self.run(self.cmd("train", "--db", self.db, "--model", model, "--fold", str(fold),
                                  "--out", str(out), "--force"))
         with open(out / "history.csv") as f:
@@ -112,7 +113,7 @@ def measure(a) -> tuple[list[dict], str]:
                 order = ("A", "B") if k % 2 == 0 else ("B", "A")
                 k += 1
                 for side in order:
-                    r = {"model": model, "side": side, "repeat": rep, **sides[side].train(model, a.fold)}
+                    r = {"model": model, "side": side, "repeat": rep, **sides[side].train(model, a.fold, rep)}
                     print(json.dumps(r), flush=True)
                     runs.append(r)
     return runs, sha

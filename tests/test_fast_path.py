@@ -95,3 +95,22 @@ def test_levers_benchmark_pairs_each_lever_with_the_reference_on_the_same_batche
         assert r["a_cpu_ms"] > 0 and r["b_cpu_ms"] > 0 and r["rounds"] == 2
         assert r["agreement"]["steps"] == 15 and r["agreement"]["same_state_dict_keys"]
         assert r["cpu_ratio_b_over_a"] > 0 and r["agreement"]["last_step_loss_max_rel_diff"] is not None
+
+
+def test_grid_time_trains_every_repeat_afresh(tmp_path):
+    """bench/grid_time.py at tiny scale against this commit: each A/B repeat is a new training
+    process that trains (a finished run of the same inputs would be reused in a fraction of a
+    second, without the work the benchmark means to time)."""
+    import json
+
+    import grid_time
+    out = tmp_path / "g.json"
+    grid_time.main(["--ref", "HEAD", "--profile", "test", "--models", "stargan", "--repeats", "2",
+                    "--out", str(out)])
+    res = json.loads(out.read_text())
+    runs = res["runs"]
+    assert sorted((r["side"], r["repeat"]) for r in runs) == [("A", 0), ("A", 1), ("B", 0), ("B", 1)]
+    for r in runs:
+        assert r["epochs"] >= 1 and r["loop_s"] > 0, r
+        assert r["cpu_s"] > 1.0, r          # importing torch and training, not reading a finished run
+    assert res["grid_estimate"]["models_measured"] == ["stargan"]
