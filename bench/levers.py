@@ -180,6 +180,21 @@ def steps_per_block(model: str) -> int:
     return 5        # StarGAN updates G every n_critic = 5 steps: a block holds one full cycle
 
 
+@contextlib.contextmanager
+def global_setting(turn_on, restore):
+    """A process-wide torch setting on for the block, restored after it (B's blocks only)."""
+    turn_on()
+    try:
+        yield
+    finally:
+        restore()
+
+
+def flush_denormal_on() -> None:
+    if not torch.set_flush_denormal(True):
+        raise SystemExit("levers: this CPU cannot flush subnormals (torch.set_flush_denormal)")
+
+
 def lever_pair(lever: str, cfg: dict, model: str, feed: Feed, seed: int, ref: str):
     if lever == "exact":
         reg, _ = ref_registry(ref)
@@ -197,25 +212,11 @@ def lever_pair(lever: str, cfg: dict, model: str, feed: Feed, seed: int, ref: st
     elif lever == "mkldnn_off":
         return a, Runner(task, feed, ctx=lambda: torch.backends.mkldnn.flags(enabled=False))
     elif lever == "matmul_medium":
-        @contextlib.contextmanager
-        def medium():
-            old = torch.get_float32_matmul_precision()
-            torch.set_float32_matmul_precision("medium")
-            try:
-                yield
-            finally:
-                torch.set_float32_matmul_precision(old)
-        return a, Runner(task, feed, ctx=medium)
+        old = torch.get_float32_matmul_precision()
+        return a, Runner(task, feed, ctx=lambda: global_setting(
+            lambda: torch.set_float32_matmul_precision("medium"), lambda: torch.set_float32_matmul_precision(old)))
     elif lever == "flush_denormal":
-        @contextlib.contextmanager
-        def flush():
-            if not torch.set_flush_denormal(True):
-                raise SystemExit("levers: this CPU cannot flush subnormals (torch.set_flush_denormal)")
-            try:
-                yield
-            finally:
-                torch.set_flush_denormal(False)
-        return a, Runner(task, feed, ctx=flush)
+        return a, Runner(task, feed, ctx=lambda: global_setting(flush_denormal_on, lambda: torch.set_flush_denormal(False)))
     elif lever == "fast_ops":
         a.task.set_fast_ops(False)       # A: train.fast_ops off, the CPU default (auto)
         task.set_fast_ops(True)
