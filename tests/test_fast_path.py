@@ -97,6 +97,26 @@ def test_levers_benchmark_pairs_each_lever_with_the_reference_on_the_same_batche
         assert r["cpu_ratio_b_over_a"] > 0 and r["agreement"]["last_step_loss_max_rel_diff"] is not None
 
 
+def test_conv_grouping_benchmark_times_the_same_convolutions_grouped_and_separate(tmp_path):
+    """bench/conv_grouping.py: the grouped call computes the F separate convolutions (float32
+    rounding apart), StarGAN's calls are averaged over its n_critic-step period."""
+    import json
+
+    import conv_grouping
+    out = tmp_path / "c.json"
+    conv_grouping.main(["--profile", "test", "--models", "fersnet", "stargan", "--folds", "3", "--rounds", "1",
+                        "--periods", "1", "--out", str(out)])
+    rows = {r["model"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"fersnet", "stargan"}
+    for r in rows.values():
+        assert 0 < r["max_abs_diff"] < 1e-4, r["max_abs_diff"]
+        assert r["separate_ms"] > 0 and r["grouped_ms"] > 0 and r["whole_step_bound"] > 0
+        assert any(not c["transposed"] for c in r["calls"])
+    assert any(c["transposed"] for c in rows["stargan"]["calls"])                    # its decoder's up-sampling
+    assert rows["stargan"]["conv_calls_per_step"] == len(rows["stargan"]["calls"]) / 5      # n_critic steps
+    assert rows["fersnet"]["conv_calls_per_step"] == len(rows["fersnet"]["calls"])
+
+
 def test_grid_time_trains_every_repeat_afresh(tmp_path):
     """bench/grid_time.py at tiny scale against this commit: each A/B repeat is a new training
     process that trains (a finished run of the same inputs would be reused in a fraction of a
