@@ -14,7 +14,9 @@ convolution). This bench measures that lever's upper bound before anyone builds 
    and weights;
 3. the ratio (b) / (a) summed over a step's calls is what grouping could do for the
    convolutions; the whole step cannot gain more than that times the convolutions' share;
-4. a bound for the whole step, norms and element-wise operators included: one training step at
+4. and, for one fold, each call with oneDNN (torch's CPU default) against ATen's native
+   convolution (`torch.backends.mkldnn` off): what choosing the faster of the two per layer would save;
+5. a bound for the whole step, norms and element-wise operators included: one training step at
    F times the batch against F steps at the batch (the same network): stacking F folds can at best
    turn F small steps into one step of F times the work.
 
@@ -30,6 +32,7 @@ import json
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +84,10 @@ def record_convs(cfg: dict, model: str, seed: int) -> list[dict]:
     return calls
 
 
+# torch.backends.mkldnn.flags() warns about Intel GPUs' TF32 on every use: not this bench's concern
+warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+
+
 def conv(c: dict, x, w, b, groups: int):
     if c["transposed"]:
         return torch.nn.functional.conv_transpose2d(x, w, b, c["stride"], c["padding"], c["output_padding"], groups)
@@ -124,10 +131,19 @@ def time_call(c: dict, folds: int, rounds: int, gen: torch.Generator) -> dict:
     for _ in range(rounds):
         t = time.process_time(); separate(); a.append(time.process_time() - t)
         t = time.process_time(); grouped(); g.append(time.process_time() - t)
+    # one fold's call with oneDNN (torch's CPU default) and with ATen's native convolution
+    one = lambda: conv(c, xs[0], wts[0], bs[0], c["groups"]).backward(gy[0])  # noqa: E731
+    o, nat = [], []
+    for _ in range(rounds):
+        t = time.process_time(); one(); o.append(time.process_time() - t)
+        with torch.backends.mkldnn.flags(enabled=False):
+            one()                                 # warm
+            t = time.process_time(); one(); nat.append(time.process_time() - t)
     # the grouped call computes the same convolutions: check it (float32 rounding only)
     ys = torch.cat([conv(c, x, w, b, c["groups"]).detach() for x, w, b in zip(xs, wts, bs)], 1)
     Y = conv(c, X, W, Bi, c["groups"] * folds).detach()
     return {"separate_ms": statistics.median(a) * 1e3, "grouped_ms": statistics.median(g) * 1e3,
+            "onednn_ms": statistics.median(o) * 1e3, "native_ms": statistics.median(nat) * 1e3,
             "max_abs_diff": float((ys - Y).abs().max())}
 
 
@@ -168,14 +184,20 @@ def main(argv=None) -> dict:
         timed = [dict(c, **time_call(c, a.folds, a.rounds, gen)) for c in calls]
         sep = sum(t["separate_ms"] for t in timed) / period(cfg, m)      # per step
         grp = sum(t["grouped_ms"] for t in timed) / period(cfg, m)
+        p = period(cfg, m)
+        onednn = sum(t["onednn_ms"] for t in timed) / p
+        best = sum(min(t["onednn_ms"], t["native_ms"]) for t in timed) / p
         bs = cfg["train"]["batch_size"]
         one, big = step_ms(cfg, m, bs, a.periods, a.seed), step_ms(cfg, m, bs * a.folds, a.periods, a.seed)
         row = {"model": m, "conv_calls_per_step": len(calls) / period(cfg, m), "separate_ms": sep, "grouped_ms": grp,
                "grouped_over_separate": grp / sep, "max_abs_diff": max(t["max_abs_diff"] for t in timed),
+               "onednn_ms": onednn, "native_ms": sum(t["native_ms"] for t in timed) / p,
+               "best_backend_per_call_over_onednn": best / onednn,
                "step_ms": one, "step_ms_folds_times_batch": big, "whole_step_bound": big / (a.folds * one),
                "calls": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in t.items()} for t in timed]}
         print(json.dumps({k: row[k] for k in ("model", "conv_calls_per_step", "separate_ms", "grouped_ms",
-                                              "grouped_over_separate", "max_abs_diff", "step_ms",
+                                              "grouped_over_separate", "max_abs_diff", "onednn_ms", "native_ms",
+                                              "best_backend_per_call_over_onednn", "step_ms",
                                               "step_ms_folds_times_batch", "whole_step_bound")}), flush=True)
         rows.append(row)
     out = {"bench": "conv_grouping", "profile": a.profile, "folds": a.folds, "rounds": a.rounds, "periods": a.periods,

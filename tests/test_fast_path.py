@@ -111,6 +111,7 @@ def test_conv_grouping_benchmark_times_the_same_convolutions_grouped_and_separat
     for r in rows.values():
         assert 0 < r["max_abs_diff"] < 1e-4, r["max_abs_diff"]
         assert r["separate_ms"] > 0 and r["grouped_ms"] > 0 and r["whole_step_bound"] > 0
+        assert r["onednn_ms"] > 0 and r["native_ms"] > 0 and 0 < r["best_backend_per_call_over_onednn"] <= 1
         assert any(not c["transposed"] for c in r["calls"])
     assert any(c["transposed"] for c in rows["stargan"]["calls"])                    # its decoder's up-sampling
     assert rows["stargan"]["conv_calls_per_step"] == len(rows["stargan"]["calls"]) / 5      # n_critic steps
