@@ -158,6 +158,33 @@ def test_the_gpu_check_script_is_valid_bash():
     assert "bash bench/gpu_check.sh" in (ROOT / "bench" / "README.md").read_text()
 
 
+def _tree(root: Path) -> dict:
+    return {str(p): p.stat().st_mtime_ns for d in ("data", "results", "reports") if (root / d).exists()
+            for p in (root / d).rglob("*")}
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_every_step_on_the_cpu_and_leaves_the_project_alone(tmp_path):
+    """bench/gpu_check.sh's own check (DEVICE=cpu PROFILE=test QUICK=1, as its header says): every step
+    writes its result, and the short fold trains in a project folder of its own under $OUT."""
+    import json
+    before = _tree(ROOT)
+    out = tmp_path / "gpu"
+    env = {**os.environ, "DEVICE": "cpu", "PROFILE": "test", "QUICK": "1", "OUT": str(out)}
+    run = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    check = json.loads((out / "cpu_vs_gpu.json").read_text())
+    assert check["device"] == "cpu" and check["mismatch"] == {} and "cpu_vs_gpu_losses OK" in log
+    assert json.loads((out / "train_step_paper_h100.json").read_text())["results"][0]["fast_img_per_s"] > 0
+    assert "concurrent fersnet x2:" in log and all((out / f"concurrent_{i}.json").exists() for i in (1, 2))
+    assert "fast_ops on/off img/s: {'fersnet'" in log
+    metrics = json.loads((out / "fold_project/results/ckplus/fersnet/seed0/fold0/metrics.json").read_text())
+    assert 0 <= metrics["accuracy"] <= 1
+    assert _tree(ROOT) == before                      # the project's data, results and reports untouched
+
+
 def test_the_readmes_quick_test_command_leaves_out_exactly_the_long_runs():
     import shlex
     (command,) = re.findall(r"`(\.venv/bin/python -m pytest -n 2 -m \"not slow\" tests)`", (ROOT / "README.md").read_text())
