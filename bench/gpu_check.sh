@@ -2,7 +2,7 @@
 # GPU check for a CUDA machine (written for one H100, < 8 min). Writes everything to $OUT (default bench/results/gpu);
 # the short fold of step 3 runs in a project folder of its own under $OUT, so the project's data and results are untouched.
 # Python: .venv if it exists; else system python if torch imports; else a venv from requirements.lock.
-# To try the script itself on any machine first (a few minutes; the numbers mean nothing there):
+# To try the script itself on any machine first (about a minute; the numbers mean nothing there):
 #   DEVICE=cpu PROFILE=test QUICK=1 OUT=/tmp/gpu_check bash bench/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
