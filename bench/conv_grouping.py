@@ -35,32 +35,19 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train_step import MODELS, build_task, endless, machine, save, synthetic_arrays  # noqa: E402
+from train_step import MODELS, machine, save, task_and_batches  # noqa: E402
 
 from fersnet import config  # noqa: E402
-from fersnet.training import batches as B  # noqa: E402
 
 
 def period(cfg: dict, model: str) -> int:
     """Steps after which a model's step pattern repeats: StarGAN updates G every n_critic steps."""
     return cfg["stargan"]["n_critic"] if model == "stargan" else 1
-
-
-def task_and_batches(cfg: dict, model: str, batch_size: int, n_batches: int, seed: int):
-    size, crop = cfg["preprocess"]["size"], cfg["train"]["crop"]
-    images, labels, subjects = synthetic_arrays(4, max(6, batch_size * n_batches // 4 + 1), size, 1, 6, seed)
-    data = B.DeviceData.from_arrays(images, labels, subjects, "cpu")
-    pairs = B.PairIndex.build(data, np.arange(len(images)))
-    gen = torch.Generator().manual_seed(seed)
-    batcher = B.DeviceBatcher(data, crop, batch_size)
-    task = build_task({**cfg, "train": {**cfg["train"], "batch_size": batch_size}}, model, 6, 1, "cpu", seed, fast=True)
-    return task, endless(lambda: batcher.batches(B.make_plan(pairs, data.labels_cpu, 6, size, crop, gen)))
 
 
 def record_convs(cfg: dict, model: str, seed: int) -> list[dict]:
@@ -182,14 +169,14 @@ def main(argv=None) -> dict:
     for m in a.models:
         calls = record_convs(cfg, m, a.seed)
         timed = [dict(c, **time_call(c, a.folds, a.rounds, gen)) for c in calls]
-        sep = sum(t["separate_ms"] for t in timed) / period(cfg, m)      # per step
-        grp = sum(t["grouped_ms"] for t in timed) / period(cfg, m)
-        p = period(cfg, m)
+        p = period(cfg, m)                                                 # sums over a period -> per step
+        sep = sum(t["separate_ms"] for t in timed) / p
+        grp = sum(t["grouped_ms"] for t in timed) / p
         onednn = sum(t["onednn_ms"] for t in timed) / p
         best = sum(min(t["onednn_ms"], t["native_ms"]) for t in timed) / p
         bs = cfg["train"]["batch_size"]
         one, big = step_ms(cfg, m, bs, a.periods, a.seed), step_ms(cfg, m, bs * a.folds, a.periods, a.seed)
-        row = {"model": m, "conv_calls_per_step": len(calls) / period(cfg, m), "separate_ms": sep, "grouped_ms": grp,
+        row = {"model": m, "conv_calls_per_step": len(calls) / p, "separate_ms": sep, "grouped_ms": grp,
                "grouped_over_separate": grp / sep, "max_abs_diff": max(t["max_abs_diff"] for t in timed),
                "onednn_ms": onednn, "native_ms": sum(t["native_ms"] for t in timed) / p,
                "best_backend_per_call_over_onednn": best / onednn,

@@ -18,16 +18,14 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train_step import MODELS, build_task, endless, machine, save, synthetic_arrays  # noqa: E402
+from train_step import MODELS, machine, save, task_and_batches  # noqa: E402
 
 from fersnet import config  # noqa: E402
-from fersnet.training import batches as B  # noqa: E402
 
 
 def phase(name: str) -> str:
@@ -57,17 +55,8 @@ def summarize(prof, steps: int, top: int) -> dict:
 
 
 def profile_model(cfg: dict, model: str, warmup: int, steps: int, top: int, seed: int) -> dict:
-    tr, n_classes, channels = cfg["train"], 6, 1
-    size, crop, bs = cfg["preprocess"]["size"], tr["crop"], tr["batch_size"]
-    n_subjects = 4
-    per_subject = max(6, (bs * (warmup + steps + 2)) // n_subjects + 1)
-    images, labels, subjects = synthetic_arrays(n_subjects, per_subject, size, channels, n_classes, seed)
-    data = B.DeviceData.from_arrays(images, labels, subjects, "cpu")
-    pairs = B.PairIndex.build(data, np.arange(len(images)))
-    gen = torch.Generator().manual_seed(seed)
-    batcher = B.DeviceBatcher(data, crop, bs)
-    task = build_task(cfg, model, n_classes, channels, "cpu", seed, fast=True)
-    batches = endless(lambda: batcher.batches(B.make_plan(pairs, data.labels_cpu, n_classes, size, crop, gen)))
+    bs, crop = cfg["train"]["batch_size"], cfg["train"]["crop"]
+    task, batches = task_and_batches(cfg, model, bs, warmup + steps + 2, seed)
     for i in range(warmup):
         b = next(batches)
         b["step"] = i

@@ -84,6 +84,19 @@ def build_task(cfg: dict, model: str, n_classes: int, channels: int, device, see
     return task
 
 
+def task_and_batches(cfg: dict, model: str, batch_size: int, n_batches: int, seed: int):
+    """A freshly seeded CPU task at `batch_size` and an endless stream of device batches, from enough
+    synthetic faces (4 subjects) for `n_batches` batches of pairs."""
+    size, crop = cfg["preprocess"]["size"], cfg["train"]["crop"]
+    images, labels, subjects = synthetic_arrays(4, max(6, batch_size * n_batches // 4 + 1), size, 1, 6, seed)
+    data = B.DeviceData.from_arrays(images, labels, subjects, "cpu")
+    pairs = B.PairIndex.build(data, np.arange(len(images)))
+    gen = torch.Generator().manual_seed(seed)
+    batcher = B.DeviceBatcher(data, crop, batch_size)
+    task = build_task({**cfg, "train": {**cfg["train"], "batch_size": batch_size}}, model, 6, 1, "cpu", seed, fast=True)
+    return task, endless(lambda: batcher.batches(B.make_plan(pairs, data.labels_cpu, 6, size, crop, gen)))
+
+
 def sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
