@@ -66,7 +66,7 @@ wait
 $PY - <<'PY' 2>&1 | tee -a "$OUT/log.txt"
 import json, os
 out = os.environ["OUT"]
-rows = [json.load(open(f"{out}/concurrent_{i}.json"))["results"][0] for i in range(1, 5) if os.path.exists(f"{out}/concurrent_{i}.json")]
+rows = [json.load(open(f"{out}/concurrent_{i}.json"))["results"][0] for i in range(1, int(os.environ["NC"]) + 1) if os.path.exists(f"{out}/concurrent_{i}.json")]
 if len(rows) < int(os.environ["NC"]):
     print(f"concurrent fersnet: only {len(rows)} of {os.environ['NC']} processes finished (see {out}/concurrent_*.log)")
 total = sum(r["fast_img_per_s"] for r in rows)
