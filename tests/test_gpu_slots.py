@@ -10,42 +10,78 @@ from pathlib import Path
 from fersnet import config, gpu_slots, workflow
 
 
-def _job(slots_dir: str, log: str, hold: float) -> None:
+def _job(slots_dir: str, log: str, hold: float, release_dir: str = "", job_id: int = 0) -> None:
+    """Take a slot, note it, hold it for `hold` seconds or, with `release_dir`, until the test
+    creates `release_dir/<job_id>`; then give it back and note that."""
     os.environ[gpu_slots.ENV_SLOTS_DIR] = slots_dir
     slot = gpu_slots.acquire(2, ["0", "1", "2", "3"], poll_s=0.02)
-    start = time.monotonic()
-    time.sleep(hold)
-    end = time.monotonic()
+    _note(log, {"id": job_id, "device": slot.device, "event": "start"})
+    if release_dir:
+        while not (Path(release_dir) / str(job_id)).exists():
+            time.sleep(0.02)
+    else:
+        time.sleep(hold)
+    _note(log, {"id": job_id, "device": slot.device, "event": "end"})
     slot.release()
+
+
+def _note(log: str, record: dict) -> None:
     with open(log, "a") as f:
-        f.write(json.dumps({"device": slot.device, "start": start, "end": end}) + "\n")
+        f.write(json.dumps(record) + "\n")
+
+
+def _events(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _wait_for(log: Path, n: int, event: str, timeout_s: float = 120) -> list[dict]:
+    """The `event` records once there are at least `n` of them (fails after `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [e for e in _events(log) if e["event"] == event]
+        if len(found) >= n:
+            return found
+        assert time.monotonic() < deadline, f"only {len(found)} of {n} jobs reached {event!r}"
+        time.sleep(0.05)
 
 
 def test_twelve_jobs_on_four_devices_two_per_device(tmp_path):
-    log = tmp_path / "log.jsonl"
+    """Twelve jobs, four devices, two slots each: eight run at once, two per device, and each of
+    the other four starts only when a job gives its slot back, on that job's device. The jobs hold
+    their slots until the test releases them, so no step depends on how fast processes start."""
+    log, release = tmp_path / "log.jsonl", tmp_path / "release"
+    release.mkdir()
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_job, args=(str(tmp_path / "slots"), str(log), 1.5)) for _ in range(12)]
+    procs = [ctx.Process(target=_job, args=(str(tmp_path / "slots"), str(log), 0, str(release), i))
+             for i in range(12)]
     for p in procs:
         p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    jobs = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(jobs) == 12
-    events = sorted([(j["start"], 1, j["device"]) for j in jobs] + [(j["end"], -1, j["device"]) for j in jobs],
-                    key=lambda e: (e[0], e[1]))
-    running = {d: 0 for d in "0123"}
-    for _, step, device in events:
-        running[device] += step
-        assert running[device] <= 2                        # no device over its share
-    # none idle while jobs wait: the first eight jobs filled every slot at once, two per device
-    first = sorted(jobs, key=lambda j: j["start"])[:8]
-    assert sorted(j["device"] for j in first) == ["0", "0", "1", "1", "2", "2", "3", "3"]
-    last_first_start = max(j["start"] for j in first)
-    first_end = min(j["end"] for j in first)
-    assert last_first_start < first_end                    # all eight ran together
-    later = sorted(jobs, key=lambda j: j["start"])[8:]
-    assert all(j["start"] >= first_end - 0.05 for j in later)   # the rest waited for a free slot
+    try:
+        first = _wait_for(log, 8, "start")
+        assert sorted(e["device"] for e in first) == ["0", "0", "1", "1", "2", "2", "3", "3"]
+        time.sleep(1.0)                                    # the other four keep waiting
+        assert len(_wait_for(log, 8, "start")) == 8
+        running = {e["id"]: e["device"] for e in first}
+        for n_started in range(9, 13):                     # free one slot at a time
+            job_id, device = next(iter(running.items()))
+            (release / str(job_id)).touch()
+            started = _wait_for(log, n_started, "start")
+            newcomer = started[-1]
+            assert newcomer["device"] == device            # the freed slot, no other
+            del running[job_id]
+            running[newcomer["id"]] = newcomer["device"]
+            assert sorted(running.values()).count(device) <= 2
+        for job_id in list(running):
+            (release / str(job_id)).touch()
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+    finally:
+        for i in range(12):
+            (release / str(i)).touch()
+        for p in procs:
+            p.join(5)
+    assert len(_wait_for(log, 12, "end")) == 12
 
 
 def test_a_killed_job_frees_its_slot(tmp_path, monkeypatch):
