@@ -196,3 +196,21 @@ def test_the_readmes_quick_test_command_leaves_out_exactly_the_long_runs():
                      "test_eight_concurrent_jobs", "test_compiled_networks_train_like_eager_ones"):
         assert not any(long_run in t for t in quick), long_run
     assert any("readmes_quick_test_command" in t for t in quick) and len(quick) > 300
+
+
+def test_the_readmes_paper_plan_counts_the_jobs_of_the_dry_run(tmp_path):
+    """README's `snakemake -n all_folds --config profile=paper` comment states the number of training
+    jobs and judges; the real dry run (in a copy of the workflow) plans exactly those."""
+    line = readme_line("snakemake -n all_folds --config profile=paper")
+    (stated_train, stated_judges), = re.findall(r"the plan: (\d+) training jobs \+ (\d+) judges", line)
+    for name in ("Snakefile", "workflow", "params.yaml", "fersnet"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    snakemake = Path(sys.executable).parent / "snakemake"
+    run = subprocess.run([str(snakemake), "-n", "all_folds", "--config", "profile=paper"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout + run.stderr, re.M))
+    planned_train = sum(int(n) for rule, n in counts.items() if rule.startswith("train_"))
+    planned_judges = sum(int(n) for rule, n in counts.items() if rule.startswith("judge_"))
+    assert (planned_train, planned_judges) == (int(stated_train), int(stated_judges)), counts
