@@ -73,8 +73,28 @@ def _seed(p):
                         "results/<db>/<model>/seed<S>/")
 
 
+class _Version(argparse.Action):
+    """`fersnet --version`: the package version and the code version results record (commit, or the
+    sources' hash outside a Git checkout)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and the code version, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from fersnet import __version__, provenance
+        print(f"fersnet-bench {__version__} (code {provenance.code_label(provenance.code_version())})")
+        parser.exit()
+
+
+def _describe_verbs(sub) -> None:
+    """Each verb's one-line help is also the description `fersnet <verb> --help` opens with."""
+    for action in sub._choices_actions:    # argparse keeps each verb's help here
+        sub.choices[action.dest].description = action.help[:1].upper() + action.help[1:] + "."
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fersnet", description=__doc__.splitlines()[0])
+    ap.add_argument("--version", action=_Version)
     sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = sub.add_parser("synth", help="write the synthetic stand-in databases in their native layouts")
@@ -128,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("count-params", help="print parameter counts of every model at a profile's scale")
     _common(p)
     p.add_argument("--write", help="also write the table as Markdown to this file")
+    _describe_verbs(sub)
     return ap
 
 

@@ -137,3 +137,23 @@ def test_folders_fersnet_creates_follow_the_umask(tmp_path, capsys):
     folders = [tmp_path / "made", *(p for p in (tmp_path / "made").rglob("*") if p.is_dir())]
     modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in folders}
     assert set(modes.values()) == {"0o755"}, {k: v for k, v in modes.items() if v != "0o755"}
+
+
+def test_version_names_the_package_and_the_code_version(capsys):
+    from fersnet import __version__, provenance
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out.strip()
+    assert out == f"fersnet-bench {__version__} (code {provenance.code_label(provenance.code_version())})"
+
+
+def test_each_verbs_help_opens_with_what_it_does(capsys):
+    parser = cli.build_parser()
+    verbs = parser._subparsers._group_actions[0].choices
+    assert set(verbs) == set(cli.VERBS)
+    for name, sub in verbs.items():
+        assert sub.description and sub.description.endswith("."), name
+        with pytest.raises(SystemExit):
+            cli.main([name, "--help"])
+        assert sub.description in " ".join(capsys.readouterr().out.split()), name
