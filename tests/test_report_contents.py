@@ -83,16 +83,31 @@ def test_latex_of_a_cell_becomes_html():
     assert html_tables.inline(r"34.50$^{\dagger}$, vs.\ real") == "34.50<sup>†</sup>, vs. real"
 
 
-def test_curve_plot_data_is_the_mean_over_folds_per_epoch_in_percent(tmp_path):
+def test_curve_plot_data_is_the_mean_over_folds_against_the_fraction_of_training_in_percent(tmp_path):
     cfg, out = built_report(tmp_path, ["fersnet", "stargan"])
     curves = pd.read_csv(out / contents.curve_plot("ckplus", "fersnet"))
     # write_fold's history: train_acc 0.3 -> 0.9 and test accuracy 0.25 -> 0.8 over 3 epochs, every fold
-    assert list(curves.columns) == ["epoch", "train_accuracy", "test_accuracy"]
-    assert curves.epoch.tolist() == [1, 2, 3]
+    assert list(curves.columns) == ["progress", "train_accuracy", "test_accuracy", "n_runs"]
+    assert curves.progress.tolist() == pytest.approx([1 / 3, 2 / 3, 1.0], abs=1e-4)
     assert curves.train_accuracy.tolist() == pytest.approx([30.0, 60.0, 90.0])
     assert curves.test_accuracy.tolist() == pytest.approx([25.0, 52.5, 80.0])
+    assert curves.n_runs.tolist() == [cfg["n_folds"]] * 3
     confusion = pd.read_csv(out / contents.confusion_plot("ckplus"))
     assert len(confusion) == cfg["n_folds"] * N_TEST
+
+
+def test_curves_of_runs_of_different_lengths_keep_every_run_behind_every_point():
+    """A 2-epoch and a 4-epoch run: averaged per epoch, epochs 3-4 would be the long run alone (the
+    curve would jump to its values); on the fraction scale every point has both, and the last point is
+    the mean of both runs' last epochs."""
+    short = pd.DataFrame({"epoch": [1, 2], "acc": [10.0, 50.0], "seed": 0, "fold": 0})
+    long = pd.DataFrame({"epoch": [1, 2, 3, 4], "acc": [20.0, 40.0, 60.0, 90.0], "seed": 0, "fold": 1})
+    curve = agg.progress_curve(pd.concat([short, long], ignore_index=True), "acc")
+    assert curve.progress.tolist() == [0.5, 1.0]
+    assert curve.n_runs.tolist() == [2, 2]
+    assert curve["mean"].tolist() == pytest.approx([(10 + 40) / 2, (50 + 90) / 2])
+    assert curve["min"].tolist() == [10.0, 50.0] and curve["max"].tolist() == [40.0, 90.0]
+    assert agg.progress_curve(short, "missing").empty
 
 
 class Reads(dict):

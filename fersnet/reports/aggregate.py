@@ -444,6 +444,31 @@ def read_history(cfg: dict, db: str, model: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def progress_curve(h: pd.DataFrame, column: str) -> pd.DataFrame:
+    """`column` of stacked histories (read_history) against the fraction of training done, with every
+    run behind every point: runs of different lengths (epochs follow `train.min_steps` and the fold's
+    size) are each put on the fraction scale (epoch / the run's last epoch) and interpolated at the
+    ends of the shortest run's epochs. Columns `progress` (0-1], `mean`, `min`, `max`, `n_runs`;
+    empty when no run logged the column. (Averaging per epoch instead would end the curve on the few
+    longest runs alone.)"""
+    out = pd.DataFrame(columns=["progress", "mean", "min", "max", "n_runs"])
+    if h.empty or column not in h.columns:
+        return out
+    runs = []
+    for _, run in h.groupby(["seed", "fold"]):
+        run = run.assign(value=pd.to_numeric(run[column], errors="coerce")).dropna(subset=["value"])
+        run = run.sort_values("epoch")
+        if not run.empty:
+            runs.append((run["epoch"].to_numpy(float) / float(run["epoch"].max()), run["value"].to_numpy(float)))
+    if not runs:
+        return out
+    n_points = min(len(x) for x, _ in runs)
+    grid = np.arange(1, n_points + 1) / n_points
+    values = np.stack([np.interp(grid, x, y) for x, y in runs])
+    return pd.DataFrame({"progress": grid, "mean": values.mean(0), "min": values.min(0), "max": values.max(0),
+                         "n_runs": len(runs)})
+
+
 def prediction_pairs(cfg: dict, folds: pd.DataFrame, db: str, model: str = REFERENCE) -> pd.DataFrame:
     """`actual,predicted` class names of every test prediction of (db, model), over its usable runs
     (every fold of every seed)."""

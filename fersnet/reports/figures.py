@@ -19,6 +19,8 @@ from fersnet import names, paths  # noqa: E402
 from fersnet.reports import aggregate as agg  # noqa: E402
 
 DPI = 130
+# curves run against the fraction of each run's training, so that every run is behind every point
+PROGRESS = "fraction of training (each run's epochs scaled to 1)"
 
 
 def _save(fig, path: Path) -> Path:
@@ -29,6 +31,8 @@ def _save(fig, path: Path) -> Path:
             if hi - lo < 1:                       # a single epoch: centre it
                 mid = round((lo + hi) / 2)
                 ax.set_xlim(mid - 1, mid + 1)
+        elif ax.get_xlabel() == PROGRESS:
+            ax.set_xlim(0, 1.03)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
@@ -84,18 +88,19 @@ def fold_accuracy(cfg: dict, col: agg.Collected, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def _mean_band(ax, h: pd.DataFrame, column: str, label: str, percent: bool = False, **kw) -> bool:
-    """Mean over runs (folds, and seeds) per epoch with a min-max band; False when the column is absent."""
+def _mean_band(ax, h: pd.DataFrame, column: str, label: str, percent: bool = False, **kw) -> int:
+    """Mean over runs (folds, and seeds) against the fraction of training (aggregate.progress_curve,
+    every run behind every point) with a min-max band; the number of runs, 0 when the column is absent."""
     if h.empty or column not in h.columns:
-        return False
+        return 0
     values = as_percent(h[column]) if percent else pd.to_numeric(h[column], errors="coerce")
-    g = values.groupby(h["epoch"]).agg(["mean", "min", "max"]).dropna()
+    g = agg.progress_curve(h.assign(**{column: values}), column)
     if g.empty:
-        return False
+        return 0
     # markers keep a one-epoch run (test profile) visible
-    line, = ax.plot(g.index, g["mean"], label=label, marker="o", markersize=2.5, **kw)
-    ax.fill_between(g.index, g["min"], g["max"], alpha=0.15, color=line.get_color())
-    return True
+    line, = ax.plot(g["progress"], g["mean"], label=label, marker="o", markersize=2.5, **kw)
+    ax.fill_between(g["progress"], g["min"], g["max"], alpha=0.15, color=line.get_color())
+    return int(g["n_runs"].iloc[0])
 
 
 def training_curves(cfg: dict, db: str, path: Path) -> Path | None:
@@ -105,23 +110,27 @@ def training_curves(cfg: dict, db: str, path: Path) -> Path | None:
     if all(h.empty for h in histories.values()):
         return None
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    runs = set()
     for m, h in histories.items():
-        _mean_band(axes[0], h, "train_acc", names.MODEL[m], percent=True)
-        _mean_band(axes[1], h, "test_acc_diagnostic", names.MODEL[m], percent=True)
+        runs.add(_mean_band(axes[0], h, "train_acc", names.MODEL[m], percent=True))
+        runs.add(_mean_band(axes[1], h, "test_acc_diagnostic", names.MODEL[m], percent=True))
     ref = histories.get(agg.REFERENCE, pd.DataFrame())
     losses = [c for c in ref.columns if "/loss" in c]
     for c in losses:
         _mean_band(axes[2], ref, c, c)
     axes[0].set_title("Training accuracy (%)")
-    axes[1].set_title("Test accuracy per epoch (%)\n(diagnostic, never used for selection)", fontsize=9)
+    axes[1].set_title("Test accuracy during training (%)\n(diagnostic, never used for selection)", fontsize=9)
     axes[2].set_title(f"{names.MODEL[agg.REFERENCE]} losses")
     for ax in axes:
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(PROGRESS, fontsize=8)
         if ax.lines:
             ax.legend(fontsize=6)
         else:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
-    fig.suptitle(f"{names.DATABASE[db]}: mean over {_over(cfg)}, band = min-max", fontsize=10)
+    runs.discard(0)
+    behind = f"{runs.pop()} runs" if len(runs) == 1 else "runs"
+    fig.suptitle(f"{names.DATABASE[db]}: mean over {_over(cfg)} ({behind} behind every point), band = min-max",
+                 fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -144,7 +153,7 @@ def gate_means(cfg: dict, db: str, path: Path) -> Path | None:
                        color=plt.cm.viridis(levels.index(level) / max(1, len(levels) - 1) * 0.85))
         ax.set_title(f"ConvFLU gates into the {direction.upper()} branch" if direction in ("fer", "fes")
                      else f"gates {direction}")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(PROGRESS, fontsize=8)
         ax.set_ylim(0, 1)
         ax.legend(fontsize=6)
     axes[0][0].set_ylabel("mean gate value")

@@ -153,18 +153,28 @@ CURVE_COLUMNS = {"train_accuracy": "train_acc", "test_accuracy": "test_acc_diagn
 
 
 def write_curve_plots(cfg: dict, root: Path) -> None:
-    """plots/curves/<db>_<model>.csv, one per FER model: `epoch,train_accuracy,test_accuracy`, the
-    mean over runs (every fold of every seed; %) of history.csv's training accuracy and per-epoch test accuracy (the
-    diagnostic one, never used for selection); DVC plots them per experiment. Header-only when
-    no fold has a history yet."""
+    """plots/curves/<db>_<model>.csv, one per FER model: `progress,train_accuracy,test_accuracy,n_runs`,
+    the mean over runs (every fold of every seed; %) of history.csv's training accuracy and per-epoch test
+    accuracy (the diagnostic one, never used for selection) against the fraction of training, every run
+    behind every point (aggregate.progress_curve); DVC plots them per experiment. Header-only when no
+    fold has a history yet."""
     for db in cfg["databases"]:
         for model in contents.fer_models(cfg):
             h = agg.read_history(cfg, db, model)
-            curves = pd.DataFrame(columns=["epoch", *CURVE_COLUMNS])
+            curves = pd.DataFrame(columns=["progress", *CURVE_COLUMNS, "n_runs"])
             if not h.empty:
-                per_fold = pd.DataFrame({plot: figures.as_percent(h[col]) if col in h.columns else np.nan
-                                         for plot, col in CURVE_COLUMNS.items()})
-                curves = per_fold.groupby(h["epoch"]).mean().round(4).reset_index()
+                per_column = {}
+                for plot, col in CURVE_COLUMNS.items():
+                    values = figures.as_percent(h[col]) if col in h.columns else pd.Series(np.nan, index=h.index)
+                    per_column[plot] = agg.progress_curve(h.assign(**{col: values}), col)
+                frames = [c for c in per_column.values() if not c.empty]
+                if frames:
+                    base = frames[0]
+                    curves = pd.DataFrame({"progress": base["progress"].round(4)})
+                    for plot, c in per_column.items():
+                        curves[plot] = (np.interp(base["progress"], c["progress"], c["mean"]).round(4)
+                                        if not c.empty else np.nan)
+                    curves["n_runs"] = base["n_runs"].to_numpy()
             path = root / contents.curve_plot(db, model)
             path.parent.mkdir(parents=True, exist_ok=True)
             curves.to_csv(path, index=False)
