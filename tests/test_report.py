@@ -277,6 +277,24 @@ def test_summary_json_holds_means_stds_and_fold_counts(built):
     assert measured["ckplus"]["stargan"]["synthesis_fid_available"] is True
 
 
+def test_headline_json_is_a_few_numbers_per_database_and_model_taken_from_summary_json(built):
+    """headline.json, the DVC metric: FER accuracy and balanced accuracy for FER models, judged synthesis
+    and FID for generators, each the same number as summary.json's; tens of numbers, not hundreds."""
+    cfg, _, out = built
+    headline = json.loads((out / "headline.json").read_text())
+    measured = json.loads((out / "summary.json").read_text())["measured"]
+    n_numbers = 0
+    for db in cfg["databases"]:
+        for model, numbers in headline[db].items():
+            for name, value in numbers.items():
+                assert value == pytest.approx(measured[db][model][report.HEADLINE_KEYS[name]]), (db, model, name)
+                n_numbers += 1
+        assert set(headline[db]["fersnet"]) == {"accuracy", "balanced_accuracy", "judged_synthesis", "fid"}
+        assert set(headline[db]["stargan"]) == {"judged_synthesis", "fid"}
+        assert set(headline[db]["fes_da"]) == {"accuracy", "balanced_accuracy"}
+    assert n_numbers <= 100
+
+
 def test_summary_json_keeps_measured_and_published_apart_and_labels_the_test_selected_number(built):
     cfg, summary, out = built
     on_disk = json.loads((out / "summary.json").read_text())

@@ -60,9 +60,9 @@ def fake_fold(cfg: dict, db: str, model: str, fold: int, accuracy: float, epochs
 
 
 def store_runs(cfg: dict, db: str, kind: str = "fold") -> list:
-    from fersnet.tracking.mlflow_log import client_for, search_all
+    from fersnet.tracking.mlflow_log import client_for, experiment_name, search_all
     client = client_for(cfg)
-    exp = client.get_experiment_by_name(db)
+    exp = client.get_experiment_by_name(experiment_name(cfg, db))
     return [] if exp is None else search_all(client, [exp.experiment_id], f"tags.kind = '{kind}'")
 
 
@@ -113,7 +113,7 @@ def test_eight_concurrent_jobs_lose_no_run_and_no_metric(mlflow_cfg, tmp_path):
         assert run.data.tags["mlflow.parentRunId"]
         assert run.data.tags["git_commit"] == "abc123"
     from fersnet.tracking.mlflow_log import client_for
-    history = client_for(mlflow_cfg).get_metric_history(runs[0].info.run_id, "G/loss_adv")
+    history = client_for(mlflow_cfg).get_metric_history(runs[0].info.run_id, "curve/G/loss_adv")
     assert sorted(m.step for m in history) == [1, 2, 3]
     assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
 
@@ -155,6 +155,41 @@ def test_parent_run_gets_mean_and_std_over_folds(mlflow_cfg):
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
     marker = json.loads(markers.parent_marker(mlflow_cfg, "oulu", "no_mtl").read_text())
     assert marker["n_folds_done"] == 3
+
+
+def test_experiments_open_as_classic_ml_experiments_and_parents_carry_params_and_headline_metrics(mlflow_cfg):
+    """What MLflow's UI shows: the experiment `fersnet/<db>` with the classic-ML kind tag (MLflow 3 otherwise
+    opens its GenAI view), parent runs with the model's settings as params and only the headline
+    metrics' means, fold runs that last as long as their jobs, with `accuracy` listed before the
+    per-epoch curves."""
+    from fersnet.tracking.mlflow_log import client_for, main
+    for k, acc in enumerate([0.5, 0.7]):
+        folder = fake_fold(mlflow_cfg, "oulu", "fersnet", k, accuracy=acc, scores=fold_scores(36, 3.0))
+        config = json.loads((folder / paths.CONFIG).read_text())
+        config["job"]["started"] = "2026-12-01T10:00:00+00:00"
+        (folder / paths.CONFIG).write_text(json.dumps(config))
+    main(mlflow_cfg, Namespace(init=False, sync=False, parent=["oulu", "fersnet"]))
+    client = client_for(mlflow_cfg)
+    exp = client.get_experiment_by_name("fersnet/oulu")
+    assert mlflow_cfg["mlflow"]["experiment_prefix"] == "fersnet/" and client.get_experiment_by_name("oulu") is None
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    (parent,) = store_runs(mlflow_cfg, "oulu", kind="parent")
+    assert parent.data.params["train.lr"] == str(mlflow_cfg["train"]["lr"])
+    assert parent.data.params["profile"] == mlflow_cfg["profile"]
+    assert parent.data.metrics["accuracy_mean"] == pytest.approx(0.6)
+    assert "synth/judge_fid_mean" in parent.data.metrics and "synth/judge_accuracy_mean" in parent.data.metrics
+    assert not any(name.startswith(("synth/fid_dims", "epochs", "selected_epoch", "curve/"))
+                   for name in parent.data.metrics)
+    for run in store_runs(mlflow_cfg, "oulu"):
+        assert run.info.end_time - run.info.start_time == 4000            # metrics.json's 4.0 s
+        assert sorted(run.data.metrics)[0] == "accuracy"
+        assert "curve/train_acc" in run.data.metrics
+    # other settings: MLflow params cannot change, so the parent is replaced and its folds follow it
+    mlflow_cfg["train"]["lr"] = 0.5
+    main(mlflow_cfg, Namespace(init=False, sync=False, parent=["oulu", "fersnet"]))
+    (new,) = store_runs(mlflow_cfg, "oulu", kind="parent")
+    assert new.info.run_id != parent.info.run_id and new.data.params["train.lr"] == "0.5"
+    assert {r.data.tags["mlflow.parentRunId"] for r in store_runs(mlflow_cfg, "oulu")} == {new.info.run_id}
 
 
 def test_track_markers_are_written_when_mlflow_is_disabled(test_cfg):

@@ -277,7 +277,13 @@ def test_dvc_repro_runs_everything_a_second_repro_is_a_no_op_and_experiments_kee
     assert second.returncode == 0, second.stderr[-3000:]
     assert "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
     metrics = run([str(BIN / "dvc"), "metrics", "show", "--json"], proj)
-    assert metrics.returncode == 0 and "summary.json" in metrics.stdout
+    assert metrics.returncode == 0, metrics.stderr[-3000:]
+    (shown,) = [m["data"]["reports/headline.json"]["data"] for m in json.loads(metrics.stdout).values()]
+    numbers = [v for _, v in leaves(shown) if isinstance(v, (int, float))]
+    assert 0 < len(numbers) <= 100 and metric(shown, "fersnet", "accuracy") == pytest.approx(
+        json.loads((proj / "reports" / "summary.json").read_text())["measured"]["ckplus"]["fersnet"]["accuracy_mean"])
+    table = run([str(BIN / "dvc"), "metrics", "show"], proj)
+    assert table.returncode == 0 and max(len(line) for line in table.stdout.splitlines()) < 200, table.stdout
     plots = run([str(BIN / "dvc"), "plots", "show", "--json"], proj)
     assert plots.returncode == 0 and "confusion/ckplus.csv" in plots.stdout, plots.stderr[-3000:]
 
@@ -301,8 +307,8 @@ def test_dvc_repro_runs_everything_a_second_repro_is_a_no_op_and_experiments_kee
         data = runs[name]
         assert data["params"]["params.yaml"]["data"]["train"]["lr"] == lr
         assert data["params"]["params.yaml"]["data"]["fid"]["kid_subsets"] == 50
-        summary = data["metrics"]["reports/summary.json"]["data"]
-        value = metric(summary, "fersnet", "accuracy_mean")
+        summary = data["metrics"]["reports/headline.json"]["data"]
+        value = metric(summary, "fersnet", "accuracy")
         assert isinstance(value, float) and 0.0 <= value <= 100.0, (name, value)
     table = run([str(BIN / "dvc"), "exp", "show", "--only-changed", "--csv"], proj).stdout.splitlines()
     for name in names:                       # `!` is what dvc exp show prints for a missing metric
@@ -311,7 +317,7 @@ def test_dvc_repro_runs_everything_a_second_repro_is_a_no_op_and_experiments_kee
 
     diff = run([str(BIN / "dvc"), "metrics", "diff", *names, "--json"], proj)
     assert diff.returncode == 0, diff.stderr[-3000:]
-    changed = json.loads(diff.stdout)["reports/summary.json"]
+    changed = json.loads(diff.stdout)["reports/headline.json"]
     assert any(isinstance(v["old"], float) and isinstance(v["new"], float) for v in changed.values())
 
     plots = run([str(BIN / "dvc"), "plots", "diff", *names, "--json"], proj)
@@ -342,7 +348,7 @@ def leaves(tree, path=()):
 
 
 def metric(metrics: dict, *tail: str):
-    """The one value of summary.json whose key path ends with `tail` (e.g. fersnet, accuracy_mean)."""
+    """The one value of a metrics file whose key path ends with `tail` (e.g. fersnet, accuracy)."""
     (value,) = [v for path, v in leaves(metrics) if path[-len(tail):] == tail]
     return value
 

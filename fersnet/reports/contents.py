@@ -20,6 +20,7 @@ GEN_MODELS = ("fersnet", "no_mtl", "no_convflu", "stargan")
 REFERENCE = "fersnet"        # the paired tests compare FERSNet against each ablation
 
 SUMMARY = "summary.json"
+HEADLINE = "headline.json"   # the DVC metric: a few numbers per database and model
 PDF = "report.pdf"
 CROSS_DATABASE_TABLES = ("completeness", "fer_accuracy", "fer_balanced", "ablation", "protocol")
 

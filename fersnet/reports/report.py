@@ -25,7 +25,8 @@ from fersnet.reports import contents, figures, html_tables, published, tables
 
 TEMPLATE = Path(__file__).resolve().with_name("report.tex.j2")
 SUMMARY = contents.SUMMARY
-OUTPUTS = ("tables", "figures", "plots", "report.tex", "report.pdf")   # installed with SUMMARY
+HEADLINE = contents.HEADLINE
+OUTPUTS = ("tables", "figures", "plots", "report.tex", "report.pdf", HEADLINE)   # installed with SUMMARY
 HOW = "pick another paths.reports, or empty it"
 PDFLATEX_TIMEOUT_S = 300
 
@@ -53,6 +54,7 @@ def build_report(cfg: dict) -> dict:
         context, summary = write_contents(cfg, col, tmp)
         (tmp / "report.tex").write_text(render_template(context))
         summary["pdf"] = compile_pdf(tmp, out)
+        (tmp / HEADLINE).write_text(json.dumps(_json_safe(headline(summary)), indent=2) + "\n")
         (tmp / SUMMARY).write_text(json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
         install(tmp, out)
     finally:
@@ -219,6 +221,28 @@ def build_summary(cfg: dict, col: agg.Collected, tests: dict, synthesis_numbers:
             measured[model] = entry
         summary["measured"][db] = measured
     return summary
+
+
+# headline.json <- summary.json's `measured` entries: the few numbers a reader compares first (in %)
+HEADLINE_KEYS = {"accuracy": "accuracy_mean", "balanced_accuracy": "balanced_accuracy_mean",
+                 "judged_synthesis": "synthesis_judge_accuracy_mean", "fid": "synthesis_fid"}
+
+
+def headline(summary: dict) -> dict:
+    """headline.json, the DVC metric (`dvc metrics show`, `dvc exp show`): per database and model,
+    FER accuracy and balanced accuracy (mean over runs, %), judged synthesis (%) and FID where the
+    model has them; everything else stays in summary.json, which would print hundreds of columns."""
+    out: dict = {}
+    for db, models in summary["measured"].items():
+        out[db] = {}
+        for model, entry in models.items():
+            if not isinstance(entry, dict):
+                continue            # data_source
+            numbers = {name: entry[key] for name, key in HEADLINE_KEYS.items()
+                       if isinstance(entry.get(key), (int, float)) and math.isfinite(entry[key])}
+            if numbers:
+                out[db][model] = numbers
+    return out
 
 
 def _runs_entry(col: agg.Collected, db: str, model: str) -> dict:

@@ -16,12 +16,11 @@ import pandas as pd
 from fersnet import names
 from fersnet.config import DATABASES
 from fersnet.errors import FersnetError
-from fersnet.tracking.mlflow_log import client_for, retry, seed_fold_stats, tracking_uri
+from fersnet.tracking.mlflow_log import (HEADLINE_METRICS, client_for, experiment_name, retry, seed_fold_stats,
+                                         tracking_uri)
 
-# The columns, in order, when any run has them. A fold's FID/KID/judge FD are logged unsized
-# (their N differs by fold); synth/n_synthetic is that N, so each quantity is one column.
-HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "synth/judge_accuracy", "synth/judge_fid",
-            "synth/fid", "synth/kid", "synth/ssim", "synth/psnr", "synth/n_synthetic")
+# The columns, in order, when any run has them (mlflow_log.HEADLINE_METRICS).
+HEADLINE = HEADLINE_METRICS
 GROUP = ("tags.model", "tags.profile")
 
 
@@ -114,7 +113,7 @@ def main(cfg: dict, args) -> None:
     printed = 0
     for db in experiments:
         try:
-            exp = retry(client.get_experiment_by_name, db)
+            exp = retry(client.get_experiment_by_name, experiment_name(cfg, db))
             runs = None if exp is None else fold_runs(cfg, exp.experiment_id, tags)
         except Exception as e:  # noqa: BLE001 - corrupt or unreachable store
             raise FersnetError(f"MLflow store {tracking_uri(cfg)} is not readable ({type(e).__name__}: {e})") from None

@@ -2,13 +2,18 @@
 
 The files under results/ are the truth (docs/architecture.md); MLflow is a view of them that can be
 rebuilt at any time with `--sync`. Layout (docs/orchestration.md):
-  - one experiment per database (name = database key), artifacts under <project>/mlruns/<db>;
+  - one experiment per database, named <mlflow.experiment_prefix><db> (`fersnet/ckplus`), created as a
+    classic ML experiment (tag mlflow.experimentKind, so that MLflow's UI opens on its runs table),
+    artifacts under <project>/mlruns/<db>;
   - one parent run per (database, model), tags kind=parent, database, model, profile, and the seeds
-    and folds it summarises: mean, std over folds and std over seeds of every metric over all the
-    (seed, fold) runs of params `seeds` (seed_fold_stats);
+    and folds it summarises; params: the settings the model's jobs read (provenance.job_params); metrics:
+    mean, std over folds and std over seeds of the headline metrics (PARENT_METRICS) over all the
+    (seed, fold) runs of params `seeds` (seed_fold_stats), and the jobs' time and memory;
   - one child run per (seed, fold), named <model>/seed<s>/fold<k>, tags kind=fold, database, model,
     seed, fold, profile, git_commit, mlflow.parentRunId, and `stamp` (hash of the fold's result
-    files) that makes re-logging idempotent.
+    files) that makes re-logging idempotent; its start and end are the job's own (config.json's
+    `started` plus metrics.json's `seconds`), so MLflow's duration is the job's time; per-epoch
+    history under `curve/` (so that the final `accuracy` is the first metric listed).
 Concurrent jobs share one store. fersnet's own writers of a local store (SQLite or a folder) take
 turns through a file lock beside it (`store_lock`), so two jobs never contend inside SQLite and
 never log the same fold at once; opening the store and every store call also retry "database is
@@ -56,6 +61,15 @@ PARAM_VALUE_MAX = 6000
 # records the fold as not logged.
 LOCK_WAIT_S = 120.0
 SYNC_COMMAND = "fersnet track --sync"
+# MLflow 3's UI opens an experiment in its GenAI view unless told it is a classic ML experiment
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# The fold metrics a reader compares first, in order: `fersnet compare`'s columns. A fold's FID/KID/judge
+# FD are logged unsized (their N differs by fold); synth/n_synthetic is that N.
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "synth/judge_accuracy", "synth/judge_fid",
+                    "synth/fid", "synth/kid", "synth/ssim", "synth/psnr", "synth/n_synthetic")
+# what a parent run summarises (mean, _std, _seed_std): those, and the job's training time
+PARENT_METRICS = HEADLINE_METRICS + ("seconds",)
+CURVE = "curve/"              # per-epoch history metrics: curve/<history.csv column>
 
 
 class TrackingError(FersnetError):
@@ -186,20 +200,29 @@ def search_all(client, experiment_ids: list[str], filter_string: str) -> list:
             return runs
 
 
+def experiment_name(cfg: dict, db: str) -> str:
+    """The MLflow experiment of database `db`: `<mlflow.experiment_prefix><db>`, e.g. fersnet/ckplus."""
+    return f"{cfg['mlflow'].get('experiment_prefix', '')}{db}"
+
+
 def ensure_experiment(client, cfg: dict, db: str) -> str:
-    """The experiment of one database (created with its artifact location on first use)."""
-    exp = retry(client.get_experiment_by_name, db)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return retry(client.create_experiment, db,
-                     artifact_location=artifact_location(tracking_uri(cfg), db),
-                     tags={"database": db})
-    except Exception:  # noqa: BLE001 - another process created it first
-        exp = retry(client.get_experiment_by_name, db)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    """The experiment of one database (created with its artifact location on first use), a classic
+    ML experiment (EXPERIMENT_KIND)."""
+    name = experiment_name(cfg, db)
+    exp = retry(client.get_experiment_by_name, name)
+    if exp is None:
+        try:
+            return retry(client.create_experiment, name,
+                         artifact_location=artifact_location(tracking_uri(cfg), db),
+                         tags={"database": db, **EXPERIMENT_KIND})
+        except Exception:  # noqa: BLE001 - another process created it first
+            exp = retry(client.get_experiment_by_name, name)
+            if exp is None:
+                raise
+    for key, value in EXPERIMENT_KIND.items():
+        if exp.tags.get(key) != value:       # made before the kind was set
+            retry(client.set_experiment_tag, exp.experiment_id, key, value)
+    return exp.experiment_id
 
 
 def _oldest(runs: list):
@@ -326,7 +349,7 @@ def history_metrics(folder: Path) -> list[tuple[str, float, int]]:
             for key, value in row.items():
                 v = _finite(value) if key != "epoch" and value not in ("", None) else None
                 if v is not None:
-                    rows.append((metric_name(key), v, int(epoch)))
+                    rows.append((metric_name(CURVE + key), v, int(epoch)))
     return rows
 
 
@@ -424,7 +447,10 @@ def sync_fold(client, cfg: dict, db: str, model: str, fold: int, seed: int | Non
                 code_version=str(result.get("code_version") or "unrecorded"),
                 **{"mlflow.parentRunId": parent, "mlflow.source.git.commit": commit},
                 **{f"env.{k}": str(v) for k, v in env.items() if v is not None})
-    run_id = retry(client.create_run, exp_id, run_name=f"{model}/seed{seed}/fold{fold}", tags=tags).info.run_id
+    result_seconds = _finite(result.get("seconds"))
+    start, end = job_times(job.get("started"), result_seconds)
+    run_id = retry(client.create_run, exp_id, run_name=f"{model}/seed{seed}/fold{fold}", tags=tags,
+                   start_time=start).info.run_id
     now = int(time.time() * 1000)
     params = [Param(k, str(v)[:PARAM_VALUE_MAX]) for k, v in sorted(_flatten(job_cfg).items())
               if k != "profiles" and not k.startswith("profiles.")]
@@ -433,8 +459,24 @@ def sync_fold(client, cfg: dict, db: str, model: str, fold: int, seed: int | Non
     _log_batches(client, run_id, metrics, params)
     _log_artifacts(client, run_id, folder, _read_json(folder / paths.METRICS), checkpoint)
     retry(client.set_tag, run_id, "stamp", stamp)
-    retry(client.set_terminated, run_id, "FINISHED")
+    retry(client.set_terminated, run_id, "FINISHED", end_time=end)
     return "replaced" if existing else "created"
+
+
+def job_times(started, seconds) -> tuple[int | None, int | None]:
+    """(start, end) in ms since the epoch of a job that began at `started` (ISO 8601, config.json's
+    job.started) and ran `seconds` (metrics.json); (None, None), i.e. the logging time, when either is
+    unknown."""
+    try:
+        begin = datetime.fromisoformat(str(started))
+    except ValueError:
+        return None, None
+    if seconds is None:
+        return None, None
+    if begin.tzinfo is None:
+        begin = begin.replace(tzinfo=timezone.utc)
+    start = int(begin.timestamp() * 1000)
+    return start, start + int(round(seconds * 1000))
 
 
 def _job_target(cfg: dict, verb: str, args) -> tuple[str, str, int, int]:
@@ -571,11 +613,12 @@ def log_parent(cfg: dict, db: str, model: str) -> dict:
             client = client_for(cfg)
             exp_id = ensure_experiment(client, cfg, db)
             parent = ensure_parent(client, exp_id, db, model, cfg["profile"])
+            parent = _parent_params(client, exp_id, parent, cfg, db, model)
             now = int(time.time() * 1000)
             metrics = [Metric(name, float(stats[name]), now, 0)
                        for name in ("n_folds_done", "n_seeds_done", "n_runs_done")]
             for name, s in stats["metrics"].items():
-                if s["mean"] is None:
+                if s["mean"] is None or name not in PARENT_METRICS:
                     continue
                 metrics.append(Metric(f"{name}_mean", s["mean"], now, 0))
                 # one fold (one seed) has no spread: no _std (_seed_std) rather than a false 0
@@ -595,6 +638,35 @@ def log_parent(cfg: dict, db: str, model: str) -> dict:
     clear_failure(cfg, db, model, None)
     stats["parent_run_id"] = parent
     return stats
+
+
+def parent_params(cfg: dict, model: str) -> dict[str, str]:
+    """The params a parent run carries: the settings its model's jobs read (provenance.job_params),
+    flattened, plus the profile."""
+    from fersnet import provenance
+    verb = "judge" if model == "judge" else "train"
+    flat = _flatten(provenance.job_params(cfg, verb, None if model == "judge" else model))
+    return {"profile": str(cfg["profile"]), **{k: str(v)[:PARAM_VALUE_MAX] for k, v in sorted(flat.items())}}
+
+
+def _parent_params(client, exp_id: str, parent: str, cfg: dict, db: str, model: str) -> str:
+    """Log parent_params on the parent run; MLflow params cannot change, so a parent logged with other
+    settings (its folds were re-made since) is replaced by a new parent that its fold runs move to."""
+    from mlflow.entities import Param
+    want = parent_params(cfg, model)
+    have = retry(client.get_run, parent).data.params
+    if any(have.get(k, v) != v for k, v in want.items()):
+        tags = {"kind": "parent", "database": db, "model": model, "profile": cfg["profile"]}
+        new = retry(client.create_run, exp_id, run_name=f"{model} ({cfg['profile']})", tags=tags).info.run_id
+        retry(client.set_terminated, new, "FINISHED")
+        for run in search_all(client, [exp_id], _filter({"kind": "fold", "database": db, "model": model,
+                                                         "profile": cfg["profile"]})):
+            retry(client.set_tag, run.info.run_id, "mlflow.parentRunId", new)
+        retry(client.delete_run, parent)
+        parent, have = new, {}
+    missing = [Param(k, v) for k, v in want.items() if k not in have]
+    _log_batches(client, parent, [], missing)
+    return parent
 
 
 def init_store(cfg: dict) -> dict:
@@ -750,7 +822,7 @@ def _logged(cfg: dict, results: list[tuple[str, str, int, int]]) -> set[tuple[st
     client = client_for(cfg)
     logged = set()
     for db in sorted({d for d, _, _, _ in results}):
-        exp = retry(client.get_experiment_by_name, db)
+        exp = retry(client.get_experiment_by_name, experiment_name(cfg, db))
         if exp is None:
             continue
         runs = search_all(client, [exp.experiment_id], "tags.kind = 'fold'")

@@ -211,7 +211,7 @@ def parent_targets(dbs=None):
 
 
 def report_targets():
-    return [str(paths.reports_dir(CFG) / report_contents.SUMMARY)]
+    return [str(paths.reports_dir(CFG) / name) for name in (report_contents.SUMMARY, report_contents.HEADLINE)]
 
 
 # The report's figures, tables (HTML) and PDF, flagged for `snakemake --report` by the report
