@@ -300,8 +300,8 @@ def _fes_da_caption(cfg: dict, col: agg.Collected, models: list[str]) -> str:
     if "fes_da_real" in models:
         text += (f" {names.MODEL['fes_da_real']}: its control, the same FERSNet, epochs, learning rate and "
                  "number of steps, on the real training faces only (repeated to the size of the enlarged "
-                 "set, keeping their class imbalance), so that the difference between the two is the augmentation's effect, not that of the "
-                 "extra epochs.")
+                 "set, keeping their class imbalance), so that the difference between the two is the "
+                 "augmentation's effect, not that of the extra epochs.")
     return text
 
 
