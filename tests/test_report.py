@@ -217,6 +217,7 @@ def test_ablation_caption_gives_fes_da_synthetic_counts_and_its_effect_against_t
     assert f"Oulu-CASIA {5 * real:,.0f} (to {real:,.0f} real)" in tex
     assert names.MODEL["fes_da_real"] in tex and "not that of the extra epochs" in tex
     assert "the real faces repeated to about 50\\% of the samples" in tex
+    assert "every class of the set, real and synthetic faces together, holding the same number" in tex
     x = 100 * np.array(CORRECT["fes_da"]) / N_TEST
     y = 100 * np.array(CORRECT["fes_da_real"]) / N_TEST
     assert f"CK+ {(x - y).mean():+.2f} pp ($p_W$ {stats.wilcoxon(x, y).pvalue:.3f}" in tex

@@ -304,14 +304,93 @@ def test_fes_da_real_refuses_without_a_fersnet_run(tiny):
         train_job(tiny, "ckplus", "fes_da_real", 0)
 
 
-def test_all_targets_then_balance_leaves_every_class_as_large_as_the_largest():
+def test_all_targets_without_real_share_renders_every_face_into_every_other_expression():
     from fersnet.training import fes_da
     labels = np.array([0, 0, 0, 1, 2, 2])                  # imbalanced; class 3 has no face at all
-    src, tgt = fes_da.plan(labels, np.arange(6), 4, "all_targets", np.random.default_rng(0))
-    counts = np.bincount(labels, minlength=4) + np.bincount(tgt, minlength=4)
-    assert (counts == counts.max()).all() and counts.max() == 6
-    assert not (labels[src] == tgt).any()                  # never rendered into its own expression
-    assert len(src) == 6 * 3                               # each face into the 3 other expressions
+    p = fes_da.plan(labels, np.arange(6), 4, "all_targets", None, np.random.default_rng(0))
+    counts = np.bincount(labels[p.real], minlength=4) + np.bincount(p.tgt, minlength=4)
+    assert (counts == 6).all() and list(p.real) == list(range(6))
+    assert not (labels[p.src] == p.tgt).any()              # never rendered into its own expression
+    pairs = set(zip(p.src.tolist(), p.tgt.tolist()))
+    assert len(p.src) == len(pairs) == 6 * 3               # each face once into the 3 other expressions
+
+
+CKPLUS_CLASSES = ["anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"]
+CKPLUS_SEQUENCES = [45, 18, 59, 25, 69, 28, 83]            # CK+'s 327 labelled sequences per class
+
+
+@pytest.mark.parametrize("per_class", ["all_targets", "balance", 40])
+@pytest.mark.parametrize("real_share", [None, 0.2, 0.5, 0.8, 0.95])
+def test_fes_da_set_is_balanced_on_ckplus_proportions_at_every_real_share(per_class, real_share):
+    from fersnet.training import fes_da
+    labels = np.repeat(np.arange(7), CKPLUS_SEQUENCES)
+    rows = np.random.default_rng(1).permutation(len(labels))[:290]     # one fold's training rows
+    p = fes_da.plan(labels, rows, 7, per_class, real_share, np.random.default_rng(0))
+    real = np.bincount(labels[p.real], minlength=7)
+    final = real + np.bincount(p.tgt, minlength=7)
+    assert final.max() - final.min() <= 1, final            # balanced: real repeats and renderings together
+    assert real.max() / real.min() > 1.8                   # while the real faces alone are not
+    assert not (labels[p.src] == p.tgt).any() and set(p.src) <= set(rows)
+    copies = np.bincount(p.real, minlength=len(labels))[rows]
+    assert set(copies) == {len(p.real) // len(rows)}        # each real face equally often
+    if real_share is None:
+        assert list(p.real) == list(rows)
+    elif per_class == "all_targets":
+        # the share asked for, up to what balance allows: the largest class holds at most T real
+        # samples, so real faces make at most mean / max of the real class counts (CK+: 0.56);
+        # a small budget (balance, an integer) cannot go below each real face once
+        cap = real.mean() / real.max()
+        assert len(p.real) / final.sum() == pytest.approx(min(real_share, cap), abs=0.05)
+    for c in range(7):                                     # a class's sources: other classes' faces, each equally often
+        per_source = np.bincount(p.src[p.tgt == c], minlength=len(labels))[rows[labels[rows] != c]]
+        assert per_source.max() - per_source.min() <= 1
+
+
+@pytest.fixture
+def ckplus_fold(test_cfg):
+    """A CK+-like imbalanced database (7 classes, one face per sequence, CK+'s 327 sequences per
+    class: 45 ... 83) and the fersnet run of its fold 0, which FES-DA fine-tunes."""
+    folder = write_processed(Path(test_cfg["preprocess"]["out"]) / "ckplus", classes=CKPLUS_CLASSES,
+                             n_subjects=max(CKPLUS_SEQUENCES), size=24)
+    meta = pd.read_csv(folder / "meta.csv", dtype={"subject": str, "sequence": str})
+    images = np.load(folder / "images.npy")
+    index = meta["subject"].map({s: i for i, s in enumerate(sorted(meta["subject"].unique()))})
+    keep = ((meta["frame"] == 0) & (index < meta["label"].map(dict(enumerate(CKPLUS_SEQUENCES))))).to_numpy()
+    meta[keep].to_csv(folder / "meta.csv", index=False)
+    np.save(folder / "images.npy", images[keep])
+    assert list(np.bincount(meta["label"][keep])) == CKPLUS_SEQUENCES
+    cfg = copy.deepcopy(test_cfg)
+    cfg["train"].update(crop=16, batch_size=32, epochs=1)
+    return cfg, train_job(cfg, "ckplus", "fersnet", 0)
+
+
+@pytest.mark.parametrize("real_share", [0.5, None])
+def test_fes_da_training_set_is_balanced_on_an_imbalanced_ckplus_fold(ckplus_fold, real_share):
+    cfg, fersnet = ckplus_fold
+    real = np.array(list(fersnet["train_class_counts"].values()))
+    assert real.max() / real.min() > 1.8                   # CK+'s imbalance in the fold's real faces
+    cfg["fes_da"]["real_share"] = real_share
+    metrics = train_job(cfg, "ckplus", "fes_da", 0)
+    counts = np.array(list(metrics["train_class_counts"].values()))
+    assert counts.max() - counts.min() <= 1 and counts.sum() == metrics["n_train"]
+    added = np.array([metrics["fes_da"]["added"][c] for c in CKPLUS_CLASSES])
+    copies = (metrics["n_train"] - metrics["n_train_synthetic"]) // metrics["n_train_real"]
+    assert (copies * real + added == counts).all()         # the renderings fill what the real faces lack
+    assert copies == (1 if real_share is None else 6)      # null: each real face once; 0.5: 6x beside 6 x N renderings
+    if real_share is not None:
+        assert (metrics["n_train"] - metrics["n_train_synthetic"]) / metrics["n_train"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_fes_da_set_keeps_the_all_targets_size_and_share_on_ckplus_proportions():
+    from fersnet.training import fes_da
+    labels = np.repeat(np.arange(7), CKPLUS_SEQUENCES)
+    rows = np.arange(len(labels))
+    p = fes_da.plan(labels, rows, 7, "all_targets", 0.5, np.random.default_rng(0))
+    n = len(rows)
+    assert len(p.real) == 6 * n                            # each real face 6 times ...
+    assert len(p.src) == 7 * 561 - 6 * n                   # ... and renderings up to 561 per class:
+    assert 561 == -(-(6 * n + 6 * n) // 7)                 # 6 N real + 6 N budget shared by 7, rounded up
+    assert len(p.real) / (len(p.real) + len(p.src)) == pytest.approx(0.5, abs=0.001)
 
 
 def test_repeat_real_repeats_every_row_as_often_as_the_size_allows():
@@ -324,18 +403,26 @@ def test_repeat_real_repeats_every_row_as_often_as_the_size_allows():
 def test_real_share_repeats_the_real_faces_and_the_control_grows_with_them():
     from fersnet.training import fes_da
     rows, labels = np.arange(12), np.repeat(np.arange(6), 2)
-    assert list(fes_da.real_rows(rows, 60, None)) == list(rows)                 # the natural mix: 1/6 real
-    half = fes_da.real_rows(rows, 60, 0.5)
-    assert len(half) == 60 and set(np.bincount(half)) == {5}                     # as many real samples as synthetic
+    rng = np.random.default_rng(0)
+    assert list(fes_da.plan(labels, rows, 6, "all_targets", None, rng).real) == list(rows)   # 1/6 real
+    half = fes_da.plan(labels, rows, 6, "all_targets", 0.5, rng)
+    assert len(half.real) == len(half.src) == 60 and set(np.bincount(half.real)) == {5}  # as many real as synthetic
     cfg = {"seed": 0, "fes_da": {"per_class": "all_targets", "real_share": 0.5}}
     control = fes_da.control_rows(labels, rows, 6, cfg, fold=0)
     assert len(control) == 60 + 60 and set(np.bincount(control)) == {10}
 
 
-def test_fes_da_with_a_number_adds_that_many_faces_per_class(tiny):
-    from fersnet.training.fes_da import synthetic_counts
-    assert list(synthetic_counts(np.array([0, 0, 1]), 3, 4)) == [4, 4, 4]
-    assert list(synthetic_counts(np.array([0, 0, 0, 1, 2, 2]), 3, "balance")) == [0, 2, 1]
+def test_fes_da_budget_of_each_per_class_rule():
+    from fersnet.training.fes_da import synthetic_budget
+    assert synthetic_budget(np.array([2, 1, 0]), 4) == 12                     # an integer: per class, on average
+    assert synthetic_budget(np.array([3, 1, 2]), "balance") == 3              # the top-up to the largest
+    assert synthetic_budget(np.array([3, 1, 2]), "all_targets") == 2 * 6      # every face into the 2 others
+    from fersnet.training import fes_da
+    labels = np.array([0, 0, 1])                           # 3 real faces + 3 x 4 renderings, 5 per class
+    p = fes_da.plan(labels, np.arange(3), 3, 4, None, np.random.default_rng(0))
+    assert len(p.src) == 12 and list(np.bincount(p.tgt, minlength=3)) == [3, 4, 5]
+    p = fes_da.plan(labels, np.arange(3), 3, 1, None, np.random.default_rng(0))   # too few to balance: raised
+    assert list(np.bincount(p.tgt, minlength=3)) == [0, 1, 2]
 
 
 def test_stargan_learning_rate_decays_linearly_to_zero_over_the_second_half(tiny):

@@ -4,7 +4,9 @@ Generator: the target label is tiled as extra input channels; 7x7 conv, two stri
 `stargan.res_blocks` residual blocks, two transposed-conv upsamplings, 7x7 conv + tanh.
 Discriminator: stride-2 4x4 convs with LeakyReLU 0.01, an adversarial patch head and a
 classification head. Losses: WGAN-GP, domain classification, cycle reconstruction (L1).
-Images are [0, 1] outside and [-1, 1] inside, as in the original.
+Images are [0, 1] outside and [-1, 1] inside; the gradient penalty (gradient of the critic with
+respect to its [-1, 1] input) and the reconstruction L1 are taken on [-1, 1], the scale on which
+the original's lambda_gp and lambda_rec were set (yunjey/stargan).
 """
 from __future__ import annotations
 
@@ -16,6 +18,11 @@ from torch import nn
 
 from fersnet.models.blocks import InstanceNorm2d, count
 from fersnet.models.tasks import Task, adam, set_requires_grad
+
+
+def to_pm1(x01: torch.Tensor) -> torch.Tensor:
+    """Images from [0, 1] (fersnet's scale) to [-1, 1] (StarGAN's)."""
+    return x01 * 2 - 1
 
 
 class ResidualBlock(nn.Module):
@@ -50,7 +57,7 @@ class StarGenerator(nn.Module):
 
     def forward(self, x01, onehot):
         cond = onehot[..., None, None].expand(-1, -1, x01.shape[-2], x01.shape[-1])
-        y = self.net(torch.cat([x01 * 2 - 1, cond], dim=1))
+        y = self.net(torch.cat([to_pm1(x01), cond], dim=1))
         return (y + 1) / 2
 
     def synthesize(self, x01, onehot):
@@ -73,7 +80,11 @@ class StarDiscriminator(nn.Module):
         self.cls = nn.Conv2d(cin, n_classes, s, bias=False)
 
     def forward(self, x01):
-        h = self.main(x01 * 2 - 1)
+        return self.critic(to_pm1(x01))
+
+    def critic(self, x):
+        """(patch scores, class logits) of images `x` in [-1, 1]."""
+        h = self.main(x)
         return self.src(h), self.cls(h).flatten(1)
 
 
@@ -103,12 +114,18 @@ class StarGANTask(Task):
         return {}
 
     def gradient_penalty(self, real, fake):
-        """WGAN-GP (Gulrajani et al. 2017) on random interpolates of real and fake."""
+        """WGAN-GP (Gulrajani et al. 2017) on random interpolates of real and fake ([0, 1] images):
+        (||grad of the critic w.r.t. its [-1, 1] input||_2 - 1)^2, averaged over the batch."""
         alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device)
-        mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-        src, _ = self.disc(mixed)
+        mixed = (alpha * to_pm1(real) + (1 - alpha) * to_pm1(fake)).requires_grad_(True)
+        src, _ = self.disc.critic(mixed)
         grad = torch.autograd.grad(src.sum(), mixed, create_graph=True)[0]
         return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+    @staticmethod
+    def reconstruction_loss(x, rec):
+        """Mean absolute difference of [0, 1] images `x` and `rec`, taken on [-1, 1]."""
+        return (to_pm1(x) - to_pm1(rec)).abs().mean()
 
     def train_step(self, batch: dict) -> dict:
         x, s, t = batch["x"], batch["s"], batch["t"]
@@ -152,7 +169,7 @@ class StarGANTask(Task):
                 rec = self.gen(fake, oh_s)
             loss_g_fake = -src.float().mean()
             loss_g_cls = F.cross_entropy(cls.float(), t)
-            loss_rec = (x - rec.float()).abs().mean()
+            loss_rec = self.reconstruction_loss(x, rec.float())
             loss_g = loss_g_fake + self.lam["cls"] * loss_g_cls + self.lam["rec"] * loss_rec
             self.optimizers["G"].zero_grad(set_to_none=True)
             loss_g.backward()

@@ -276,16 +276,17 @@ def _fes_da_caption(cfg: dict, col: agg.Collected, models: list[str]) -> str:
     if "fes_da" not in models and "fes_da_real" not in models:
         return ""
     per_class = cfg["fes_da"]["per_class"]
-    rule = {"all_targets": "every real training face rendered into each of the other expressions of its "
-                           "database, then every class topped up to the largest",
-            "balance": "every class topped up to the largest with synthesized faces"}.get(
-        per_class, f"{per_class} synthesized faces per class")
+    budget = {"all_targets": "as many as every real training face rendered into each of the other "
+                             "expressions of its database",
+              "balance": "as many as top every class up to the largest"}.get(
+        per_class, f"{per_class} per class on average")
     epochs, share = cfg["fes_da"]["epochs"], cfg["fes_da"].get("real_share")
-    mix = (f"the real faces repeated to about {100 * share:.0f}\\% of the samples" if share
-           else "each real face once")
+    mix = (f"the real faces repeated to about {100 * share:.0f}\\% of the samples, at most what the balance "
+           "allows" if share else "each real face once")
     text = (f" {names.MODEL['fes_da']}: the fold's FERSNet with its FER side fine-tuned for {epochs} "
             f"epoch{'' if epochs == 1 else 's'} on the real training faces and faces synthesized by its own "
-            f"FES branch ({rule}; {mix}).")
+            f"FES branch ({budget}; {mix}), every class of the set, real and synthetic faces together, "
+            "holding the same number of samples.")
     counts = []
     for db in cfg["databases"]:
         syn = agg.run_values(col.folds, db, "fes_da", "n_train_synthetic")
@@ -299,8 +300,8 @@ def _fes_da_caption(cfg: dict, col: agg.Collected, models: list[str]) -> str:
     if "fes_da_real" in models:
         text += (f" {names.MODEL['fes_da_real']}: its control, the same FERSNet, epochs, learning rate and "
                  "number of steps, on the real training faces only (repeated to the size of the enlarged "
-                 "set), so that the difference between the two is the augmentation's effect, not that of the "
-                 "extra epochs.")
+                 "set, keeping their class imbalance), so that the difference between the two is the "
+                 "augmentation's effect, not that of the extra epochs.")
     return text
 
 

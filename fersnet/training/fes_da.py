@@ -2,26 +2,31 @@
 
 The paper says FES is used "to enlarge and balance the training dataset" and gives no rule
 (NOT FOUND); an earlier version of the authors' README fine-tunes "with 21K synthetic facial
-images". Ours (`fes_da.per_class`, docs/training.md):
-- `all_targets` (default): every real training face is rendered into each of the other
-  expressions of its database, so the set grows to C x its size, then every class is topped up
-  to the largest one (a no-op here: each class then holds one face per real training face);
-- `balance`: only the top-up, every class to the largest class's count of training faces;
-- an integer N: N synthetic faces per class.
-- Sources of a top-up for class c are training faces of other expressions, drawn without
-  replacement while enough exist (seeded by (seed, fold)); each is rendered into c from its
-  centre crop.
+images". Ours (docs/training.md, "FES-DA"): the final set (real faces, repeated by the mix, and
+synthetic ones) holds the same number of samples T of every class, whatever the real class counts
+and `fes_da.real_share`:
+- the budget (`fes_da.per_class`): `all_targets` (default) as many faces as rendering every real
+  training face into each of the other expressions of its database gives, (C - 1) x N;
+  `balance` what tops every class up to the largest; an integer M, C x M;
+- the mix (`fes_da.real_share`): null keeps every real face once; a share repeats the real faces
+  (k copies) so that they make about that share of the real copies plus the budget;
+- T = the set's size (k N + budget) shared equally among the C classes, raised where needed so
+  that no class holds more real samples than T (the share then rises above the one asked for);
+  class c gets T - k n_c synthetic faces.
+- Sources of class c are the training faces of the other expressions, each used equally often,
+  the remainder drawn without replacement (seeded by (seed, fold)); each is rendered into c from
+  its centre crop. On a balanced fold under all_targets this renders every face into every other
+  expression exactly once, at real_share null and 0.5 alike.
 - The rendered crop is pasted back into a copy of its source's stored image, so synthetic faces
   have the stored size and get the same random crops and flips as real ones.
-
-The mix (`fes_da.real_share`): null keeps every real face once beside its renderings (1/C real
-under all_targets); a share repeats the real faces so that they make about that share of the set.
 
 The control `fes_da_real` gets the same fine-tuning on real faces only: the real training faces
 repeated to the size of FES-DA's set (`repeat_real`), so both see the same number of samples
 per epoch and take the same number of steps.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,49 +38,66 @@ ALL_TARGETS, BALANCE = "all_targets", "balance"
 PER_CLASS_WORDS = (ALL_TARGETS, BALANCE)
 
 
-def synthetic_counts(labels: np.ndarray, n_classes: int, per_class: str) -> np.ndarray:
-    """How many faces to synthesize per class on top of the real ones (`balance` or an integer)."""
-    counts = np.bincount(labels, minlength=n_classes)
+class Plan(NamedTuple):
+    """FES-DA's training set for one fold: real rows (with repeats), and per synthetic face its
+    source row and target label."""
+    real: np.ndarray
+    src: np.ndarray
+    tgt: np.ndarray
+
+
+def synthetic_budget(counts: np.ndarray, per_class: str | int) -> int:
+    """Synthetic faces `fes_da.per_class` asks for in all, given the real class counts: (C - 1) N
+    (all_targets), the top-up of every class to the largest (balance) or C M (an integer M)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if per_class == ALL_TARGETS:
+        return int((len(counts) - 1) * counts.sum())
     if per_class == BALANCE:
-        return counts.max() - counts
-    return np.full(n_classes, int(per_class), dtype=np.int64)
+        return int((counts.max() - counts).sum())
+    return int(len(counts) * int(per_class))
 
 
-def choose_sources(labels: np.ndarray, rows: np.ndarray, need: np.ndarray, rng: np.random.Generator):
-    """(source rows, target labels): for each class, `need[c]` training rows of other classes."""
-    src, tgt = [], []
+def real_copies(n_real: int, budget: int, real_share: float | None) -> int:
+    """How often each real face appears: once (`fes_da.real_share: null`), or as often as makes
+    the real faces about `real_share` of the real copies plus the synthetic budget."""
+    if real_share is None or not n_real:
+        return 1
+    return max(1, int(round(real_share / (1 - real_share) * budget / n_real)))
+
+
+def class_target(counts: np.ndarray, copies: int, budget: int) -> int:
+    """T, every class's count in the final set: the set's size shared equally, at least the
+    largest class's real samples."""
+    counts = np.asarray(counts, dtype=np.int64)
+    return int(max(-(-(copies * int(counts.sum()) + budget) // len(counts)), copies * int(counts.max())))
+
+
+def sources(labels: np.ndarray, rows: np.ndarray, need: np.ndarray, rng: np.random.Generator):
+    """(source rows, target labels): for each class c, `need[c]` training rows of other classes,
+    every one equally often, the remainder drawn without replacement."""
+    src, tgt = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for c, k in enumerate(need):
-        if k <= 0:
-            continue
         pool = rows[labels[rows] != c]
-        picked = rng.choice(pool, size=int(k), replace=bool(k > len(pool)))
-        src.append(picked)
+        if k <= 0 or not len(pool):
+            continue
+        src.append(repeat_real(pool, int(k), rng))
         tgt.append(np.full(int(k), c, dtype=np.int64))
-    if not src:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(src), np.concatenate(tgt)
 
 
-def all_other_targets(labels: np.ndarray, rows: np.ndarray, n_classes: int):
-    """(source rows, target labels): every row once into each class other than its own."""
+def plan(labels: np.ndarray, rows: np.ndarray, n_classes: int, per_class: str | int,
+         real_share: float | None, rng: np.random.Generator) -> Plan:
+    """FES-DA's set for the training `rows` under `fes_da.per_class` and `fes_da.real_share`:
+    every class holds T samples, real repeats and renderings together."""
     rows = np.asarray(rows, dtype=np.int64)
-    targets = np.arange(n_classes)
-    src = np.repeat(rows, n_classes - 1)
-    tgt = np.concatenate([targets[targets != labels[r]] for r in rows]) if len(rows) else np.zeros(0, np.int64)
-    return src, tgt.astype(np.int64)
-
-
-def plan(labels: np.ndarray, rows: np.ndarray, n_classes: int, per_class: str, rng: np.random.Generator):
-    """(source rows, target labels) of every face to synthesize for `rows` under `fes_da.per_class`."""
-    rows = np.asarray(rows, dtype=np.int64)
-    if per_class != ALL_TARGETS:
-        return choose_sources(labels, rows, synthetic_counts(labels[rows], n_classes, per_class), rng)
-    src, tgt = all_other_targets(labels, rows, n_classes)
-    # then balanced to the largest class (each class already holds one face per real face, unless
-    # a class has no training face of its own; kept so that the rule holds for any fold)
-    counts = np.bincount(labels[rows], minlength=n_classes) + np.bincount(tgt, minlength=n_classes)
-    top_src, top_tgt = choose_sources(labels, rows, counts.max() - counts, rng)
-    return np.concatenate([src, top_src]), np.concatenate([tgt, top_tgt])
+    if not len(rows):
+        return Plan(rows, np.zeros(0, np.int64), np.zeros(0, np.int64))
+    counts = np.bincount(labels[rows], minlength=n_classes)
+    budget = synthetic_budget(counts, per_class)
+    copies = real_copies(len(rows), budget, real_share)
+    target = class_target(counts, copies, budget)
+    src, tgt = sources(labels, rows, target - copies * counts, rng)
+    return Plan(np.tile(rows, copies), src, tgt)
 
 
 def repeat_real(rows: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -85,16 +107,6 @@ def repeat_real(rows: np.ndarray, size: int, rng: np.random.Generator) -> np.nda
     whole, rest = divmod(int(size), len(rows))
     extra = rng.choice(rows, size=rest, replace=False) if rest else np.zeros(0, np.int64)
     return np.concatenate([np.tile(rows, whole), extra])
-
-
-def real_rows(rows: np.ndarray, n_synthetic: int, real_share: float | None) -> np.ndarray:
-    """The real rows of FES-DA's set: each once (`fes_da.real_share: null`, the natural mix, 1/C real
-    under all_targets), or repeated so that real faces make about `real_share` of the samples."""
-    rows = np.asarray(rows, dtype=np.int64)
-    if real_share is None or not len(rows):
-        return rows
-    copies = max(1, int(round(real_share / (1 - real_share) * n_synthetic / len(rows))))
-    return np.tile(rows, copies)
 
 
 def rng_for(cfg: dict, fold: int) -> np.random.Generator:
@@ -119,15 +131,16 @@ def synthesize(task, images: np.ndarray, src: np.ndarray, tgt: np.ndarray, crop:
 
 
 def augment(task, images, labels, train_rows, n_classes, cfg, fold, device):
-    """Synthetic faces for the training rows: (images uint8, target labels, source rows)."""
-    src, tgt = plan(labels, train_rows, n_classes, cfg["fes_da"]["per_class"], rng_for(cfg, fold))
-    imgs = synthesize(task, images, src, tgt, cfg["train"]["crop"], device)
-    return imgs, tgt, src
+    """Synthetic faces for the training rows: (images uint8, target labels, source rows, real rows
+    of the set with their repeats)."""
+    p = plan(labels, train_rows, n_classes, cfg["fes_da"]["per_class"], cfg["fes_da"]["real_share"],
+             rng_for(cfg, fold))
+    imgs = synthesize(task, images, p.src, p.tgt, cfg["train"]["crop"], device)
+    return imgs, p.tgt, p.src, p.real
 
 
 def control_rows(labels, train_rows, n_classes, cfg, fold) -> np.ndarray:
     """The control's training rows: the real faces repeated to the size FES-DA's set has."""
     rng = rng_for(cfg, fold)
-    src, _ = plan(labels, train_rows, n_classes, cfg["fes_da"]["per_class"], rng)
-    size = len(real_rows(train_rows, len(src), cfg["fes_da"]["real_share"])) + len(src)
-    return repeat_real(train_rows, size, rng)
+    p = plan(labels, train_rows, n_classes, cfg["fes_da"]["per_class"], cfg["fes_da"]["real_share"], rng)
+    return repeat_real(train_rows, len(p.real) + len(p.src), rng)

@@ -327,13 +327,13 @@ def _prepare_fes_da(cfg, db, fold, model, task, images, labels, subjects, train_
         extra.update(n_train_synthetic=0, fes_da=info)
         return FerFinetuneTask(task.gen, cfg, n_classes), images, labels, subjects, train_rows
     task.to(dev)
-    syn_imgs, syn_labels, syn_src = fes_da_mod.augment(task, images, labels, train_rows, n_classes, cfg, fold, dev)
+    syn_imgs, syn_labels, syn_src, real = fes_da_mod.augment(task, images, labels, train_rows, n_classes, cfg,
+                                                             fold, dev)
     n = len(images)
     images = np.concatenate([images, syn_imgs]) if len(syn_imgs) else images
     labels = np.concatenate([labels, syn_labels])
     subjects = np.concatenate([subjects, subjects[syn_src]])
-    train_rows = np.concatenate([fes_da_mod.real_rows(train_rows, len(syn_imgs), cfg["fes_da"]["real_share"]),
-                                 np.arange(n, n + len(syn_imgs))])
+    train_rows = np.concatenate([real, np.arange(n, n + len(syn_imgs))])
     info["added"] = {c: int(k) for c, k in zip(classes, np.bincount(syn_labels, minlength=n_classes))}
     extra.update(n_train_synthetic=int(len(syn_imgs)), fes_da=info)
     return FerFinetuneTask(task.gen, cfg, n_classes), images, labels, subjects, train_rows
