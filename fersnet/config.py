@@ -193,7 +193,7 @@ SCHEMA: dict[str, Any] = {
               "tta_flip": BOOL},
     "fid": {"inception_weights": OPT_PATH, "require_inception": BOOL,
             "dims": Choice(64, 192, 768, 2048), "kid_subset": Int(2), "kid_subsets": Int(1, 10000),
-            "batch_size": Int(1, 4096), "download": BOOL},
+            "batch_size": Int(1, 4096), "download": BOOL, "reference": Choice("test", "train")},
     "mlflow": {"enabled": BOOL, "uri": MLFLOW_URI, "log_jobs": BOOL, "log_checkpoints": BOOL,
                "experiment_prefix": Spec("str")},
     "orchestration": {"gpu_jobs_per_device": Int(1, 16), "folds_per_job": Int(1, 50)},

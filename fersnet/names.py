@@ -20,6 +20,12 @@ GENERATOR = {
     "stargan": "StarGAN",
 }
 
+# The synthesis table's reference rows (fersnet.metrics.score.REFERENCE_ROWS).
+SYNTHESIS_REFERENCE = {
+    "copy_input": "Copy input",
+    "real_target": "Real target",
+}
+
 EXPRESSION = {
     "neutral": "Neutral", "anger": "Anger", "contempt": "Contempt", "disgust": "Disgust",
     "fear": "Fear", "happy": "Happy", "sadness": "Sadness", "surprise": "Surprise",

@@ -115,3 +115,43 @@ def test_weights_file_with_code_instead_of_tensors_is_refused(tmp_path, empty_hu
     torch.save({"conv.weight": print}, bad)      # a pickled global: weights_only must refuse it
     with pytest.raises(fidlib.InceptionUnavailable, match="bad.pth"):
         fidlib.load_inception(_fid_cfg(inception_weights=str(bad)))
+
+
+def test_class_conditional_fd_is_the_mean_over_targets_of_each_targets_distance_to_its_real_class():
+    rng = np.random.default_rng(3)
+    f_syn, f_ref = rng.normal(size=(12, 4)), rng.normal(size=(9, 4))
+    targets, labels = np.array([0, 1, 2] * 4), np.array([0, 1, 2] * 3)
+    out = fidlib.class_conditional(f_syn, targets, f_ref, labels, ["a", "b", "c"], kid_subset=3, kid_subsets=4)
+    per = [fidlib.fid_from_features(f_syn[targets == k], f_ref[labels == k]) for k in range(3)]
+    assert out["fd_per_target"] == pytest.approx(dict(zip("abc", per)))
+    assert out["fd"] == pytest.approx(np.mean(per))
+    assert out["n_per_target"]["a"] == {"synthetic": 4, "reference": 3} and out["kid_subset_size"] == 3
+    assert out["kid"] == pytest.approx(np.mean(list(out["kid_per_target"].values())))
+
+
+def test_a_class_with_fewer_than_two_faces_on_a_side_is_left_out_of_the_mean():
+    rng = np.random.default_rng(4)
+    f_syn, f_ref = rng.normal(size=(6, 3)), rng.normal(size=(5, 3))
+    out = fidlib.class_conditional(f_syn, np.array([0, 0, 0, 1, 1, 1]), f_ref, np.array([0, 0, 0, 0, 1]), ["a", "b"])
+    assert out["classes_used"] == ["a"] and out["fd_per_target"]["b"] is None
+    assert out["fd"] == pytest.approx(out["fd_per_target"]["a"])
+    assert fidlib.class_conditional(f_syn, np.zeros(6), f_ref, np.ones(5), ["a", "b"])["fd"] is None
+
+
+def test_copying_the_input_wins_a_pooled_fd_but_loses_the_class_conditional_one():
+    """Three well separated expression clusters. Copying returns each source face unchanged, so its
+    pooled set has the real faces' class mix; only the distance per target expression sees that
+    every copied face shows another expression than asked for."""
+    rng = np.random.default_rng(5)
+    centres = 10 * np.eye(3, 8)
+    labels = np.repeat(np.arange(3), 20)
+    real = centres[labels] + rng.normal(size=(60, 8))
+    sources = np.repeat(np.arange(60), 2)
+    targets = np.array([t for y in labels for t in range(3) if t != y])
+    copied = real[sources]
+    synthesized = centres[targets] + rng.normal(size=(120, 8))      # a face of the asked expression
+    pooled = {name: fidlib.fid_from_features(f, real) for name, f in (("copy", copied), ("synth", synthesized))}
+    per_class = {name: fidlib.class_conditional(f, targets, real, labels, ["a", "b", "c"])["fd"]
+                 for name, f in (("copy", copied), ("synth", synthesized))}
+    assert pooled["copy"] < pooled["synth"]
+    assert per_class["synth"] < 5 < 100 < per_class["copy"]

@@ -89,7 +89,12 @@ def write_scores(cfg: dict, db: str, model: str, fold: int, judge: float, *, fid
     syn = paths.synthesis_dir(cfg, db, model, fold)
     syn.mkdir(parents=True, exist_ok=True)
     scores = {"judge_accuracy": judge, "judge_accuracy_per_target": {c: judge for c in SIX},
-              "ssim": ssim, "psnr": 20.0, "n_pairs": 30, "judge_fid_n240": 5.0 + fold}
+              "ssim": ssim, "psnr": 20.0, "n_pairs": 30, "judge_fid_n240": 5.0 + fold, "fid_reference": "test",
+              # what copying the input and the real target face score on this fold (score.py REFERENCE_ROWS)
+              "references": {"copy_input": {"judge_accuracy": 0.1, "judge_fid": 60.0 + fold, "ssim": 0.9,
+                                            "psnr": 30.0, "fid": None if fid is None else 80.0, "kid": None},
+                             "real_target": {"judge_accuracy": 0.9, "judge_fid": 1.0 + fold, "ssim": 0.95,
+                                             "psnr": 40.0, "fid": None if fid is None else 2.0, "kid": None}}}
     if fid is None:
         scores.update(fid_n240=None, kid_n240=None, fid=None, kid=None,
                       fid_unavailable="Inception weights not in the hub cache (/root/.cache/torch/hub/checkpoints/"
@@ -443,7 +448,7 @@ def test_synthesis_table_with_fid_unavailable_shows_na_and_footnote(tmp_path):
     cfg = small_cfg(tmp_path, dbs=("mmi",))
     write_grid(cfg, dbs=("mmi",), fid_available=False)
     tex, numbers = tables.synthesis(cfg, agg.collect(cfg), "mmi")
-    assert tex.count("n/a$^{a}$") == 2 * 4                        # FID and KID of 4 generators
+    assert tex.count("n/a$^{a}$") == 2 * 6                        # FID and KID of 4 generators, 2 reference rows
     assert "$^{a}$ FID/KID unavailable" in tex and "fid.inception\\_weights" in tex
     assert "torch hub cache" in tex
     assert "Inception weights not in the hub cache and downloads are off." in tex   # long path left out
@@ -514,6 +519,38 @@ def test_pooled_synthesis_scores_take_precedence_over_fold_means(tmp_path):
     assert numbers["fersnet"]["fid"] == pytest.approx(12.345)
     row = next(ln for ln in tex.splitlines() if ln.startswith(names.GENERATOR["fersnet"]))
     assert "\\textbf{12.35}" in row and "0.0123 $\\pm$ 0.0011" in row
+
+
+def test_synthesis_table_shows_the_copy_input_and_real_target_rows_and_never_bolds_them(built):
+    """The reference rows beat every generator on judge FD, SSIM and PSNR (real target) or FID (none:
+    copy 80, real 2): bold still marks the best generator only."""
+    _, summary, out = built
+    tex = (out / "tables" / "synthesis_ckplus.tex").read_text()
+    lines = tex.splitlines()
+    copy = next(ln for ln in lines if ln.startswith("\\emph{Copy input} &"))
+    real = next(ln for ln in lines if ln.startswith("\\emph{Real target} &"))
+    assert "\\textbf" not in copy and "\\textbf" not in real
+    judge_fd = np.mean([1.0 + k for k in range(10)])
+    assert f"{judge_fd:.2f} $\\pm$" in real and "0.950" in real and f"{np.mean([60.0 + k for k in range(10)]):.2f}" in copy
+    assert lines.index(copy) == lines.index(next(ln for ln in lines if ln.startswith("StarGAN &"))) + 2  # after a rule
+    assert "\\textbf{" + f"{np.mean([5.0 + k for k in range(10)]):.2f}" in tex          # best generator's judge FD
+    assert "Copy input}, the input face returned unchanged" in tex and "class-conditional" in tex
+    refs = summary["measured"]["ckplus"]["synthesis_references"]
+    assert refs["real_target"]["judge_fd_mean"] == pytest.approx(judge_fd)
+
+
+def test_scores_made_before_the_class_conditional_metrics_are_counted_as_missing(tmp_path):
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    write_grid(cfg, dbs=("ckplus",))
+    path = paths.synthesis_dir(cfg, "ckplus", "fersnet", 3) / paths.SCORES
+    old = json.loads(path.read_text())
+    del old["fid_reference"]
+    write_json(path, old)
+    col = agg.collect(cfg)
+    assert [p.file for p in col.problems] == [str(path)] and "class-conditional" in col.problems[0].reason
+    assert "--fold 3 --force" in col.problems[0].reason
+    tex, numbers = tables.synthesis(cfg, col, "ckplus")
+    assert numbers["fersnet"]["n_runs"] == cfg["n_folds"] - 1
 
 
 def test_synthesis_table_shows_the_judge_on_real_faces_as_the_ceiling(built):

@@ -46,6 +46,34 @@ def class_mean_generator(cfg):
     return lambda x, t: means[t.cpu()].to(x.device)
 
 
+def other_subject_generator(cfg, fold: int):
+    """Stand-in that clearly synthesizes: a real training face of the target class, of another subject
+    than the input's (training and test subjects are disjoint), cycling through that class's faces,
+    shifted to the input's mean brightness (the fixture's subjects differ mostly in skin tone)."""
+    from fersnet.data.dataset import load_processed
+    from fersnet.metrics.common import centre_crop, to_tensor
+    data = load_processed(cfg, "ckplus")
+    train_rows, _ = data.split(fold)
+    faces = centre_crop(data.images[train_rows], cfg["train"]["crop"])
+    labels = data.meta["label"].to_numpy()[train_rows]
+    bank = [to_tensor(faces[labels == k]) for k in range(labels.max() + 1)]
+    def generate(x, t):
+        faces = torch.stack([bank[int(k)][i % len(bank[int(k)])] for i, k in enumerate(t.cpu())]).to(x.device)
+        return (faces - faces.mean((1, 2, 3), keepdim=True) + x.mean((1, 2, 3), keepdim=True)).clamp(0, 1)
+    return generate
+
+
+def random_inception(cfg, tmp_path):
+    """FID/KID on: a weights file of pytorch-fid's architecture with random weights (the official file
+    is not on an offline machine)."""
+    weights = tmp_path / "fid_inception_random.pth"
+    torch.manual_seed(0)
+    torch.save(fidlib.fid_inception_architecture().state_dict(), weights)
+    cfg["fid"]["inception_weights"] = str(weights)
+    cfg["fid"]["require_inception"] = True
+    cfg["fid"]["kid_subsets"] = 5
+
+
 def test_judge_accuracy_counts_predictions_equal_to_the_target():
     pred = np.array([0, 1, 2, 2, 0, 1])
     target = np.array([0, 1, 1, 2, 2, 1])
@@ -105,6 +133,58 @@ def test_score_job_writes_the_contract_files_and_records_fid_as_unavailable(smal
     assert (out / "images.npy").stat().st_mtime_ns == stamp
 
 
+def test_copying_the_input_loses_to_synthesis_on_class_conditional_judge_fd_and_to_the_real_target_on_fid_kid(
+        small, tmp_path):
+    """A generator that returns its input against one that returns a real face of the target class
+    (of another subject). The copy-input reference row of scores.json is exactly what copying scores;
+    the real-target row (the subject's own real target face) beats copying on FID, KID and judge FD.
+
+    FID/KID run here on pytorch-fid's network with random weights (the official file is not on an
+    offline machine): such features follow brightness and texture, not expressions, so the stand-in's
+    FID/KID are not compared with copying's; test_fid shows the class-conditional distance on features
+    that do separate expressions."""
+    cfg = small
+    random_inception(cfg, tmp_path)
+    copy = score_job(cfg, "ckplus", "stargan", 0, generator=lambda x, t: x, **QUIET)
+    synth = score_job(cfg, "ckplus", "fersnet", 0, generator=other_subject_generator(cfg, 0), **QUIET)
+    assert synth["judge_fid"] < copy["judge_fid"] / 4
+    assert synth["judge_accuracy"] > copy["judge_accuracy"] + 0.5
+    for key in ("fid", "kid", "judge_fid"):
+        assert synth["references"]["copy_input"][key] == pytest.approx(copy[key]), key
+        assert synth["references"]["real_target"][key] < copy[key] / 2, key
+    assert copy["ssim"] == pytest.approx(synth["references"]["copy_input"]["ssim"])
+    # every synthesized face is compared with real faces of its target, never with its source's expression
+    feats = np.load(paths.synthesis_dir(cfg, "ckplus", "fersnet", 0) / "features.npz")
+    assert (feats["real_label"][feats["source"]] != feats["target"]).all()
+    assert synth["fid_reference"] == "test" and synth["n_reference"] == 9
+
+
+@pytest.mark.slow
+def test_copying_the_input_loses_to_a_trained_fersnet_on_class_conditional_judge_fd(small):
+    """FERSNet trained for 12 epochs at the test profile's scale (~120 steps; at its 1 epoch the
+    generator still returns about its input) makes faces the judge places nearer the target
+    expression than the input: lower class-conditional judge FD than the copy-input row."""
+    from fersnet.training.train import train_job
+    cfg = small
+    cfg["train"]["epochs"] = 12
+    train_job(cfg, "ckplus", "fersnet", 0)
+    scores = score_job(cfg, "ckplus", "fersnet", 0, **QUIET)
+    copy, real = scores["references"]["copy_input"], scores["references"]["real_target"]
+    assert real["judge_fid"] < scores["judge_fid"] < copy["judge_fid"] / 2
+    assert scores["judge_accuracy"] > copy["judge_accuracy"]
+
+
+def test_training_faces_as_reference_hold_every_training_face_and_copying_still_loses(small):
+    cfg = small
+    cfg["fid"]["reference"] = "train"
+    copy = score_job(cfg, "ckplus", "stargan", 0, generator=lambda x, t: x, **QUIET)
+    synth = score_job(cfg, "ckplus", "fersnet", 0, generator=other_subject_generator(cfg, 0), **QUIET)
+    assert synth["fid_reference"] == "train" and synth["n_reference"] == 81      # 9 training subjects x 9 faces
+    assert synth["n_per_target"]["happy"] == {"synthetic": 6, "reference": 27}
+    assert synth["judge_fid"] < copy["judge_fid"]
+    assert copy["judge_fid"] == pytest.approx(synth["references"]["copy_input"]["judge_fid"])
+
+
 def test_required_but_missing_inception_is_a_clear_error_and_writes_nothing(small):
     cfg = small
     cfg["fid"]["require_inception"] = True
@@ -128,16 +208,26 @@ def test_local_weights_give_fid_kid_per_fold_and_pooled_over_folds(small, tmp_pa
                 for k in (0, 1)]
     for s in per_fold:
         assert s["fid_n18"] == s["fid"] and s["fid"] >= 0 and "fid_unavailable" not in s
-        assert s["kid_subset_size"] == 9 and s["inception"]["source"] == "local"
+        # per target: 6 synthesized faces against the 3 real test faces of that class
+        assert s["kid_subset_size"] == 3 and s["inception"]["source"] == "local"
+        assert s["n_per_target"] == {c: {"synthetic": 6, "reference": 3} for c in THREE}
+        assert s["fid"] == pytest.approx(np.mean(list(s["fid_per_target"].values())))
         assert "inception_warning" in s                      # random weights are not the official file
     pool_main(cfg, SimpleNamespace(db="ckplus"))
     pooled = json.loads(pooled_path(cfg, "ckplus", "fersnet").read_text())
     assert pooled["folds"] == [0, 1] and pooled["complete"] is False
     assert pooled["n_synthetic"] == 36 and pooled["fid_n36"] == pooled["fid"] >= 0
     feats = [np.load(paths.synthesis_dir(cfg, "ckplus", "fersnet", k) / "features.npz") for k in (0, 1)]
-    expect = fidlib.fid_from_features(np.concatenate([f["inception_synthetic"] for f in feats]).astype(float),
-                                      np.concatenate([f["inception_real"] for f in feats]).astype(float))
+    syn = np.concatenate([f["inception_synthetic"] for f in feats]).astype(float)
+    ref = np.concatenate([f["inception_real"] for f in feats]).astype(float)    # fid.reference: test
+    target = np.concatenate([f["target"] for f in feats])
+    label = np.concatenate([f["real_label"] for f in feats])
+    expect = np.mean([fidlib.fid_from_features(syn[target == k], ref[label == k]) for k in range(3)])
     assert pooled["fid"] == pytest.approx(expect)
+    copy = pooled["references"]["copy_input"]
+    copied = np.concatenate([f["inception_real"][f["source"]] for f in feats]).astype(float)   # the inputs
+    assert copy["fid"] == pytest.approx(np.mean([fidlib.fid_from_features(copied[target == k], ref[label == k])
+                                                 for k in range(3)]))
     assert pooled["judge_accuracy"] == pytest.approx(np.mean([s["judge_accuracy"] for s in per_fold]))
     # each fold has its own judge: judge FD over folds is a mean and sample std (ddof=1)
     assert pooled["judge_fid_fold_std"] == pytest.approx(np.std([s["judge_fid"] for s in per_fold], ddof=1))

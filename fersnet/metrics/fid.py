@@ -245,3 +245,48 @@ def fid_inception_architecture():
     net.Mixed_7b = pf.FIDInceptionE_1(1280)
     net.Mixed_7c = pf.FIDInceptionE_2(2048)
     return net
+
+
+def class_pairs(syn_labels: np.ndarray, ref_labels: np.ndarray, n_classes: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """class -> (rows of the synthesized set with that target, rows of the real reference of that class)."""
+    syn_labels, ref_labels = np.asarray(syn_labels, int), np.asarray(ref_labels, int)
+    return {k: (np.flatnonzero(syn_labels == k), np.flatnonzero(ref_labels == k)) for k in range(n_classes)}
+
+
+def class_conditional(f_syn: np.ndarray, syn_targets: np.ndarray, f_ref: np.ndarray, ref_labels: np.ndarray,
+                      classes: list[str], kid_subset: int | None = None, kid_subsets: int = 0,
+                      seed: int = 0) -> dict:
+    """Frechet distance (and, with `kid_subset`, KID) per target expression: the synthesized faces of
+    target t against the real reference faces of class t, then the unweighted mean over the classes
+    where both sides have at least 2 faces (intra-class FID, Miyato & Koyama 2018).
+
+    A pooled set of all targets against all real faces is blind to which expression a face has: a
+    generator that returns its input unchanged has the real faces' class mix and scores ~0. Per
+    class, its faces (all of other expressions) are far from the target's real faces.
+
+    Returns `fd` (mean over the usable classes, None if none), `fd_per_target`, and with KID `kid`
+    (mean of the per-class means), `kid_std` (std of that mean: sqrt(sum of per-class variances) / C,
+    the subsets being drawn independently per class), `kid_per_target`, `kid_subset_size` (the
+    smallest used); `n_per_target` ({"synthetic", "reference"} per class) and `classes_used`.
+    """
+    pairs = class_pairs(syn_targets, ref_labels, len(classes))
+    fd, kid_mean, kid_sd, counts, used, sizes = {}, {}, {}, {}, [], []
+    for k, name in enumerate(classes):
+        rs, rr = pairs[k]
+        counts[name] = {"synthetic": int(len(rs)), "reference": int(len(rr))}
+        fd[name] = kid_mean[name] = kid_sd[name] = None
+        if len(rs) < 2 or len(rr) < 2:
+            continue
+        used.append(name)
+        fd[name] = fid_from_features(f_syn[rs], f_ref[rr])
+        if kid_subset:
+            r = kid(f_syn[rs], f_ref[rr], kid_subset, kid_subsets, seed=seed * 1000 + k)
+            kid_mean[name], kid_sd[name] = r["mean"], r["std"]
+            sizes.append(r["subset_size"])
+    out = {"fd": float(np.mean([fd[c] for c in used])) if used else None, "fd_per_target": fd,
+           "n_per_target": counts, "classes_used": used}
+    if kid_subset:
+        out.update({"kid": float(np.mean([kid_mean[c] for c in used])) if used else None,
+                    "kid_std": float(np.sqrt(sum(kid_sd[c] ** 2 for c in used)) / len(used)) if used else None,
+                    "kid_per_target": kid_mean, "kid_subset_size": min(sizes) if sizes else None})
+    return out

@@ -7,10 +7,15 @@
 What is compared with what (docs/scoring.md):
 - judge accuracy: the fold's judge (trained on real training faces only) on the synthesized
   faces, counted correct when it predicts the target expression;
-- FID / KID: pytorch-fid Inception features of all synthesized faces of the fold against
-  all real test faces of the fold (centre crops, as the generators see them);
-- SSIM / PSNR: each synthesized face against the same subject's real faces of the target;
-- judge_fid: Frechet distance on the judge's own penultimate features (domain-specific).
+- FID / KID: pytorch-fid Inception features, per target expression: the synthesized faces of
+  target t against the real reference faces of class t (`fid.reference`: the fold's test faces
+  or its training faces), then the mean over the expressions (centre crops, as the generators see
+  them). Never against the source faces: a source is never of its target's class;
+- judge_fid: the same class-conditional Frechet distance on the judge's own penultimate features;
+- SSIM / PSNR: each synthesized face against the same subject's real faces of the target.
+The same numbers for two reference rows, computed on every fold without a generator:
+`copy_input` (the input returned unchanged: no synthesis) and `real_target` (the subject's real
+face of the target expression, where it exists: perfect synthesis).
 """
 from __future__ import annotations
 
@@ -140,29 +145,60 @@ def open_inception(cfg: dict, device: str, log) -> tuple[object, dict | None, st
     return model, info, None
 
 
-def _fid_kid(cfg: dict, inception, synth: np.ndarray, real: np.ndarray, device: str) -> tuple[dict, dict]:
-    """Inception FID/KID entries of scores.json and the features to save (empty when unavailable)."""
-    model, info, reason = inception
-    m = len(synth)
-    entry = {f"fid_n{m}": None, f"kid_n{m}": None, f"kid_n{m}_std": None, "fid": None, "kid": None,
-             "fid_dims": int(cfg["fid"]["dims"]), "inception": info}
-    if model is None:
-        return dict(entry, fid_unavailable=reason), {}
-    t0 = time.perf_counter()
-    bs = int(cfg["fid"]["batch_size"])
-    f_syn = fidlib.inception_features(model, synth, bs, device)
-    f_real = fidlib.inception_features(model, real, bs, device)
-    fid_value = fidlib.fid_from_features(f_syn, f_real)
-    k = fidlib.kid(f_syn, f_real, cfg["fid"]["kid_subset"], cfg["fid"]["kid_subsets"], seed=int(cfg["seed"]))
-    entry.update({f"fid_n{m}": fid_value, f"kid_n{m}": k["mean"], f"kid_n{m}_std": k["std"],
-                  "fid": fid_value, "kid": k["mean"], "kid_std": k["std"],
-                  "kid_subset_size": k["subset_size"], "kid_subsets": k["n_subsets"],
-                  "inception": info, "seconds_inception": round(time.perf_counter() - t0, 3)})
-    if not info["official"]:
-        entry["inception_warning"] = (f"weights file {info['file']} is not pytorch-fid's official file "
-                                      f"(sha256 {info['sha256'][:8]}..., expected {fidlib.WEIGHTS_SHA256_PREFIX}...); "
-                                      "FID/KID are not comparable with published values")
-    return entry, {"inception_synthetic": f_syn.astype(np.float32), "inception_real": f_real.astype(np.float32)}
+REFERENCE_ROWS = ("copy_input", "real_target")
+REFERENCES = ("test", "train")        # `fid.reference`
+
+
+def reference_faces(cfg: dict, data, train_rows: np.ndarray, faces: np.ndarray,
+                    labels: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
+    """The real faces FID/KID and judge FD compare each target expression with, and their labels.
+
+    `fid.reference: test`: the fold's real test faces (`faces`); `train`: its real training faces.
+    Either way the reference of class t holds no source of a face synthesized towards t (a source
+    is never of its target's expression).
+    """
+    if cfg["fid"]["reference"] == "test":
+        return faces, labels
+    return centre_crop(data.images[train_rows], crop), data.meta["label"].to_numpy()[train_rows].astype(int)
+
+
+def scored_set(cfg: dict, classes: list[str], targets: np.ndarray, pred: np.ndarray, j_syn: np.ndarray,
+               j_ref: np.ndarray, ref_labels: np.ndarray, f_syn: np.ndarray | None, f_ref: np.ndarray | None,
+               sim: dict) -> dict:
+    """The synthesis scores of one set of faces made towards `targets` (a generator's, or a reference
+    row's): judge accuracy, class-conditional judge FD and (with Inception features) FID/KID,
+    SSIM/PSNR; unsized names (the caller adds the sized ones)."""
+    acc = judge_accuracy(pred, targets, classes)
+    jfd = fidlib.class_conditional(j_syn, targets, j_ref, ref_labels, classes)
+    out = {"n_synthetic": int(len(targets)), **acc,
+           "fid": None, "kid": None, "kid_std": None,
+           "judge_fid": jfd["fd"], "judge_fid_per_target": jfd["fd_per_target"],
+           "ssim": sim["ssim"], "psnr": sim["psnr"], "n_pairs": sim["n_pairs"],
+           "n_per_target": jfd["n_per_target"], "classes_used": jfd["classes_used"]}
+    if f_syn is not None:
+        c = fidlib.class_conditional(f_syn, targets, f_ref, ref_labels, classes, int(cfg["fid"]["kid_subset"]),
+                                     int(cfg["fid"]["kid_subsets"]), seed=int(cfg["seed"]))
+        out.update({"fid": c["fd"], "kid": c["kid"], "kid_std": c["kid_std"], "fid_per_target": c["fd_per_target"],
+                    "kid_per_target": c["kid_per_target"], "kid_subset_size": c["kid_subset_size"],
+                    "kid_subsets": int(cfg["fid"]["kid_subsets"])})
+    return out
+
+
+def _sized(entry: dict) -> dict:
+    """`fid_n<M>`, `kid_n<M>`, `kid_n<M>_std`, `judge_fid_n<M>` (M synthesized faces) beside the plain keys."""
+    m = entry["n_synthetic"]
+    return {f"fid_n{m}": entry["fid"], f"kid_n{m}": entry["kid"], f"kid_n{m}_std": entry["kid_std"],
+            f"judge_fid_n{m}": entry["judge_fid"]}
+
+
+def _inception_info(cfg: dict, info: dict | None) -> dict:
+    """The Inception entries of scores.json: `fid_dims`, `inception` provenance and any warning."""
+    out = {"fid_dims": int(cfg["fid"]["dims"]), "inception": info}
+    if info is not None and not info["official"]:
+        out["inception_warning"] = (f"weights file {info['file']} is not pytorch-fid's official file "
+                                    f"(sha256 {info['sha256'][:8]}..., expected {fidlib.WEIGHTS_SHA256_PREFIX}...); "
+                                    "FID/KID are not comparable with published values")
+    return out
 
 
 def _load_generator(cfg: dict, db: str, model: str, fold: int, device: str):
@@ -223,6 +259,7 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
     import torch
     from fersnet.data.dataset import load_processed
     from fersnet.metrics.judge import features as judge_features, load_judge, predict_and_features
+    from fersnet.metrics.similarity import paired_similarity, real_target_positions
 
     t_start = time.perf_counter()
     device = resolve_device(cfg, device)
@@ -230,41 +267,74 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
     torch.manual_seed(int(cfg["seed"]) * 1000 + int(fold))
 
     data = load_processed(cfg, db)
-    _, test_rows = data.split(fold)
+    train_rows, test_rows = data.split(fold)
     crop = int(cfg["train"]["crop"])
     classes = list(data.classes)
     faces = centre_crop(data.images[test_rows], crop)
     labels = data.meta["label"].to_numpy()[test_rows].astype(int)
     subjects = data.meta["subject"].astype(str).to_numpy()[test_rows]
+    ref_faces, ref_labels = reference_faces(cfg, data, train_rows, faces, labels, crop)
+    ref_is_test = ref_faces is faces
 
     judge_dir = paths.judge_dir(cfg, db, fold)
     judge = load_judge(judge_dir, device)
     check_judge_fits(judge, judge_dir, crop, len(classes))
     if generator is None:
         generator = _load_generator(cfg, db, model, fold, device)
-    inception = open_inception(cfg, device, log)
+    inception, inception_info, fid_reason = open_inception(cfg, device, log)
 
     sources, targets = synthesis_plan(labels, len(classes))
     synth = synthesize(generator, faces, sources, targets, device)
     logits, j_syn = predict_and_features(judge, synth, device)   # one judge pass: labels and judge_fid features
     pred = logits.argmax(1)
-    acc = judge_accuracy(pred, targets, classes)
+    logits_real, j_real = predict_and_features(judge, faces, device)
+    pred_real = logits_real.argmax(1)
+    j_ref = j_real if ref_is_test else judge_features(judge, ref_faces, device)
 
-    from fersnet.metrics.similarity import paired_similarity
-    sim = paired_similarity(synth, subjects[sources], targets, faces, subjects, labels)
+    # The reference rows need no network pass of their own: copying gives the sources' own
+    # predictions and features, the real target those of the subject's real target face.
+    rt = real_target_positions(subjects, labels, sources, targets)
+    has_rt = rt >= 0
+    sets = {"generator": (synth, sources, targets, pred, j_syn),
+            "copy_input": (faces[sources], sources, targets, pred_real[sources], j_real[sources]),
+            "real_target": (faces[rt[has_rt]], sources[has_rt], targets[has_rt], pred_real[rt[has_rt]],
+                            j_real[rt[has_rt]])}
+    f_real = f_syn = f_ref = None
+    t_inception = time.perf_counter()
+    if inception is not None:
+        bs = int(cfg["fid"]["batch_size"])
+        f_real = fidlib.inception_features(inception, faces, bs, device)
+        f_syn = fidlib.inception_features(inception, synth, bs, device)
+        f_ref = f_real if ref_is_test else fidlib.inception_features(inception, ref_faces, bs, device)
+    inception_feats = {"generator": f_syn, "copy_input": None if f_real is None else f_real[sources],
+                       "real_target": None if f_real is None else f_real[rt[has_rt]]}
+    seconds_inception = round(time.perf_counter() - t_inception, 3)
+
+    entries, per_face = {}, {}
+    for name, (images, src, tgt, p, j) in sets.items():
+        sim = paired_similarity(images, subjects[src], tgt, faces, subjects, labels)
+        entries[name] = scored_set(cfg, classes, tgt, p, j, j_ref, ref_labels, inception_feats[name], f_ref, sim)
+        if fid_reason is not None:
+            entries[name]["fid_unavailable"] = fid_reason
+        # per-face SSIM/PSNR aligned with the M synthesized faces (NaN where a row has no face)
+        keep = has_rt if name == "real_target" else np.ones(len(sources), bool)
+        for key in ("ssim", "psnr"):
+            full = np.full(len(sources), np.nan)
+            full[keep] = sim[f"per_face_{key}"]
+            per_face[f"per_face_{key}" + ("" if name == "generator" else f"_{name}")] = full
+    gen = entries.pop("generator")
     m = len(synth)
-    j_real = judge_features(judge, faces, device)
-    fid_entry, inception_feats = _fid_kid(cfg, inception, synth, faces, device)
     judge_real_acc = json.loads((judge_dir / paths.METRICS).read_text()).get("accuracy")
-
     scores = {"db": db, "model": model, "fold": int(fold), "classes": classes,
-              "n_sources": int(len(faces)), "n_synthetic": int(m), "n_real": int(len(faces)),
-              **acc, "judge_accuracy_real": judge_real_acc,
-              **fid_entry,
-              "ssim": sim["ssim"], "psnr": sim["psnr"], "n_pairs": sim["n_pairs"],
-              f"judge_fid_n{m}": fidlib.fid_from_features(j_syn, j_real), "judge_fid": None,
+              "n_sources": int(len(faces)), "fid_reference": cfg["fid"]["reference"],
+              "n_reference": int(len(ref_labels)), **gen, **_sized(gen),
+              "judge_accuracy_real": judge_real_acc, **_inception_info(cfg, inception_info),
+              "references": {name: dict(e, **_sized(e)) for name, e in entries.items()},
               "seconds": None, "device": device, **provenance.stamp(fp)}
-    scores["judge_fid"] = scores[f"judge_fid_n{m}"]
+    if inception is not None:
+        scores["seconds_inception"] = seconds_inception
+    features_out = {"inception_synthetic": f_syn, "inception_real": f_real, "inception_reference": f_ref}
+    features_out = {k: v.astype(np.float32) for k, v in features_out.items() if v is not None}
     with staged_outputs(out, paths.SCORES, "fersnet score") as tmp:
         np.save(tmp / paths.SYNTH_IMAGES, synth)
         with open(tmp / paths.SYNTH_INDEX, "w", newline="") as f:
@@ -274,9 +344,10 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
                 w.writerow([r, int(test_rows[s]), subjects[s], int(labels[s]), int(t)])
         write_grid(tmp / paths.SYNTH_GRID, faces, labels, synth, sources, targets, classes,
                    f"{db} / {model} / fold {fold}")
-        np.savez(tmp / FEATURES, target=targets.astype(np.int64), real_label=labels.astype(np.int64),
-                 judge_pred=pred.astype(np.int64), per_face_ssim=sim["per_face_ssim"],
-                 per_face_psnr=sim["per_face_psnr"], **inception_feats)
+        np.savez(tmp / FEATURES, target=targets.astype(np.int64), source=sources.astype(np.int64),
+                 real_target=rt, real_label=labels.astype(np.int64), reference_label=ref_labels.astype(np.int64),
+                 judge_pred=pred.astype(np.int64), judge_pred_real=pred_real.astype(np.int64),
+                 **per_face, **features_out)
         scores["seconds"] = round(time.perf_counter() - t_start, 3)
         write_json(tmp / provenance.PROVENANCE, provenance.record(fp, cfg, device))
         write_json(tmp / paths.SCORES, scores)
@@ -291,15 +362,21 @@ def main(cfg: dict, args) -> dict:
     return {k: s[k] for k in ["db", "model", "fold", *keys, "ssim", "psnr", "n_pairs", "seconds"] if k in s}
 
 
-def _fold_files(cfg: dict, db: str, model: str) -> list[tuple[int, dict, dict]]:
-    found = []
+def _fold_files(cfg: dict, db: str, model: str) -> tuple[list[tuple[int, dict, dict]], list[int]]:
+    """The scored folds of (db, model) as (fold, scores.json, features.npz), and the folds scored
+    before the class-conditional metrics (no `fid_reference`): those are left out of the pool."""
+    found, old = [], []
     for fold in range(int(cfg["n_folds"])):
         folder = paths.synthesis_dir(cfg, db, model, fold)
         if (folder / paths.SCORES).is_file() and (folder / FEATURES).is_file():
+            scores = json.loads((folder / paths.SCORES).read_text())
+            if "fid_reference" not in scores:
+                old.append(fold)
+                continue
             with np.load(folder / FEATURES) as z:
                 feats = {k: z[k] for k in z.files}
-            found.append((fold, json.loads((folder / paths.SCORES).read_text()), feats))
-    return found
+            found.append((fold, scores, feats))
+    return found, old
 
 
 def _fold_mean_std(name: str, values: list) -> dict:
@@ -309,37 +386,42 @@ def _fold_mean_std(name: str, values: list) -> dict:
     return {f"{name}_fold_{k}": (s[k] if np.isfinite(s[k]) else None) for k in ("mean", "std")}
 
 
-def pool_scores(cfg: dict, db: str, model: str) -> dict:
-    """Pool one generator's per-fold synthesis over the scored folds (content of synthesis_pooled.json).
+def _fold_set(feats: dict, which: str) -> dict:
+    """One fold's synthesized set `which` (generator or a reference row) from its features.npz:
+    targets, judge predictions, per-face SSIM/PSNR and Inception features (None without them)."""
+    target, source, rt = feats["target"], feats["source"], feats["real_target"]
+    f_real = feats.get("inception_real")
+    suffix = "" if which == "generator" else f"_{which}"
+    ssim, psnr = feats[f"per_face_ssim{suffix}"], feats[f"per_face_psnr{suffix}"]
+    if which == "generator":
+        return dict(target=target, pred=feats["judge_pred"], ssim=ssim, psnr=psnr,
+                    inception=feats.get("inception_synthetic"))
+    if which == "copy_input":
+        return dict(target=target, pred=feats["judge_pred_real"][source], ssim=ssim, psnr=psnr,
+                    inception=None if f_real is None else f_real[source])
+    keep = rt >= 0
+    return dict(target=target[keep], pred=feats["judge_pred_real"][rt[keep]], ssim=ssim[keep], psnr=psnr[keep],
+                inception=None if f_real is None else f_real[rt[keep]])
 
-    Inception features share one space, so FID/KID are recomputed on all folds' features
-    together. Each fold has its own judge, so judge_fid is a mean over folds, not pooled.
-    """
-    found = _fold_files(cfg, db, model)
-    out = {"db": db, "model": model, "seed": int(cfg["seed"]), "folds": [f for f, _, _ in found],
-           "n_folds": int(cfg["n_folds"]),
-           "complete": len(found) == int(cfg["n_folds"])}
-    if not found:
-        return dict(out, judge_accuracy=None, fid=None, kid=None, ssim=None, psnr=None, n_pairs=0,
-                    fid_unavailable="no fold of this model has been scored (`fersnet score`)")
-    classes = found[0][1]["classes"]
-    targets = np.concatenate([f["target"] for _, _, f in found])
-    pred = np.concatenate([f["judge_pred"] for _, _, f in found])
-    out.update(judge_accuracy(pred, targets, classes))
-    out.update(_fold_mean_std("judge_accuracy", [s["judge_accuracy"] for _, s, _ in found]))
-    ssim_all = np.concatenate([f["per_face_ssim"] for _, _, f in found])
-    psnr_all = np.concatenate([f["per_face_psnr"] for _, _, f in found])
+
+def _pooled_set(cfg: dict, found: list, which: str, classes: list[str]) -> dict:
+    """Scores of one synthesized set pooled over the folds: judge accuracy and SSIM/PSNR over all its
+    faces, judge FD as a mean over folds (each fold has its own judge), class-conditional FID/KID on
+    the Inception features of every fold together (one feature space)."""
+    sets = [_fold_set(f, which) for _, _, f in found]
+    per_fold = [s if which == "generator" else s["references"][which] for _, s, _ in found]
+    targets = np.concatenate([x["target"] for x in sets])
+    out = {"n_synthetic": int(len(targets)), **judge_accuracy(np.concatenate([x["pred"] for x in sets]), targets, classes)}
+    out.update(_fold_mean_std("judge_accuracy", [e["judge_accuracy"] for e in per_fold]))
+    ssim_all = np.concatenate([x["ssim"] for x in sets])
+    psnr_all = np.concatenate([x["psnr"] for x in sets])
     paired = ~np.isnan(ssim_all)
     out.update({"ssim": float(ssim_all[paired].mean()) if paired.any() else None,
                 "psnr": float(psnr_all[paired].mean()) if paired.any() else None,
                 "n_pairs": int(paired.sum())})
-    judge_fids = [s.get("judge_fid") for _, s, _ in found if s.get("judge_fid") is not None]
-    out.update(_fold_mean_std("judge_fid", judge_fids))
-
-    m = len(targets)
-    out.update({"n_synthetic": int(m), f"fid_n{m}": None, f"kid_n{m}": None, f"kid_n{m}_std": None,
-                "fid": None, "kid": None})
-    missing = [f for f, _, feats in found if "inception_synthetic" not in feats]
+    out.update(_fold_mean_std("judge_fid", [e["judge_fid"] for e in per_fold if e.get("judge_fid") is not None]))
+    out.update({"fid": None, "kid": None, "kid_std": None})
+    missing = [f for (f, _, feats), x in zip(found, sets) if x["inception"] is None or "inception_reference" not in feats]
     dims = {s.get("fid_dims") for _, s, _ in found}
     if missing:
         reason = {f: s for f, s, _ in found}[missing[0]].get("fid_unavailable", "")
@@ -347,21 +429,55 @@ def pool_scores(cfg: dict, db: str, model: str) -> dict:
     elif len(dims) != 1:
         out["fid_unavailable"] = f"folds were scored with different `fid.dims` {sorted(dims)}; re-score them"
     else:
-        f_syn = np.concatenate([f["inception_synthetic"] for _, _, f in found]).astype(np.float64)
-        f_real = np.concatenate([f["inception_real"] for _, _, f in found]).astype(np.float64)
-        fid_value = fidlib.fid_from_features(f_syn, f_real)
-        k = fidlib.kid(f_syn, f_real, cfg["fid"]["kid_subset"], cfg["fid"]["kid_subsets"], seed=int(cfg["seed"]))
-        out.update({f"fid_n{m}": fid_value, f"kid_n{m}": k["mean"], f"kid_n{m}_std": k["std"],
-                    "fid": fid_value, "kid": k["mean"], "kid_std": k["std"], "n_real": int(len(f_real)),
-                    "kid_subset_size": k["subset_size"], "kid_subsets": k["n_subsets"],
-                    "fid_dims": dims.pop()})
+        f_ref = np.concatenate([f["inception_reference"] for _, _, f in found]).astype(np.float64)
+        ref_labels = np.concatenate([f["reference_label"] for _, _, f in found])
+        f_syn = np.concatenate([x["inception"] for x in sets]).astype(np.float64)
+        c = fidlib.class_conditional(f_syn, targets, f_ref, ref_labels, classes, int(cfg["fid"]["kid_subset"]),
+                                     int(cfg["fid"]["kid_subsets"]), seed=int(cfg["seed"]))
+        out.update({"fid": c["fd"], "kid": c["kid"], "kid_std": c["kid_std"], "fid_per_target": c["fd_per_target"],
+                    "kid_per_target": c["kid_per_target"], "n_per_target": c["n_per_target"],
+                    "kid_subset_size": c["kid_subset_size"], "kid_subsets": int(cfg["fid"]["kid_subsets"]),
+                    "n_reference": int(len(ref_labels)), "fid_dims": dims.pop()})
+    return out
+
+
+def pool_scores(cfg: dict, db: str, model: str) -> dict:
+    """Pool one generator's per-fold synthesis over the scored folds (content of synthesis_pooled.json),
+    and the two reference rows (`references`: copy_input, real_target) the same way.
+
+    Inception features share one space, so FID/KID are recomputed per target expression on all
+    folds' features together (the reference side: every fold's reference faces). Each fold has its
+    own judge, so judge_fid is a mean over folds, not pooled.
+    """
+    found, old = _fold_files(cfg, db, model)
+    out = {"db": db, "model": model, "seed": int(cfg["seed"]), "folds": [f for f, _, _ in found],
+           "n_folds": int(cfg["n_folds"]),
+           "complete": len(found) == int(cfg["n_folds"])}
+    if old:
+        out["folds_with_old_metrics"] = old
+    if not found:
+        why = (f"fold(s) {old} were scored before FID/KID/judge FD became class-conditional; re-score them "
+               "(`fersnet score --force`)" if old else "no fold of this model has been scored (`fersnet score`)")
+        return dict(out, judge_accuracy=None, fid=None, kid=None, ssim=None, psnr=None, n_pairs=0, fid_unavailable=why)
+    classes = found[0][1]["classes"]
+    refs = sorted({s["fid_reference"] for _, s, _ in found})
+    if len(refs) != 1:
+        raise FersnetError(f"{db}/{model}: folds were scored against different `fid.reference` {refs}; "
+                           "re-score them with one setting (`fersnet score --force`)")
+    out["fid_reference"] = refs[0]
+    gen = _pooled_set(cfg, found, "generator", classes)
+    out.update(gen)
+    m = gen["n_synthetic"]                                 # judge FD is per fold: no pooled value
+    out.update({f"fid_n{m}": gen["fid"], f"kid_n{m}": gen["kid"], f"kid_n{m}_std": gen["kid_std"]})
+    out["references"] = {r: _pooled_set(cfg, found, r, classes) for r in REFERENCE_ROWS}
     fp = provenance.fingerprint(cfg, "pool", db, model, None, {
         str(paths.synthesis_dir(cfg, db, model, f) / paths.SCORES): s.get("fingerprint") or "unrecorded"
         for f, s, _ in found})
     out.update(provenance.stamp(fp))
     out["provenance"] = provenance.record(fp, cfg)
     out["per_fold"] = {str(f): {"judge_accuracy": s["judge_accuracy"], "fid": s.get("fid"), "kid": s.get("kid"),
-                                "ssim": s.get("ssim"), "psnr": s.get("psnr"), "n_synthetic": s.get("n_synthetic")}
+                                "judge_fid": s.get("judge_fid"), "ssim": s.get("ssim"), "psnr": s.get("psnr"),
+                                "n_synthetic": s.get("n_synthetic")}
                        for f, s, _ in found}
     return out
 

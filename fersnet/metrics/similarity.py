@@ -39,6 +39,16 @@ def reference_rows(subjects: np.ndarray, labels: np.ndarray) -> dict[tuple[str, 
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+def real_target_positions(subjects, labels, sources, targets) -> np.ndarray:
+    """For each (source, target) pair: the position of the source subject's first real face of the
+    target expression (the *real target* reference row: what a perfect synthesis would give), -1
+    where the subject has none."""
+    refs = reference_rows(np.asarray(subjects), np.asarray(labels))
+    subjects = np.asarray(subjects).astype(str)
+    return np.array([int(refs[(subjects[s], int(t))][0]) if (subjects[s], int(t)) in refs else -1
+                     for s, t in zip(sources, targets)], dtype=np.int64)
+
+
 def paired_similarity(synth: np.ndarray, synth_subjects, synth_targets,
                       real: np.ndarray, real_subjects, real_labels) -> dict:
     """Mean SSIM/PSNR of synthesized faces against their subject's real faces of the target.

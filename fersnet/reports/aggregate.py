@@ -35,6 +35,9 @@ from fersnet.training.classification import classification_metrics, labels_from_
 FER_MODELS = ("no_mtl", "no_convflu", "fersnet", "fes_da_real", "fes_da")
 # Models that synthesize faces (no_mtl stands for its single-task FES generator), synthesis row order.
 GEN_MODELS = ("fersnet", "no_mtl", "no_convflu", "stargan")
+# The synthesis table's reference rows (fersnet.metrics.score.REFERENCE_ROWS): what no synthesis (the
+# input returned unchanged) and perfect synthesis (the subject's real target face) score on each fold.
+SYNTHESIS_REFERENCES = ("copy_input", "real_target")
 REFERENCE = "fersnet"        # the paired tests compare FERSNet against each ablation
 
 # Wilcoxon signed-rank: zero differences are dropped (Wilcoxon's own rule, scipy's default);
@@ -235,26 +238,48 @@ def parse_scores(scores: dict) -> dict:
                 ssim=float(scores["ssim"]) if is_number(scores.get("ssim")) else None,
                 psnr=float(scores["psnr"]) if is_number(scores.get("psnr")) else None,
                 n_pairs=scores.get("n_pairs") if is_number(scores.get("n_pairs")) else None,
-                fid_unavailable=str(reason) if reason else None)
+                fid_unavailable=str(reason) if reason else None,
+                fid_reference=scores.get("fid_reference"))
 
 
 def collect_synthesis(cfg: dict, problems: list) -> pd.DataFrame:
-    """One row per expected (database, generator, seed, fold) with its parsed scores.json (status ok/missing)."""
-    rows = []
+    """One row per expected (database, generator, seed, fold) with its parsed scores.json (status ok/missing),
+    then the reference rows (model `copy_input`, `real_target`) of every (database, seed, fold): each
+    generator's scores.json holds the same ones, taken from the first generator scored.
+
+    A scores.json made before FID/KID and judge FD became class-conditional (no `fid_reference`) is
+    a problem, counted as missing: its numbers measure something else."""
+    rows, refs = [], {}
     for db in cfg["databases"]:
         for model in (m for m in GEN_MODELS if m in cfg["models"]):
             for seed in seeds_of(cfg):
                 for k in range(cfg["n_folds"]):
                     path = paths.synthesis_dir(cfg, db, model, k, seed) / paths.SCORES
                     s = read_json(path, problems)
+                    if s is not None and "fid_reference" not in s:
+                        problems.append(Problem(str(path), "scored before FID/KID and judge FD became "
+                                                "class-conditional (no `fid_reference`); re-run `fersnet score "
+                                                f"--db {db} --model {model} --fold {k} --force`"))
+                        s = None
                     row = dict(db=db, model=model, seed=seed, fold=k, status="ok" if s is not None else "missing")
                     row.update(parse_scores(s or {}))
+                    rows.append(row)
+                    if s is not None and isinstance(s.get("references"), dict):
+                        refs.setdefault((db, seed, k), s["references"])
+        for ref in SYNTHESIS_REFERENCES:
+            for seed in seeds_of(cfg):
+                for k in range(cfg["n_folds"]):
+                    entry = (refs.get((db, seed, k)) or {}).get(ref)
+                    row = dict(db=db, model=ref, seed=seed, fold=k,
+                               status="ok" if isinstance(entry, dict) else "missing")
+                    row.update(parse_scores(entry if isinstance(entry, dict) else {}))
                     rows.append(row)
     return pd.DataFrame(rows)
 
 
 def collect_pooled(cfg: dict, problems: list) -> dict:
-    """(db, model, seed) -> parsed pooled synthesis scores (paths.pooled_file), for the files that exist."""
+    """(db, model, seed) -> parsed pooled synthesis scores (paths.pooled_file), for the files that exist;
+    the reference rows under (db, `copy_input` / `real_target`, seed), from the first generator's file."""
     out = {}
     for db in cfg["databases"]:
         for model in (m for m in GEN_MODELS if m in cfg["models"]):
@@ -262,6 +287,9 @@ def collect_pooled(cfg: dict, problems: list) -> dict:
                 data = read_json(paths.pooled_file(cfg, db, model, seed), problems)
                 if data is not None:
                     out[(db, model, seed)] = parse_scores(data)
+                    for ref, entry in (data.get("references") or {}).items():
+                        if ref in SYNTHESIS_REFERENCES and isinstance(entry, dict) and (db, ref, seed) not in out:
+                            out[(db, ref, seed)] = parse_scores(entry)
     return out
 
 

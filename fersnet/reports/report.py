@@ -219,6 +219,9 @@ def build_summary(cfg: dict, col: agg.Collected, tests: dict, synthesis_numbers:
                 entry["synthesis_n_folds"] = syn["n_folds"]
                 entry["synthesis_fid_available"] = syn["fid_unavailable"] is None and math.isfinite(syn["fid"])
             measured[model] = entry
+        references = {r: v for r, v in synthesis_numbers.get(db, {}).items() if r in agg.SYNTHESIS_REFERENCES}
+        if references:          # what no synthesis (copy input) and perfect synthesis (real target) score
+            measured["synthesis_references"] = references
         summary["measured"][db] = measured
     return summary
 

@@ -415,9 +415,28 @@ def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
                               judge_accuracy_seed_std=judge["seed_std"], n_folds=judge["n_folds"],
                               n_runs=judge["n_runs"], seeds=sorted(judge["per_seed"]),
                               fid=c["fid_val"], fid_seed_std=c["fid_seed_std"], kid=c["kid_val"],
-                              judge_fd_mean=jfd["mean"], ssim_mean=ssim["mean"], ssim_std=ssim["std"],
+                              judge_fd_mean=jfd["mean"], judge_fd_std=jfd["std"], ssim_mean=ssim["mean"], ssim_std=ssim["std"],
                               psnr_mean=psnr["mean"], psnr_std=psnr["std"], losses=_losses_cell(losses[model]),
                               fid_unavailable=reason)
+    n_generators = len(rows)
+    for ref in agg.SYNTHESIS_REFERENCES:
+        # what no synthesis and perfect synthesis score: shown, never compared (NaN in `numeric`)
+        s = syn[syn.model == ref]
+        if s.empty:
+            continue
+        judge, jfd, ssim, psnr = (agg.run_stats(agg.run_values(syn, db, ref, key))
+                                  for key in ("judge_accuracy", "judge_fd", "ssim", "psnr"))
+        c = _fid_kid_cells(cfg, agg.pooled_over_seeds(col.pooled, db, ref), s, db)
+        any_dagger |= c["dagger"]
+        if c["fid"] == DASH and reasons:
+            c["fid"] = c["kid"] = NA + "$^{a}$"
+        rows.append((f"\\emph{{{names.SYNTHESIS_REFERENCE[ref]}}}",
+                     [DASH, _cell(cfg, judge), c["fid"], c["kid"], _cell(cfg, jfd), _cell(cfg, ssim, 3),
+                      _cell(cfg, psnr, 1)], [np.nan] * 7))
+        numbers[ref] = dict(judge_accuracy_mean=judge["mean"], judge_accuracy_std=judge["std"],
+                            n_folds=judge["n_folds"], n_runs=judge["n_runs"], fid=c["fid_val"], kid=c["kid_val"],
+                            judge_fd_mean=jfd["mean"], judge_fd_std=jfd["std"], ssim_mean=ssim["mean"],
+                            ssim_std=ssim["std"], psnr_mean=psnr["mean"], psnr_std=psnr["std"])
     real = agg.run_stats(agg.run_values(col.judges, db, None))
     if real["n"]:
         # the judge on real test faces: the ceiling a perfect synthesis could reach
@@ -431,18 +450,28 @@ def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
     numeric = pd.DataFrame([r[2] for r in rows], index=index, columns=columns)
     bold = pd.concat([bold_mask(numeric.iloc[:, [1, 5, 6]], "max"), bold_mask(numeric.iloc[:, [2, 3, 4]], "min")],
                      axis=1).reindex(columns=columns, fill_value=False)
+    fid_ref = sorted({str(r) for r in syn.fid_reference.dropna()}) or [cfg["fid"]["reference"]]
+    reference = {"test": "the fold's real test faces of that expression",
+                 "train": "the fold's real training faces of that expression"}
+    against = " / ".join(reference.get(r, tex_escape(r)) for r in fid_ref)
     caption = (f"Expression synthesis on {names.DATABASE[db]}: every test face into every other expression. "
                "Judge acc.: share of synthesized faces that the judge (a standard FER model trained on the "
-               "fold's real training faces) classifies as the target expression. FID/KID: Inception "
-               "features of synthesized vs.\\ real test faces, pooled over all folds"
+               "fold's real training faces) classifies as the target expression. FID, KID and Judge FD are "
+               "class-conditional: the faces synthesized towards each expression against " + against
+               + " (never the source faces, which show another expression), then the mean over the expressions; "
+               "a generator that only copies its input is far from every target. FID/KID: Inception features, "
+               "pooled over all folds"
                + (" of a seed, then averaged over the seeds" if _multi(cfg) else "")
-               + " ($n$: sample size in the metric's name; KID $\\pm$ std over subsets"
+               + " ($n$: synthesized faces, the sample size in the metric's name; KID $\\pm$ std over subsets"
                + (", averaged over the seeds; below it [in brackets] the std over the seeds' pooled values" if _multi(cfg) else "")
                + "). Judge FD: Fr\\'echet distance on the judge's "
                "own features (domain-specific, per fold). SSIM, PSNR: against the subject's real image of "
-               "the target expression. Best generator in bold; \\emph{Real test faces}: the judge's accuracy "
-               "on the real test faces, the ceiling for judge accuracy. " + _fold_note(cfg)
-               + " " + _losses_caption(losses))
+               "the target expression; they reward keeping the input's identity, so copying scores high: read "
+               "them against the reference rows. Best generator in bold. Reference rows, computed on every fold "
+               "and never in bold: \\emph{Copy input}, the input face returned unchanged (no synthesis); "
+               "\\emph{Real target}, the subject's real face of the target expression where it has one (perfect "
+               "synthesis); \\emph{Real test faces}: the judge's accuracy on the real test faces, the ceiling for "
+               "judge accuracy. " + _fold_note(cfg) + " " + _losses_caption(losses))
     notes = []
     if any_dagger:
         notes.append(r"$^{\dagger}$ No pooled file (\texttt{fersnet pool}): mean $\pm$ std of the per-fold values"
@@ -453,8 +482,20 @@ def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
                      + r" To compute them, set \texttt{fid.inception\_weights} in params.yaml to a local copy of "
                      r"\texttt{pt\_inception-2015-12-05-6726825d.pth}, or place that file in the torch hub cache "
                      r"(\texttt{torch.hub.get\_dir()/checkpoints/}); see docs/scoring.md.")
-    return render(display, caption, f"tab:synthesis_{db}", bold=bold, note=" ".join(notes) or None,
-                  column_format="lp{1.2cm}" + "c" * (len(columns) - 1), font="\\footnotesize", colsep="2.5pt"), numbers
+    tex = render(display, caption, f"tab:synthesis_{db}", bold=bold, note=" ".join(notes) or None,
+                 column_format="lp{1.2cm}" + "c" * (len(columns) - 1), font="\\footnotesize", colsep="2.5pt")
+    return _rule_before_row(tex, len(display), n_generators), numbers
+
+
+def _rule_before_row(tex: str, n_rows: int, first: int) -> str:
+    """A booktabs \\midrule between body row `first - 1` and row `first` (the generators and the
+    reference rows of the synthesis table); nothing when `first` is 0 or past the last row."""
+    if not 0 < first < n_rows:
+        return tex
+    lines = tex.split("\n")
+    body = lines.index("\\midrule") + 1                 # the rule under the column header
+    lines.insert(body + first, "\\midrule")
+    return "\n".join(lines)
 
 
 # Abbreviations of the losses column (fersnet.models.registry.synthesis_losses names them).
