@@ -153,6 +153,7 @@ SCHEMA: dict[str, Any] = {
     "databases": List(Choice(*DATABASES)),
     "models": List(Choice(*MODELS)),
     "n_folds": Int(2, 50),
+    "folds": {"rule": Choice("round_robin", "blocks")},
     "paths": {"results": PATH, "reports": PATH},
     "data": {
         "ckplus": {"root": PATH, "include_neutral": BOOL, "frames": Int(1, 30)},
