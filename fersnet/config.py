@@ -153,6 +153,7 @@ SCHEMA: dict[str, Any] = {
     "databases": List(Choice(*DATABASES)),
     "models": List(Choice(*MODELS)),
     "n_folds": Int(2, 50),
+    "folds": {"rule": Choice("round_robin", "blocks")},
     "paths": {"results": PATH, "reports": PATH},
     "data": {
         "ckplus": {"root": PATH, "include_neutral": BOOL, "frames": Int(1, 30)},
@@ -300,11 +301,22 @@ def _semantic_checks(cfg: dict) -> None:
         raise ConfigError(f"params: `train.crop` ({cfg['train']['crop']}) must not exceed "
                           f"`preprocess.size` ({cfg['preprocess']['size']})")
     _check_milestones(cfg["train"]["lr_milestones"])
+    _check_identity(cfg["train"])
     if not cfg["databases"]:
         raise ConfigError("params: `databases` is empty; allowed: a list of " + ", ".join(DATABASES))
     for model in FINE_TUNED:
         if model in cfg["models"] and "fersnet" not in cfg["models"]:
             raise ConfigError(f"params: `models` lists {model} without fersnet; {model} fine-tunes fersnet")
+
+
+def _check_identity(tr: dict) -> None:
+    """R2021's identity term needs a face-embedding network the user supplies (LightCNN-9 in R2021,
+    whose weights are not distributed); without one, `train.lambda_id > 0` cannot be honoured."""
+    if tr["lambda_id"] > 0 and not tr["identity_net"]:
+        raise ConfigError(f"params: `train.lambda_id` is {tr['lambda_id']:g} but `train.identity_net` is null; "
+                          "the identity loss needs a TorchScript face-embedding network you supply (R2021 used "
+                          "LightCNN-9 features, not distributed): set `train.identity_net` to its file, or "
+                          "`train.lambda_id` to 0.0 (docs/models.md, \"Identity loss\")")
 
 
 def _check_milestones(milestones: list) -> None:

@@ -167,10 +167,12 @@ def data_state(cfg: dict, db: str) -> str:
     made_with = summary.get("protocol") or {}
     wanted = {**{f"data.{db}.{k}": v for k, v in cfg["data"][db].items()},
               **{f"preprocess.{k}": cfg["preprocess"][k] for k in ("size", "margin", "grayscale", "no_face")},
-              "n_folds": cfg["n_folds"]}
+              "n_folds": cfg["n_folds"], "folds.rule": cfg["folds"]["rule"]}
     recorded = {**{f"data.{db}.{k}": made_with.get(k) for k in cfg["data"][db]},
                 **{f"preprocess.{k}": made_with.get(k) for k in ("size", "margin", "grayscale", "no_face")},
-                "n_folds": made_with.get("n_folds")}
+                "n_folds": made_with.get("n_folds"),
+                # data processed before `folds.rule` existed was cut round-robin (its `fold_rule` text says so)
+                "folds.rule": made_with.get("folds_rule") or ("round_robin" if made_with.get("fold_rule") else None)}
     differ = [f"{k}: {recorded[k]!r} -> {wanted[k]!r}" for k in wanted
               if k in recorded and recorded[k] is not None and _norm(recorded[k]) != _norm(wanted[k])]
     if differ:

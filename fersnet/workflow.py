@@ -96,7 +96,7 @@ def synth_params(cfg: dict) -> str:
 def preprocess_params(cfg: dict, db: str) -> str:
     """Settings the processed data depends on (the database's root included)."""
     pp = {k: v for k, v in cfg["preprocess"].items() if k != "out"}
-    return json.dumps({"n_folds": cfg["n_folds"], "preprocess": pp, "data": cfg["data"][db],
+    return json.dumps({"n_folds": cfg["n_folds"], "folds": cfg["folds"], "preprocess": pp, "data": cfg["data"][db],
                        "check_counts": cfg["data"]["check_counts"]}, sort_keys=True)
 
 

@@ -1,7 +1,12 @@
-"""Subject-independent folds (docs/datasets.md, "Fold rule").
+"""Subject-independent folds (docs/datasets/ckplus.md, "folds"; params `folds.rule`).
 
-Sort subject IDs ascending; the subject at sorted index k goes to fold k mod n. For CK+
-this reproduces the public 10-fold split (33/39/40/35/30/37/29/29/33/22 sequences).
+Both rules sort the subject IDs ascending (numeric parts as numbers) and differ in how they
+cut the sorted list into `n_folds` folds:
+
+- `round_robin` (default): the subject at sorted index k goes to fold k mod n. For CK+ this
+  reproduces the public 10-fold split (33/39/40/35/30/37/29/29/33/22 sequences).
+- `blocks` (R2021, the authors' released code): contiguous blocks of q = floor(N / n) subjects,
+  fold k (k < n - 1) takes sorted indices [k q, (k + 1) q) and the last fold the remainder.
 """
 from __future__ import annotations
 
@@ -19,10 +24,23 @@ def _subject_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s))]
 
 
-def assign_folds(subjects: Iterable[str], n_folds: int = 10) -> dict[str, int]:
-    """Map each distinct subject ID to its fold."""
+RULES = ("round_robin", "blocks")
+# what each rule does, in words (recorded in the processed data's summary.json and report.md)
+RULE_TEXT = {"round_robin": "sorted subject IDs; index k -> fold k mod n_folds",
+             "blocks": "sorted subject IDs; contiguous blocks of floor(N / n_folds), the last fold takes the rest (R2021)"}
+
+
+def assign_folds(subjects: Iterable[str], n_folds: int = 10, rule: str = "round_robin") -> dict[str, int]:
+    """Map each distinct subject ID to its fold by `rule` (`round_robin` or `blocks`)."""
+    if rule not in RULES:
+        raise DataError(f"params: `folds.rule` is {rule!r}; allowed: {', '.join(RULES)}")
     ordered = sorted(set(map(str, subjects)), key=_subject_key)
-    return {s: k % n_folds for k, s in enumerate(ordered)}
+    if rule == "round_robin":
+        return {s: k % n_folds for k, s in enumerate(ordered)}
+    # R2021: fold k takes [k q, (k + 1) q), the last fold everything from (n - 1) q on. With fewer
+    # subjects than folds (q = 0) each subject gets its own fold, as round-robin gives.
+    q = max(1, len(ordered) // n_folds)
+    return {s: min(k // q, n_folds - 1) for k, s in enumerate(ordered)}
 
 
 def split(meta, fold: int, n_folds: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from fersnet import ownership, paths
 from fersnet.data import faces, labels, readers
-from fersnet.data.folds import assign_folds
+from fersnet.data.folds import RULE_TEXT, assign_folds
 from fersnet.provenance import processed_hash
 from fersnet.data.readers import BadFile, BadInput, FrameRecord, Reading
 from fersnet.errors import DataError
@@ -60,7 +60,7 @@ def preprocess(cfg: dict, db: str, root=None, out=None) -> dict:
                            f"{bad.skipped[0]['reason']})" if bad.skipped else "")
                         + f"; see docs/datasets/{db}.md for the expected layout")
     warning = count_check(cfg, db, root, reading.n_sequences, len(reading.subjects), reading)
-    folds = assign_folds(reading.subjects, cfg["n_folds"])
+    folds = assign_folds(reading.subjects, cfg["n_folds"], cfg["folds"]["rule"])
     images, rows, no_face = _faces(cfg, db, reading, folds, bad)
     if not images:
         raise DataError(f"{root}: every protocol frame was skipped (bad files: {len(bad.skipped)}, "
@@ -232,7 +232,8 @@ def _protocol(cfg: dict, db: str, root: Path, reading: Reading) -> dict:
     return {"root": str(root), "base": str(reading.base), "selection": f"{frames} {data['frames']} frames",
             **data, "alignment": FACE_METHOD[db], "size": pp["size"], "margin": pp["margin"],
             "grayscale": pp["grayscale"], "no_face": pp["no_face"], "on_bad_file": pp["on_bad_file"],
-            "n_folds": cfg["n_folds"], "fold_rule": "sorted subject IDs; index k -> fold k mod n_folds",
+            "n_folds": cfg["n_folds"], "folds_rule": cfg["folds"]["rule"],
+            "fold_rule": RULE_TEXT[cfg["folds"]["rule"]],
             "check_counts": cfg["data"]["check_counts"]}
 
 

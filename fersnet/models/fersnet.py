@@ -97,8 +97,10 @@ class FERSNet(_GeneratorNet):
 class SharedTrunkNet(_GeneratorNet):
     """Hard parameter sharing ("Baseline*", paper.md 4): one trunk for levels 1-3, no ConvFLU.
 
-    Level 4 stays task-specific, as in FERSNet, so that the only difference from FERSNet is
-    shared weights instead of two branches plus ConvFLUs.
+    Level 4 stays task-specific, as in FERSNet. Shared weights instead of two branches plus
+    ConvFLUs brings two more differences with it: one set of levels 1-3 instead of two (fewer
+    parameters), normalised by BatchNorm, so the FES side and the decoder's skips lose FERSNet's
+    InstanceNorm there (docs/models.md, "Ablations").
     """
 
     def __init__(self, in_ch: int, n_classes: int, width: float, condition: str = "concat",

@@ -229,10 +229,12 @@ class FerFinetuneTask(Task):
 def expression_surrogate(loss_expr: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """A term whose gradient is that of loss_expr, but reaching only the fake image.
 
-    If the expression loss also trained the FER branch, generator and classifier collude: the
-    generator writes a fixed code (we saw a dark blob by one eye on every face) that the FER
-    branch learns to read as the target. As StarGAN's classifier learns on real faces only,
-    the FER branch here learns from real faces only and judges fakes as a fixed critic.
+    If the expression loss also trained the classifier side, generator and classifier collude:
+    the generator writes a fixed code (we saw a dark blob by one eye on every face) that the FER
+    branch learns to read as the target. Through the fake only, the classifier and the FER
+    branch's level 4 get none of its gradient (they learn from real faces only, as StarGAN's
+    classifier); the FER levels 1-3 feed the FES side through the ConvFLUs, so they are part of
+    the generator and do get it, as from every synthesis loss (docs/models.md, tests/test_claims.py).
     """
     (grad,) = torch.autograd.grad(loss_expr, fake, retain_graph=True)
     term = (fake.float() * grad.detach().float()).sum()

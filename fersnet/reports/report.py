@@ -21,7 +21,7 @@ import pandas as pd
 from fersnet import names, ownership, paths, provenance
 from fersnet.errors import DataError, FersnetError
 from fersnet.reports import aggregate as agg
-from fersnet.reports import contents, figures, html_tables, published, tables
+from fersnet.reports import contents, figures, html_tables, published, tables, tuning
 
 TEMPLATE = Path(__file__).resolve().with_name("report.tex.j2")
 SUMMARY = contents.SUMMARY
@@ -91,6 +91,7 @@ def write_contents(cfg: dict, col: agg.Collected, root: Path) -> tuple[dict, dic
         fer_balanced=table("fer_balanced", tables.fer_balanced(cfg, col)),
         ablation=table("ablation", ablation_tex),
         protocol=table("protocol", tables.protocol(cfg, col)),
+        tuning=tuning.paragraph(cfg),
         fold_accuracy_width={1: 0.45, 2: 0.75}.get(len(dbs), 1.0),     # one panel per database
         fold_accuracy=figure("fold_accuracy.png", figures.fold_accuracy(cfg, col, fdir / "fold_accuracy.png")),
         per_db=[],

@@ -255,6 +255,7 @@ def ablation(cfg: dict, col: agg.Collected) -> tuple[str, dict]:
                + " $p_W$: Wilcoxon signed-rank, $p_t$: paired $t$-test, both two-sided, of FERSNet against "
                f"each variant {_pairing(cfg)} (scipy.stats; zero differences dropped; all-zero "
                f"differences give $p=1$; {DASH}: fewer than 2 paired {unit} or undefined)."
+               + _no_convflu_caption(models)
                + _fes_da_caption(cfg, col, models))
     n = _expected(cfg)
     shared = ("the folds share training subjects, so they are not independent samples" if not _multi(cfg)
@@ -269,6 +270,16 @@ def ablation(cfg: dict, col: agg.Collected) -> tuple[str, dict]:
     # the two-line cells of several seeds: a smaller font keeps three databases inside A4
     small = dict(font="\\footnotesize", colsep="2.5pt") if _multi(cfg) else {}
     return render(display, caption, "tab:ablation", bold=bold_mask(numeric), note=note, **small), tests
+
+
+def _no_convflu_caption(models: list[str]) -> str:
+    """What w/o ConvFLU changes besides the exchange (docs/models.md, "Ablations")."""
+    if "no_convflu" not in models:
+        return ""
+    return (f" {names.MODEL['no_convflu']}: hard parameter sharing, one trunk for levels 1--3 serving both "
+            "tasks in place of FERSNet's two branches and their ConvFLUs; besides the exchange it therefore has "
+            "one set of those levels instead of two (fewer parameters), normalised by BatchNorm where "
+            "FERSNet's FES branch uses InstanceNorm.")
 
 
 def _fes_da_caption(cfg: dict, col: agg.Collected, models: list[str]) -> str:

@@ -269,6 +269,9 @@ def _metrics(cfg, db, model, fold, classes, y_true, probs, state, dev) -> dict:
            "balanced_accuracy": None, "macro_f1": None, "per_class_recall": None, "confusion": None,
            "n_test": int(len(y_true)),
            "selected_epoch": state.get("selected_epoch") or state["epoch"], "selection": selection,
+           # the selected epoch's accuracy on the held-out training subjects (selection `val`; else null):
+           # what a user tuning a setting compares, never `accuracy` (docs/training.md, "Tuning")
+           "val_accuracy": state.get("best_val") if selection == "val" else None,
            "best_epoch_test_accuracy": best[0], "best_epoch": best[1],
            "best_epoch_note": "diagnostic only: chosen on the test fold (R2021's optimistic selection)",
            "epochs": state["epoch"], "seconds": round(sum(h["seconds"] for h in history), 3),
