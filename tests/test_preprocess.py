@@ -150,6 +150,11 @@ def test_missing_root_and_wrong_layouts_are_named(test_cfg, tmp_path):
     ("happy\n", "label is not a number"),
     ("   9.0000000e+00\n", "label 9.0000000e\\+00 out of range"),
     ("   0.0000000e+00\n", "label 0.0000000e\\+00 out of range"),
+    ("nan\n", "label nan is not a finite number"),
+    ("   inf\n", "label inf is not a finite number"),
+    ("-Infinity\n", "label -Infinity is not a finite number"),
+    ("3.0 7.0\n", "holds 2 values \\('3.0 7.0'\\); expected one emotion code"),
+    ("   3.0000000e+00\n   3.0000000e+00\n", "holds 2 values"),
 ])
 def test_bad_emotion_files_are_named(test_cfg, tmp_path, content, match):
     root = _ck(tmp_path)
@@ -162,10 +167,16 @@ def test_corrupt_and_truncated_images_are_named(test_cfg, tmp_path):
     root = _ck(tmp_path)
     png = _first_png(root)
     png.write_bytes(b"\x89PNG not really an image")
-    _expect_error(test_cfg, "ckplus", root, f"{png.name}: truncated PNG")
+    _expect_error(test_cfg, "ckplus", root, f"{png.name}: corrupt PNG")
     good = cv2.imencode(".png", np.zeros((48, 64), np.uint8))[1].tobytes()
     png.write_bytes(good.replace(b"IDAT", b"IDAX"))
-    _expect_error(test_cfg, "ckplus", root, f"{png.name}: corrupt image")
+    _expect_error(test_cfg, "ckplus", root, f"{png.name}: corrupt PNG")
+    png.write_bytes(good[:len(good) // 2])
+    _expect_error(test_cfg, "ckplus", root, f"{png.name}: truncated PNG")
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0xFF                          # a damaged byte: the chunk checksum fails
+    png.write_bytes(bytes(flipped))
+    _expect_error(test_cfg, "ckplus", root, f"{png.name}: corrupt PNG")
     oulu = make_oulu(tmp_path / "raw" / "oulu", subjects=("P001",), expressions=("Fear",))
     jpeg = oulu / "OriginalImg" / "VL" / "Strong" / "P001" / "Fear" / "002.jpeg"
     jpeg.write_bytes(jpeg.read_bytes()[:300])
@@ -232,7 +243,7 @@ def test_skip_policy_counts_and_lists_bad_files_and_keeps_the_rest(test_cfg, tmp
     assert result["skipped"] == 3 and result["n_images"] == 5
     summary = json.loads((out / "summary.json").read_text())
     reasons = sorted(d["reason"] for d in summary["skipped"] if d["kind"] == "bad")
-    assert reasons[0].startswith("empty label file") and reasons[1].startswith("truncated PNG")
+    assert reasons[0].startswith("corrupt PNG") and reasons[1].startswith("empty label file")
     assert "Skipped bad files (2)" in (out / "report.md").read_text()
 
 
@@ -242,7 +253,7 @@ def test_failed_run_keeps_the_previous_output_and_leaves_no_partial_folder(test_
     preprocess(test_cfg, "ckplus", root=root, out=out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     _first_png(root).write_bytes(b"garbage")
-    _expect_error(test_cfg, "ckplus", root, "truncated PNG", out=out)
+    _expect_error(test_cfg, "ckplus", root, "corrupt PNG", out=out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in out.parent.iterdir()) == [ownership.MARKER, "db"]
 

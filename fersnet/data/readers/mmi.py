@@ -85,7 +85,11 @@ def emotion_code(label_xml: Path, bad: BadInput) -> int | None:
             and el.attrib.get("Name", el.attrib.get("name", "")).lower() == "emotion"]
     if not tags:
         return UNLABELLED
-    value = tags[0].attrib.get("Value", tags[0].attrib.get("value", "")).strip()
+    values = {t.attrib.get("Value", t.attrib.get("value", "")).strip() for t in tags}
+    if len(values) > 1:
+        bad(label_xml, f"{len(tags)} Emotion metatags with different values {sorted(values)}; expected one")
+        return None
+    value = values.pop()
     if not re.fullmatch(r"-?\d+", value):
         bad(label_xml, f"Emotion value {value!r} is not an integer; expected 1-6")
         return None
