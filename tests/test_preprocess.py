@@ -55,6 +55,18 @@ def test_aligned_crop_puts_tilted_eye_dots_on_one_level():
     assert abs(row(left) - row(right)) < 1.0
 
 
+def test_inside_share_is_the_part_of_the_face_square_within_the_image():
+    shape = (100, 100, 3)
+    share = lambda box, margin=0.0: faces.inside_share(shape, faces.box_transform(box, 40, margin), 40, margin)
+    assert share((25, 25, 50, 50)) == 1.0
+    assert share((25, 25, 50, 50), margin=0.5) == 1.0          # the margin may lie past the frame
+    assert 0.45 <= share((75, 25, 50, 50)) <= 0.55              # half past the right border
+    assert share((300, 300, 50, 50)) == 0.0
+    assert faces.blank(np.full((40, 40, 3), 77, np.uint8)) and not faces.blank(faces.warp(
+        cv2.cvtColor(np.add.outer(np.arange(100), np.arange(100)).astype(np.uint8), cv2.COLOR_GRAY2BGR),
+        faces.box_transform((25, 25, 50, 50), 40, 0.25), 40))
+
+
 # outputs
 def test_preprocess_writes_the_contract_files(test_cfg, tmp_path):
     root = _ck(tmp_path)

@@ -106,21 +106,11 @@ def box_transform(box: tuple[int, int, int, int], size: int, margin: float) -> n
     return np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], dtype=np.float64)
 
 
-def crop_box(image: np.ndarray, box: tuple[int, int, int, int], size: int, margin: float) -> np.ndarray:
-    """Square face crop around a detector box (Oulu-CASIA, MMI); borders replicate past the frame."""
-    return warp(image, box_transform(box, size, margin), size)
-
-
 def center_box(image: np.ndarray) -> tuple[int, int, int, int]:
     """The centre square of the frame as a box (policy `preprocess.no_face: center`)."""
     h, w = image.shape[:2]
     side = min(h, w)
     return (w - side) // 2, (h - side) // 2, side, side
-
-
-def crop_center(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre square of the frame (policy `preprocess.no_face: center`)."""
-    return crop_box(image, center_box(image), size, 0.0)
 
 
 # A crop is kept as a face only when at least MIN_INSIDE of its face square (the crop less the
