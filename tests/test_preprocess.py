@@ -310,3 +310,22 @@ def test_preprocess_is_deterministic(test_cfg, tmp_path):
     preprocess(test_cfg, "oulu", root=root, out=second)
     for name in ("images.npy", "meta.csv", "contact_sheet.png"):
         assert (first / name).read_bytes() == (second / name).read_bytes()
+
+
+def test_a_root_whose_path_is_not_utf8_is_read_and_named_escaped(tmp_path):
+    # OpenCV crashed the process (SIGSEGV) opening a video under such a folder; run the CLI apart
+    import os
+    import subprocess
+    import sys
+    plain = make_mmi(tmp_path / "plain", [(1, "S001-001", 0, 1, "frontal"), (2, "S002-001", 0, 2, "frontal")],
+                     n_frames=5)
+    folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))      # Latin-1, not UTF-8
+    folder.mkdir()
+    root = plain.rename(folder / "mmi")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "fersnet", "preprocess", "--params", str(ROOT / "params.yaml"),
+                           "--profile", "test", "--db", "mmi", "--root", os.fsencode(root), "--out", str(out)],
+                          capture_output=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    report = (out / "report.md").read_bytes().decode("utf-8")
+    assert "caf\\xe9/mmi" in report and len(np.load(out / "images.npy")) == 6

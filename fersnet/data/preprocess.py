@@ -96,12 +96,12 @@ def count_check(cfg: dict, db: str, root: Path, n_sequences: int, n_subjects: in
     if (n_sequences, n_subjects) == (want_seq, want_subj):
         return None
     msg = (f"{DATABASE[db]}: found {n_sequences} protocol sequences from {n_subjects} subjects under "
-           f"{root}; the published protocol has {want_seq} sequences from {want_subj} subjects.")
+           f"{readers.shown(root)}; the published protocol has {want_seq} sequences from {want_subj} subjects.")
     if reading is not None and reading.passed:
         msg += f" {_passed_over_counts(reading)}"
     if _is_under(root, Path(cfg["synth"]["out"])):
         msg += (f" The counts differ, as expected for the synthetic stand-in (the root is under "
-                f"synth.out = {cfg['synth']['out']}), which is smaller by design.")
+                f"synth.out = {readers.shown(cfg['synth']['out'])}), which is smaller by design.")
     else:
         msg += (" If this is a copy of the synthetic stand-in, that is expected; otherwise check that the "
                 f"root holds the complete database in its native layout (docs/datasets/{db}.md).")

@@ -12,8 +12,11 @@ a fourth kind, frames whose face crop is unusable (`FACE`), under the same rule.
 """
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,6 +222,26 @@ def shown(path) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:           # a lone surrogate that no file name decodes to
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@contextmanager
+def opencv_path(path):
+    """A name under which OpenCV can open `path` (VideoCapture, VideoWriter, imwrite): the path
+    itself, or, when its bytes are not UTF-8 (OpenCV crashes the process on such a name), a symbolic
+    link with a plain name in a temporary folder, removed on the way out."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield text
+        return
+    suffix = Path(path).suffix if Path(path).suffix.isascii() else ""
+    with tempfile.TemporaryDirectory(prefix="fersnet-") as folder:
+        link = Path(folder) / f"file{suffix}"
+        os.symlink(os.path.abspath(path), link)
+        yield str(link)
 
 
 _FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
