@@ -11,10 +11,11 @@ import json
 import re
 import sys
 import time
+from pathlib import Path
 
 from fersnet import config as config_mod
 from fersnet.config import DATABASES, MODELS, PROFILES
-from fersnet.errors import FersnetError
+from fersnet.errors import DiskFull, FersnetError, disk_full
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -227,6 +228,13 @@ def main(argv: list[str] | None = None) -> int:
         out = _run(fn, cfg, args)
     except FersnetError as e:
         print(f"fersnet {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not disk_full(e):          # the writers name their folder (errors.writing); this is the net
+            raise
+        folder = Path(e.filename).parent if e.filename else None
+        print(f"fersnet {args.verb}: error: {DiskFull(folder, e.strerror or 'no space left on device')}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fersnet {args.verb}: interrupted", file=sys.stderr)

@@ -1,4 +1,8 @@
 """Errors meant for the user: the CLI prints their message and exits non-zero, no traceback."""
+from __future__ import annotations
+
+import errno
+from contextlib import contextmanager
 
 
 class FersnetError(Exception):
@@ -15,3 +19,41 @@ class TrainingError(FersnetError):
 
 class CheckpointError(FersnetError):
     """A checkpoint that cannot be used: corrupt, truncated, or not one fersnet wrote (names the file)."""
+
+
+class DiskFull(FersnetError):
+    """No space left (ENOSPC, or the disk quota) while writing: one line naming the folder."""
+
+    def __init__(self, folder, reason: str = "no space left on device"):
+        self.folder, self.reason = folder, reason
+        where = f"{folder}: the disk is full" if folder is not None else "the disk is full"
+        super().__init__(f"{where} ({reason}); nothing half-written was kept; free some space and run "
+                         "the command again")
+
+
+# errno values that mean "no room to write": the device is full, or the user's quota is.
+FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def disk_full(e: BaseException) -> bool:
+    """True for an OSError that says the disk (or the quota) is full."""
+    return isinstance(e, OSError) and e.errno in FULL
+
+
+@contextmanager
+def writing(folder):
+    """Turn a full disk while writing under `folder` into a DiskFull naming it: one line, no traceback.
+
+    Wrap the whole write, temporary file or folder and rename included; fersnet's writers remove
+    their temporaries on the way out (and a killed run's are named by fersnet.ownership.temp_name,
+    which the next run removes), so nothing half-written is left for a later run to take. Nested,
+    the outermost folder is the one named (the result folder rather than its staging copy).
+    """
+    try:
+        yield
+    except DiskFull as e:
+        raise DiskFull(folder, e.reason) from None
+    except OSError as e:
+        if not disk_full(e):
+            raise
+        raise DiskFull(folder, e.strerror or "no space left on device") from None

@@ -7,6 +7,7 @@ run, tests/test_preprocess.py); unexpected entries stop it with `data.check_coun
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,9 +16,10 @@ import numpy as np
 import pytest
 
 from fersnet import cli
+from fersnet.data import labels
 from fersnet.data.preprocess import preprocess
 from fersnet.data.readers import PassedOver
-from native_trees import emotion_xml, make_ckplus, make_mmi, make_oulu
+from native_trees import emotion_xml, make_ckplus, make_mmi, make_oulu, shape68, write_landmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 CK_SEQUENCES = {("S005", "001"): 3, ("S010", "001"): 5, ("S011", "002"): 7}
@@ -86,6 +88,45 @@ def ck_copy_of_a_frame(t):
     return "ckplus", root
 
 
+def ck_label_not_finite(t):
+    root = ck(t)
+    (root / "Emotion/S010/001/S010_001_00000005_emotion.txt").write_text("   nan\n")
+    return "ckplus", root
+
+
+def ck_two_labels_in_one_file(t):
+    root = ck(t)
+    (root / "Emotion/S010/001/S010_001_00000005_emotion.txt").write_text("3.0 7.0\n")
+    return "ckplus", root
+
+
+def ck_landmarks_outside_the_frame(t):
+    root = ck(t)
+    write_landmarks(root / "Landmarks/S010/001/S010_001_00000005_landmarks.txt", shape68((300, 200), (340, 200)))
+    return "ckplus", root
+
+
+def ck_image_of_another_size_than_its_landmarks(t):
+    root = ck(t)    # landmarks of a 64 x 48 frame, the image 16 x 12
+    cv2.imwrite(str(root / "cohn-kanade-images/S010/001/S010_001_00000005.png"),
+                (np.add.outer(np.arange(12), np.arange(16)) * 8).astype(np.uint8))
+    return "ckplus", root
+
+
+def ck_blank_image(t):
+    root = ck(t)
+    cv2.imwrite(str(root / "cohn-kanade-images/S010/001/S010_001_00000005.png"), np.full((48, 64), 128, np.uint8))
+    return "ckplus", root
+
+
+def ck_file_name_not_utf8(t):
+    root = ck(t)
+    folder = os.fsencode(root / "cohn-kanade-images/S005/001")
+    with open(folder + b"/S005_001_\xff\xfe.png", "wb") as f:    # Latin-1 bytes, not UTF-8
+        f.write(b"not a frame")
+    return "ckplus", root
+
+
 def ck_misnamed_subject_folder(t):
     root = ck(t)
     shutil.copytree(root / "cohn-kanade-images/S005", root / "cohn-kanade-images/S005 copy")
@@ -128,6 +169,12 @@ def oulu_subject_without_sequences(t):
     return "oulu", root
 
 
+def oulu_blank_frame(t):
+    root = oulu(t)
+    cv2.imwrite(str(root / "OriginalImg/VL/Strong/P001/Anger/003.jpeg"), np.full((90, 120, 3), 90, np.uint8))
+    return "oulu", root
+
+
 def oulu_copy_of_a_frame(t):
     root = oulu(t)
     copy_file(root, "OriginalImg/VL/Strong/P001/Anger/003.jpeg", "003 (1).jpeg")
@@ -154,6 +201,13 @@ def mmi_label_without_emotion(t):
     root = mmi(t, (3, "S003-001", 0, 2, "frontal"))
     (root / "Sessions/3/S003-001.xml").write_text('<?xml version="1.0"?>\n<Metatags>\n'
                                                   '  <Metatag Name="Gender" Value="Male"/>\n</Metatags>\n')
+    return "mmi", root
+
+
+def mmi_two_emotion_labels(t):
+    root = mmi(t, (3, "S003-001", 0, 2, "frontal"))
+    text = emotion_xml(2).replace("</Metatags>", '  <Metatag Name="Emotion" Value="5"/>\n</Metatags>')
+    (root / "Sessions/3/S003-001.xml").write_text(text)
     return "mmi", root
 
 
@@ -211,6 +265,7 @@ def mmi_desktop_junk(t):
 # (builder, entry relative to the reader's base, words of its reason, report section)
 BAD = "Skipped bad files"
 UNEXPECTED = "Unexpected files and folders"
+FACE = "Unusable face crops"
 PROTOCOL = "Left out by the protocol"
 JUNK = "Desktop junk ignored"
 CASES = [
@@ -221,6 +276,15 @@ CASES = [
     (ck_missing_landmarks, "Landmarks/S010/001/S010_001_00000005_landmarks.txt", "missing landmarks file", BAD),
     (ck_label_outside_the_classes, "Emotion/S010/001/S010_001_00000005_emotion.txt",
      "label 9.0000000e+00 out of range", BAD),
+    (ck_label_not_finite, "Emotion/S010/001/S010_001_00000005_emotion.txt", "label nan is not a finite number", BAD),
+    (ck_two_labels_in_one_file, "Emotion/S010/001/S010_001_00000005_emotion.txt", "holds 2 values ('3.0 7.0')", BAD),
+    (ck_landmarks_outside_the_frame, "cohn-kanade-images/S010/001/S010_001_00000005.png",
+     "face region lies 100% outside the 64 x 48 image", FACE),
+    (ck_image_of_another_size_than_its_landmarks, "cohn-kanade-images/S010/001/S010_001_00000005.png",
+     "outside the 16 x 12 image (at most 50% may); its landmarks do not fit this image", FACE),
+    (ck_blank_image, "cohn-kanade-images/S010/001/S010_001_00000005.png", "blank face crop", FACE),
+    (ck_file_name_not_utf8, "cohn-kanade-images/S005/001/S005_001_\\xff\\xfe.png",
+     "file does not follow the CK+ naming pattern", UNEXPECTED),
     (ck_labelled_sequence_without_images, "cohn-kanade-images/S011/002",
      "labelled in Emotion/ but the image folder is missing", BAD),
     (ck_emotion_file_of_a_missing_frame, "Emotion/S010/001/S010_001_00000009_emotion.txt",
@@ -236,6 +300,7 @@ CASES = [
     (oulu_expression_outside_the_classes, "OriginalImg/VL/Strong/P001/Contempt", "unknown expression folder", BAD),
     (oulu_expression_folder_without_images, "OriginalImg/VL/Strong/P002/Fear", "has 0 .jpeg frame(s)", BAD),
     (oulu_subject_without_sequences, "OriginalImg/VL/Strong/P003", "subject has no labelled sequence", BAD),
+    (oulu_blank_frame, "OriginalImg/VL/Strong/P001/Anger/003.jpeg", "blank face crop", FACE),
     (oulu_copy_of_a_frame, "OriginalImg/VL/Strong/P001/Anger/003 (1).jpeg",
      "does not follow the Oulu-CASIA naming pattern", UNEXPECTED),
     (oulu_misnamed_subject_folder, "OriginalImg/VL/Strong/P002_old", "does not follow the Oulu-CASIA naming pattern",
@@ -243,6 +308,8 @@ CASES = [
     (oulu_desktop_junk, "OriginalImg/VL/Strong/P001/Anger/Thumbs.db", "", JUNK),
     (mmi_video_without_label_file, "Sessions/3/S003-001.avi", "no Emotion label", PROTOCOL),
     (mmi_label_without_emotion, "Sessions/3/S003-001.avi", "no Emotion label", PROTOCOL),
+    (mmi_two_emotion_labels, "Sessions/3/S003-001.xml", "2 Emotion metatags with different values ['2', '5']",
+     BAD),
     (mmi_profile_view, "Sessions/3/S003-001.avi", "profile view (view 1)", PROTOCOL),
     (mmi_label_outside_the_classes, "Sessions/3/S003-001.avi", "emotion code 7 (not 1-6)", PROTOCOL),
     (mmi_missing_session_xml, "Sessions/3/session.xml", "missing; it gives the view", BAD),
@@ -254,7 +321,7 @@ CASES = [
      UNEXPECTED),
     (mmi_desktop_junk, "Sessions/Thumbs.db", "", JUNK),
 ]
-KIND = {BAD: "bad", UNEXPECTED: "unexpected", PROTOCOL: "protocol", JUNK: "junk"}
+KIND = {BAD: "bad", UNEXPECTED: "unexpected", PROTOCOL: "protocol", JUNK: "junk", FACE: "face"}
 
 
 def sections(report: str) -> dict[str, str]:
@@ -294,6 +361,23 @@ def test_check_counts_error_stops_on_an_unexpected_entry_naming_it(test_cfg, tmp
     assert not (tmp_path / "out").exists()
 
 
+FACE_CASES = [c for c in CASES if c[3] == FACE]
+
+
+@pytest.mark.parametrize("build, entry, reason, section", FACE_CASES, ids=[c[0].__name__ for c in FACE_CASES])
+def test_check_counts_error_stops_on_an_unusable_face_crop_naming_it(test_cfg, tmp_path, monkeypatch, build, entry,
+                                                                     reason, section):
+    # The count check runs first and stops any tree smaller than the database; take this tree's
+    # counts as the protocol's, as a complete copy would pass it.
+    test_cfg["data"]["check_counts"] = "error"
+    db, root = build(tmp_path)
+    monkeypatch.setitem(labels.PROTOCOL_COUNTS, db, (3 if db == "ckplus" else 4, 3 if db == "ckplus" else 2))
+    with pytest.raises(PassedOver) as e:
+        preprocess(test_cfg, db, root=root, out=tmp_path / "out")
+    assert entry in str(e.value) and reason in str(e.value) and "data.check_counts is `error`" in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_copy_of_a_frame_no_longer_fails_the_database(test_cfg, tmp_path):
     # Once taken as frame 1, whose landmarks file never existed, so the whole run stopped.
     db, root = ck_copy_of_a_frame(tmp_path)
@@ -317,3 +401,15 @@ def test_cli_check_counts_error_names_the_unexpected_file_without_a_traceback(tm
     err = capsys.readouterr().err
     assert str(root / "cohn-kanade-images/S005/001/S005_001_00000005 (1).png") in err
     assert "naming pattern" in err and "Traceback" not in err
+
+
+def test_cli_non_utf8_file_name_is_listed_escaped_and_named_escaped_when_it_stops(tmp_path, capsys):
+    db, root = ck_file_name_not_utf8(tmp_path)
+    base = ["preprocess", "--params", str(ROOT / "params.yaml"), "--profile", "test", "--db", db,
+            "--root", str(root)]
+    assert cli.main(base + ["--out", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "report.md").read_bytes().decode("utf-8")       # strict: valid UTF-8
+    assert "`cohn-kanade-images/S005/001/S005_001_\\xff\\xfe.png`: file does not follow" in report
+    assert cli.main(base + ["--out", str(tmp_path / "out2"), "--set", "data.check_counts=error"]) == 2
+    err = capsys.readouterr().err
+    assert "S005_001_\\xff\\xfe.png: file does not follow the CK+ naming pattern" in err and "Traceback" not in err

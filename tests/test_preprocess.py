@@ -55,6 +55,18 @@ def test_aligned_crop_puts_tilted_eye_dots_on_one_level():
     assert abs(row(left) - row(right)) < 1.0
 
 
+def test_inside_share_is_the_part_of_the_face_square_within_the_image():
+    shape = (100, 100, 3)
+    share = lambda box, margin=0.0: faces.inside_share(shape, faces.box_transform(box, 40, margin), 40, margin)
+    assert share((25, 25, 50, 50)) == 1.0
+    assert share((25, 25, 50, 50), margin=0.5) == 1.0          # the margin may lie past the frame
+    assert 0.45 <= share((75, 25, 50, 50)) <= 0.55              # half past the right border
+    assert share((300, 300, 50, 50)) == 0.0
+    assert faces.blank(np.full((40, 40, 3), 77, np.uint8)) and not faces.blank(faces.warp(
+        cv2.cvtColor(np.add.outer(np.arange(100), np.arange(100)).astype(np.uint8), cv2.COLOR_GRAY2BGR),
+        faces.box_transform((25, 25, 50, 50), 40, 0.25), 40))
+
+
 # outputs
 def test_preprocess_writes_the_contract_files(test_cfg, tmp_path):
     root = _ck(tmp_path)
@@ -150,6 +162,11 @@ def test_missing_root_and_wrong_layouts_are_named(test_cfg, tmp_path):
     ("happy\n", "label is not a number"),
     ("   9.0000000e+00\n", "label 9.0000000e\\+00 out of range"),
     ("   0.0000000e+00\n", "label 0.0000000e\\+00 out of range"),
+    ("nan\n", "label nan is not a finite number"),
+    ("   inf\n", "label inf is not a finite number"),
+    ("-Infinity\n", "label -Infinity is not a finite number"),
+    ("3.0 7.0\n", "holds 2 values \\('3.0 7.0'\\); expected one emotion code"),
+    ("   3.0000000e+00\n   3.0000000e+00\n", "holds 2 values"),
 ])
 def test_bad_emotion_files_are_named(test_cfg, tmp_path, content, match):
     root = _ck(tmp_path)
@@ -162,10 +179,16 @@ def test_corrupt_and_truncated_images_are_named(test_cfg, tmp_path):
     root = _ck(tmp_path)
     png = _first_png(root)
     png.write_bytes(b"\x89PNG not really an image")
-    _expect_error(test_cfg, "ckplus", root, f"{png.name}: truncated PNG")
+    _expect_error(test_cfg, "ckplus", root, f"{png.name}: corrupt PNG")
     good = cv2.imencode(".png", np.zeros((48, 64), np.uint8))[1].tobytes()
     png.write_bytes(good.replace(b"IDAT", b"IDAX"))
-    _expect_error(test_cfg, "ckplus", root, f"{png.name}: corrupt image")
+    _expect_error(test_cfg, "ckplus", root, f"{png.name}: corrupt PNG")
+    png.write_bytes(good[:len(good) // 2])
+    _expect_error(test_cfg, "ckplus", root, f"{png.name}: truncated PNG")
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0xFF                          # a damaged byte: the chunk checksum fails
+    png.write_bytes(bytes(flipped))
+    _expect_error(test_cfg, "ckplus", root, f"{png.name}: corrupt PNG")
     oulu = make_oulu(tmp_path / "raw" / "oulu", subjects=("P001",), expressions=("Fear",))
     jpeg = oulu / "OriginalImg" / "VL" / "Strong" / "P001" / "Fear" / "002.jpeg"
     jpeg.write_bytes(jpeg.read_bytes()[:300])
@@ -232,7 +255,7 @@ def test_skip_policy_counts_and_lists_bad_files_and_keeps_the_rest(test_cfg, tmp
     assert result["skipped"] == 3 and result["n_images"] == 5
     summary = json.loads((out / "summary.json").read_text())
     reasons = sorted(d["reason"] for d in summary["skipped"] if d["kind"] == "bad")
-    assert reasons[0].startswith("empty label file") and reasons[1].startswith("truncated PNG")
+    assert reasons[0].startswith("corrupt PNG") and reasons[1].startswith("empty label file")
     assert "Skipped bad files (2)" in (out / "report.md").read_text()
 
 
@@ -242,7 +265,7 @@ def test_failed_run_keeps_the_previous_output_and_leaves_no_partial_folder(test_
     preprocess(test_cfg, "ckplus", root=root, out=out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     _first_png(root).write_bytes(b"garbage")
-    _expect_error(test_cfg, "ckplus", root, "truncated PNG", out=out)
+    _expect_error(test_cfg, "ckplus", root, "corrupt PNG", out=out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in out.parent.iterdir()) == [ownership.MARKER, "db"]
 
@@ -287,3 +310,22 @@ def test_preprocess_is_deterministic(test_cfg, tmp_path):
     preprocess(test_cfg, "oulu", root=root, out=second)
     for name in ("images.npy", "meta.csv", "contact_sheet.png"):
         assert (first / name).read_bytes() == (second / name).read_bytes()
+
+
+def test_a_root_whose_path_is_not_utf8_is_read_and_named_escaped(tmp_path):
+    # OpenCV crashed the process (SIGSEGV) opening a video under such a folder; run the CLI apart
+    import os
+    import subprocess
+    import sys
+    plain = make_mmi(tmp_path / "plain", [(1, "S001-001", 0, 1, "frontal"), (2, "S002-001", 0, 2, "frontal")],
+                     n_frames=5)
+    folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))      # Latin-1, not UTF-8
+    folder.mkdir()
+    root = plain.rename(folder / "mmi")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "fersnet", "preprocess", "--params", str(ROOT / "params.yaml"),
+                           "--profile", "test", "--db", "mmi", "--root", os.fsencode(root), "--out", str(out)],
+                          capture_output=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    report = (out / "report.md").read_bytes().decode("utf-8")
+    assert "caf\\xe9/mmi" in report and len(np.load(out / "images.npy")) == 6

@@ -197,3 +197,68 @@ def test_check_counts_error_stops_on_unexpected_entries_only(test_cfg, tmp_path)
     with pytest.raises(readers.PassedOver, match=f"{stray}: file does not follow the CK\\+ naming pattern"
                                                  ".*data.check_counts is `error`"):
         _read(test_cfg, "ckplus", root)
+
+
+# image decoding: validity by decoding, 16-bit samples by their real bit depth
+def _gradient(h=48, w=64) -> np.ndarray:
+    return (np.add.outer(np.arange(h), np.arange(w)) * 2 + 20).astype(np.uint8)     # 20 .. 240
+
+
+def _with_sbit(png: bytes, bits: int) -> bytes:
+    """The PNG with an sBIT chunk (significant bits of the gray channel) after IHDR."""
+    import zlib
+    chunk = b"sBIT" + bytes([bits])
+    sbit = len(chunk[4:]).to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big")
+    ihdr_end = 8 + 8 + 13 + 4
+    return png[:ihdr_end] + sbit + png[ihdr_end:]
+
+
+@pytest.mark.parametrize("scale, sbit, expected", [
+    (4, None, 1.0),          # 10-bit data, no sBIT: the largest value needs 10 bits
+    (16, 12, 1.0),           # 12-bit data with sBIT 12
+    (257, None, 1.0),        # full 16-bit range
+    (4, 12, 0.25),           # sBIT wins over the values: 10-bit values in a declared 12-bit image are dark
+])
+def test_16_bit_png_is_scaled_by_its_real_bit_depth(tmp_path, scale, sbit, expected):
+    g = _gradient()
+    png = cv2.imencode(".png", g.astype(np.uint16) * scale)[1].tobytes()
+    path = tmp_path / "frame.png"
+    path.write_bytes(_with_sbit(png, sbit) if sbit else png)
+    img = readers.read_image(path)
+    assert img.dtype == np.uint8 and img.shape == (48, 64, 3)
+    assert np.abs(img[..., 0].astype(float) - g * expected).max() <= 1.0
+
+
+def test_10_bit_ckplus_frames_give_the_same_faces_as_8_bit_ones(test_cfg, tmp_path):
+    from fersnet.data.preprocess import preprocess
+    seqs = {("S005", "001"): 3, ("S010", "001"): 5, ("S011", "002"): 7}
+    root8, root10 = make_ckplus(tmp_path / "ck8", seqs), make_ckplus(tmp_path / "ck10", seqs)
+    for png in (root10 / "cohn-kanade-images").rglob("*.png"):
+        cv2.imwrite(str(png), cv2.imread(str(png), cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 4)
+    preprocess(test_cfg, "ckplus", root=root8, out=tmp_path / "out8")
+    preprocess(test_cfg, "ckplus", root=root10, out=tmp_path / "out10")
+    faces8, faces10 = np.load(tmp_path / "out8/images.npy"), np.load(tmp_path / "out10/images.npy")
+    assert faces8.shape == faces10.shape and faces8.mean() > 100
+    assert np.abs(faces8.astype(int) - faces10.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpeg"])
+def test_bytes_after_the_end_marker_are_accepted_and_a_cut_file_is_not(tmp_path, suffix):
+    path = tmp_path / f"frame{suffix}"
+    data = cv2.imencode(suffix, _gradient())[1].tobytes()
+    path.write_bytes(data)
+    reference = readers.read_image(path)
+    path.write_bytes(data + b"appended by a camera tool \x00\x01" * 8)
+    assert np.array_equal(readers.read_image(path), reference)
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(readers.BadFile, match=f"truncated {'PNG' if suffix == '.png' else 'JPEG'}"):
+        readers.read_image(path)
+
+
+def test_ckplus_frame_with_bytes_after_iend_is_preprocessed(test_cfg, tmp_path):
+    from fersnet.data.preprocess import preprocess
+    root = make_ckplus(tmp_path / "ck", {("S005", "001"): 3, ("S010", "001"): 5, ("S011", "002"): 7})
+    png = root / "cohn-kanade-images/S010/001/S010_001_00000005.png"
+    png.write_bytes(png.read_bytes() + b"\x00" * 7 + b"trailer")
+    result = preprocess(test_cfg, "ckplus", root=root, out=tmp_path / "out")
+    assert result["n_images"] == 9 and result["skipped"] == 0

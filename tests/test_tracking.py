@@ -237,6 +237,29 @@ def test_corrupt_store_warns_but_the_job_succeeds_and_sync_recovers(mlflow_cfg, 
     assert run.data.tags["model"] == "judge" and "accuracy" in run.data.metrics
 
 
+@pytest.mark.parametrize("keep", [0.5, 0.02])
+def test_compare_on_a_truncated_store_gives_the_one_line_error_of_track(mlflow_cfg, tmp_path, capsys, keep):
+    from fersnet.cli import main as cli
+    fake_fold(mlflow_cfg, "ckplus", "fersnet", 0, accuracy=0.6)
+    params = write_params(mlflow_cfg, tmp_path / "params.yaml")
+    assert cli(["track", "--params", str(params), "--profile", "test", "--sync"]) == 0
+    store = Path(mlflow_cfg["mlflow"]["uri"][len("sqlite:///"):])
+    store.write_bytes(store.read_bytes()[: int(store.stat().st_size * keep)])     # cut short
+    forget_open_stores()
+    capsys.readouterr()
+    errors = {}
+    for verb in ("compare", "track"):
+        argv = [verb, "--params", str(params), "--profile", "test"] + (["--sync"] if verb == "track" else [])
+        assert cli(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "[SQL:" not in err, err
+        (line,) = err.strip().splitlines()
+        errors[verb] = line.removeprefix(f"fersnet {verb}: error: ")
+    assert errors["compare"] == errors["track"]
+    assert errors["compare"].startswith(f"MLflow store {mlflow_cfg['mlflow']['uri']} is not usable (")
+    assert "move mlflow.db aside and run `fersnet track --sync`" in errors["compare"]
+
+
 def fold_scores(n: int, judge_fid: float) -> dict:
     """scores.json of a fold with n synthesized faces, as score.py writes it (sized and plain keys)."""
     return {"judge_accuracy": 0.5, "n_synthetic": n, f"judge_fid_n{n}": judge_fid, "judge_fid": judge_fid,

@@ -79,7 +79,7 @@ def landmark_transform(landmarks: np.ndarray, size: int, margin: float) -> np.nd
     return m
 
 
-def _warp(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+def warp(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     """Apply a source->output transform; big reductions go through an area resize (no aliasing)."""
     import cv2
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
@@ -94,7 +94,7 @@ def _warp(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
 
 def align_by_landmarks(image: np.ndarray, landmarks: np.ndarray, size: int, margin: float) -> np.ndarray:
     """Eye-levelled square face crop of side `size` (CK+: landmarks of the same frame)."""
-    return _warp(image, landmark_transform(landmarks, size, margin), size)
+    return warp(image, landmark_transform(landmarks, size, margin), size)
 
 
 def box_transform(box: tuple[int, int, int, int], size: int, margin: float) -> np.ndarray:
@@ -106,16 +106,51 @@ def box_transform(box: tuple[int, int, int, int], size: int, margin: float) -> n
     return np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], dtype=np.float64)
 
 
-def crop_box(image: np.ndarray, box: tuple[int, int, int, int], size: int, margin: float) -> np.ndarray:
-    """Square face crop around a detector box (Oulu-CASIA, MMI); borders replicate past the frame."""
-    return _warp(image, box_transform(box, size, margin), size)
-
-
-def crop_center(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre square of the frame (policy `preprocess.no_face: center`)."""
+def center_box(image: np.ndarray) -> tuple[int, int, int, int]:
+    """The centre square of the frame as a box (policy `preprocess.no_face: center`)."""
     h, w = image.shape[:2]
     side = min(h, w)
-    return crop_box(image, ((w - side) // 2, (h - side) // 2, side, side), size, 0.0)
+    return (w - side) // 2, (h - side) // 2, side, side
+
+
+# A crop is kept as a face only when at least MIN_INSIDE of its face square (the crop less the
+# margin) lies inside the image and the crop is not blank (pixel standard deviation of at least
+# BLANK_STD grey levels). Past the frame the warp repeats the border pixels, so landmarks of
+# another image size, or outside the frame, gave a flat or streaked crop that was kept as a face.
+MIN_INSIDE = 0.5
+BLANK_STD = 2.0
+
+
+def inside_share(shape, m: np.ndarray, size: int, margin: float, n: int = 16) -> float:
+    """Share of the face square of a `size` crop made by `m` (its central size / (1 + margin))
+    that lies inside an image of `shape`, from an n x n grid of points mapped back to the image."""
+    import cv2
+    side = size / (1.0 + margin)
+    g = (np.arange(n) + 0.5) / n * side + (size - side) / 2
+    xx, yy = np.meshgrid(g, g)
+    inv = cv2.invertAffineTransform(m)
+    src = np.stack([xx.ravel(), yy.ravel()], 1) @ inv[:, :2].T + inv[:, 2]
+    h, w = shape[:2]
+    inside = (src[:, 0] >= 0) & (src[:, 0] <= w - 1) & (src[:, 1] >= 0) & (src[:, 1] <= h - 1)
+    return float(inside.mean())
+
+
+def outside(image: np.ndarray, m: np.ndarray, size: int, margin: float) -> str | None:
+    """Why the crop made by `m` is no face because its face square lies mostly outside the image, else None."""
+    share = inside_share(image.shape, m, size, margin)
+    if share >= MIN_INSIDE:
+        return None
+    h, w = image.shape[:2]
+    return (f"face region lies {100 * (1 - share):.0f}% outside the {w} x {h} image "
+            f"(at most {100 * (1 - MIN_INSIDE):.0f}% may)")
+
+
+def blank(crop: np.ndarray) -> str | None:
+    """Why the crop is no face because it is blank (flat), else None."""
+    std = float(crop.std())
+    if std >= BLANK_STD:
+        return None
+    return f"blank face crop (pixel standard deviation {std:.2f}, under {BLANK_STD:g} grey levels)"
 
 
 # The cascade's cost grows with the pixel count while a face of 50+ pixels is found just as

@@ -23,7 +23,7 @@ from fersnet.data import faces, labels, readers
 from fersnet.data.folds import RULE_TEXT, assign_folds
 from fersnet.provenance import processed_hash
 from fersnet.data.readers import BadFile, BadInput, FrameRecord, Reading
-from fersnet.errors import DataError
+from fersnet.errors import DataError, writing
 from fersnet.names import DATABASE
 
 FACE_METHOD = {"ckplus": "landmarks", "oulu": "detector", "mmi": "detector"}
@@ -63,8 +63,9 @@ def preprocess(cfg: dict, db: str, root=None, out=None) -> dict:
     folds = assign_folds(reading.subjects, cfg["n_folds"], cfg["folds"]["rule"])
     images, rows, no_face = _faces(cfg, db, reading, folds, bad)
     if not images:
+        unusable = sum(d["kind"] == readers.FACE for d in reading.passed)
         raise DataError(f"{root}: every protocol frame was skipped (bad files: {len(bad.skipped)}, "
-                        f"no face: {len(no_face)}); nothing to write")
+                        f"no face: {len(no_face)}, unusable face crops: {unusable}); nothing to write")
     import pandas as pd
     meta = pd.DataFrame(rows, columns=["subject", "sequence", "frame", "label", "expression", "fold",
                                        "source", "face"])
@@ -95,12 +96,12 @@ def count_check(cfg: dict, db: str, root: Path, n_sequences: int, n_subjects: in
     if (n_sequences, n_subjects) == (want_seq, want_subj):
         return None
     msg = (f"{DATABASE[db]}: found {n_sequences} protocol sequences from {n_subjects} subjects under "
-           f"{root}; the published protocol has {want_seq} sequences from {want_subj} subjects.")
+           f"{readers.shown(root)}; the published protocol has {want_seq} sequences from {want_subj} subjects.")
     if reading is not None and reading.passed:
         msg += f" {_passed_over_counts(reading)}"
     if _is_under(root, Path(cfg["synth"]["out"])):
         msg += (f" The counts differ, as expected for the synthetic stand-in (the root is under "
-                f"synth.out = {cfg['synth']['out']}), which is smaller by design.")
+                f"synth.out = {readers.shown(cfg['synth']['out'])}), which is smaller by design.")
     else:
         msg += (" If this is a copy of the synthetic stand-in, that is expected; otherwise check that the "
                 f"root holds the complete database in its native layout (docs/datasets/{db}.md).")
@@ -135,9 +136,19 @@ def _faces(cfg: dict, db: str, reading: Reading, folds: dict, bad: BadInput):
     images, rows, no_face = [], [], []
     for _, group in itertools.groupby(reading.records, key=lambda r: (r.subject, r.sequence)):
         loaded = _load(list(group), bad)
-        for rec, crop, how in _crop_sequence(db, loaded, pp, reading):
+        for rec, img, m, how in _crop_sequence(db, loaded, pp, reading):
             if how is None:
                 no_face.append({"file": rec.source, "action": "skipped"})
+                continue
+            problem = faces.outside(img, m, pp["size"], pp["margin"] if how != "center" else 0.0)
+            if problem and how == "landmarks":
+                problem += ("; its landmarks do not fit this image (landmarks of another image size, "
+                            "or points outside the frame)")
+            crop = None if problem else faces.warp(img, m, pp["size"])
+            problem = problem or faces.blank(crop)
+            if problem:
+                # listed with the passed-over files; data.check_counts: error stops here (PassedOver)
+                reading.pass_over(reading.base / rec.source, problem, readers.FACE)
                 continue
             if how == "center":
                 no_face.append({"file": rec.source, "action": "center crop"})
@@ -159,13 +170,14 @@ def _load(records: list[FrameRecord], bad: BadInput) -> list[tuple[FrameRecord, 
 
 
 def _crop_sequence(db: str, loaded, pp: dict, reading: Reading):
-    """Yield (record, crop or None, how) for one sequence; how in landmarks/detector/center/None."""
+    """Yield (record, image, transform to the crop or None, how) for one sequence;
+    how in landmarks/detector/center/None."""
     size, margin = pp["size"], pp["margin"]
     if not loaded:
         return
     if db == "ckplus":
         for rec, img in loaded:
-            yield rec, faces.align_by_landmarks(img, rec.landmarks, size, margin), "landmarks"
+            yield rec, img, faces.landmark_transform(rec.landmarks, size, margin), "landmarks"
         return
     recs, imgs = [r for r, _ in loaded], [i for _, i in loaded]
     anchor = reading.anchor(recs[0].subject, recs[0].sequence)
@@ -183,11 +195,11 @@ def _crop_sequence(db: str, loaded, pp: dict, reading: Reading):
     reading.borrowed += sum(b for _, b in boxes)
     for rec, img, (box, _) in zip(recs, imgs, boxes):
         if box is not None:
-            yield rec, faces.crop_box(img, box, size, margin), "detector"
+            yield rec, img, faces.box_transform(box, size, margin), "detector"
         elif pp["no_face"] == "center":
-            yield rec, faces.crop_center(img, size), "center"
+            yield rec, img, faces.box_transform(faces.center_box(img), size, 0.0), "center"
         else:
-            yield rec, None, None
+            yield rec, img, None, None
 
 
 def _note_view(reading: Reading, rec: FrameRecord, choice: str, hits: bool) -> None:
@@ -229,7 +241,7 @@ def _protocol(cfg: dict, db: str, root: Path, reading: Reading) -> dict:
     pp = cfg["preprocess"]
     data = {k: v for k, v in cfg["data"][db].items() if k != "root"}
     frames = {"ckplus": "last", "oulu": "last", "mmi": "middle"}[db]
-    return {"root": str(root), "base": str(reading.base), "selection": f"{frames} {data['frames']} frames",
+    return {"root": readers.shown(root), "base": readers.shown(reading.base), "selection": f"{frames} {data['frames']} frames",
             **data, "alignment": FACE_METHOD[db], "size": pp["size"], "margin": pp["margin"],
             "grayscale": pp["grayscale"], "no_face": pp["no_face"], "on_bad_file": pp["on_bad_file"],
             "n_folds": cfg["n_folds"], "folds_rule": cfg["folds"]["rule"],
@@ -240,12 +252,13 @@ def _protocol(cfg: dict, db: str, root: Path, reading: Reading) -> dict:
 def _write_atomically(out: Path, write) -> None:
     """Run write(tmp) on a marked temporary sibling folder, then swap it in for `out`
     (fersnet.ownership.swap_in: only a marked or empty `out` is replaced)."""
-    tmp = ownership.make_temp_dir(out.parent, out.name, "fersnet preprocess")
-    try:
-        write(tmp)
-        ownership.swap_in(tmp, out, HOW)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with writing(out):                 # a full disk: one line naming `out` (errors.DiskFull)
+        tmp = ownership.make_temp_dir(out.parent, out.name, "fersnet preprocess")
+        try:
+            write(tmp)
+            ownership.swap_in(tmp, out, HOW)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_outputs(folder: Path, images: np.ndarray, meta, summary: dict, reading: Reading) -> None:
@@ -254,9 +267,13 @@ def _write_outputs(folder: Path, images: np.ndarray, meta, summary: dict, readin
     meta.to_csv(folder / paths.META, index=False)
     summary["data_hash"] = processed_hash(folder)       # read by every job's fingerprint
     (folder / paths.PREP_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    (folder / paths.PREP_REPORT).write_text(report_markdown(summary, reading))
-    if not cv2.imwrite(str(folder / paths.CONTACT_SHEET), contact_sheet(images, meta, summary)):
-        raise DataError(f"{folder / paths.CONTACT_SHEET}: could not be written")
+    # names are escaped where they are listed (readers.shown); backslashreplace is the last guard
+    (folder / paths.PREP_REPORT).write_text(report_markdown(summary, reading), encoding="utf-8",
+                                            errors="backslashreplace")
+    ok, png = cv2.imencode(".png", contact_sheet(images, meta, summary))
+    if not ok:
+        raise DataError(f"{folder / paths.CONTACT_SHEET}: could not be encoded")
+    (folder / paths.CONTACT_SHEET).write_bytes(png.tobytes())     # a full disk raises ENOSPC here
 
 
 def report_markdown(summary: dict, reading: Reading) -> str:
@@ -301,6 +318,10 @@ def _passed_over(skipped: list[dict]) -> list[str]:
     entry = lambda d: f"`{d['file']}`: {d['reason']}"
     lines = _listing("Skipped bad files", kind(readers.BAD), entry,
                      "Files the protocol needs that cannot be used (`preprocess.on_bad_file: skip`).")
+    lines += _listing("Unusable face crops", kind(readers.FACE), entry,
+                      "Protocol frames whose face region lies mostly outside the image (CK+: landmarks "
+                      "that do not fit the image) or whose crop is blank; never kept as faces. "
+                      "`data.check_counts: error` stops on these.")
     lines += _listing("Unexpected files and folders", kind(readers.UNEXPECTED), entry,
                       "Not part of the database's layout or naming pattern, so never used (a copy such "
                       "as `name (1).png` is not a frame); `data.check_counts: error` stops on these.")

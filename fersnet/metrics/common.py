@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from fersnet import ownership
+from fersnet.errors import writing
 
 
 def centre_crop(images: np.ndarray, crop: int) -> np.ndarray:
@@ -51,14 +52,15 @@ def write_json(path: Path, obj) -> None:
     """Write JSON through a temporary sibling and rename (never a half-written file)."""
     path = Path(path)
     tmp = ownership.temp_path(path)
-    try:
-        with open(tmp, "x") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, allow_nan=False)
-            f.write("\n")
-        ownership.pause_point(f"write:{path.name}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(path.parent):        # a full disk: one line naming the folder (errors.DiskFull)
+        try:
+            with open(tmp, "x") as f:
+                json.dump(obj, f, indent=2, sort_keys=False, allow_nan=False)
+                f.write("\n")
+            ownership.pause_point(f"write:{path.name}")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -68,15 +70,17 @@ def staged_outputs(final: Path, done_name: str, made_by: str = "fersnet"):
     The whole folder is installed in one step (fersnet.ownership.swap_in), so `final` holds
     either the old result or the new complete one (with `done_name`, metrics.json or
     scores.json), never a mix; on error the temporary folder is removed and `final` is left as
-    it was. A `final` that holds files fersnet did not create is refused before any work.
+    it was. A `final` that holds files fersnet did not create is refused before any work. A full
+    disk while writing is one line naming `final` (errors.DiskFull).
     """
     final = Path(final)
     ownership.check_replaceable(final)
-    tmp = ownership.make_temp_dir(final.parent, final.name, made_by)
-    try:
-        yield tmp
-        if not (tmp / done_name).is_file():
-            raise FileNotFoundError(f"{tmp / done_name}: the job wrote no {done_name}")
-        ownership.swap_in(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with writing(final):
+        tmp = ownership.make_temp_dir(final.parent, final.name, made_by)
+        try:
+            yield tmp
+            if not (tmp / done_name).is_file():
+                raise FileNotFoundError(f"{tmp / done_name}: the job wrote no {done_name}")
+            ownership.swap_in(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,7 @@ network is exactly torchvision's ResNet-18 with the adapted stem.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 import time
@@ -285,7 +286,9 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
     with staged_outputs(out, paths.METRICS, "fersnet judge") as tmp:
         (tmp / paths.CONFIG).write_text(json.dumps(config_out, indent=2, sort_keys=True))
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save({"model": state, "epoch": len(history), "arch": arch}, tmp / paths.CHECKPOINT)
+        buf = io.BytesIO()        # torch.save to a file reports a full disk as a RuntimeError, not ENOSPC
+        torch.save({"model": state, "epoch": len(history), "arch": arch}, buf)
+        (tmp / paths.CHECKPOINT).write_bytes(buf.getvalue())
         with open(tmp / paths.HISTORY, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(history[0]))
             w.writeheader()

@@ -128,8 +128,10 @@ def write_grid(path: Path, faces: np.ndarray, labels: np.ndarray, synth: np.ndar
             else:
                 sheet[y:y + cell, x:x + cell] = 220
     # score_job writes into its staging folder (staged_outputs), which is what makes this atomic
-    if not cv2.imwrite(str(path), sheet):
-        raise FersnetError(f"{path}: could not write the synthesis grid")
+    ok, png = cv2.imencode(Path(path).suffix or ".png", sheet)
+    if not ok:
+        raise FersnetError(f"{path}: could not encode the synthesis grid")
+    Path(path).write_bytes(png.tobytes())    # a full disk raises ENOSPC here (imwrite only returned False)
 
 
 def open_inception(cfg: dict, device: str, log) -> tuple[object, dict | None, str | None]:

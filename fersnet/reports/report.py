@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fersnet import names, ownership, paths, provenance
-from fersnet.errors import DataError, FersnetError
+from fersnet.errors import DataError, FersnetError, writing
 from fersnet.reports import aggregate as agg
 from fersnet.reports import contents, figures, html_tables, published, tables, tuning
 
@@ -49,16 +49,17 @@ def build_report(cfg: dict) -> dict:
     ownership.check_data_roots(cfg, out, "fersnet report")
     ownership.check_replaceable(out, HOW)
     ownership.clean_temps(out)
-    tmp = ownership.make_temp_dir(out.parent, out.name, "fersnet report")
-    try:
-        context, summary = write_contents(cfg, col, tmp)
-        (tmp / "report.tex").write_text(render_template(context))
-        summary["pdf"] = compile_pdf(tmp, out)
-        (tmp / HEADLINE).write_text(json.dumps(_json_safe(headline(summary)), indent=2) + "\n")
-        (tmp / SUMMARY).write_text(json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
-        install(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with writing(out):                 # a full disk: one line naming the folder (errors.DiskFull)
+        tmp = ownership.make_temp_dir(out.parent, out.name, "fersnet report")
+        try:
+            context, summary = write_contents(cfg, col, tmp)
+            (tmp / "report.tex").write_text(render_template(context))
+            summary["pdf"] = compile_pdf(tmp, out)
+            (tmp / HEADLINE).write_text(json.dumps(_json_safe(headline(summary)), indent=2) + "\n")
+            (tmp / SUMMARY).write_text(json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
+            install(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return summary
 
 

@@ -17,7 +17,7 @@ from fersnet import names
 from fersnet.config import DATABASES
 from fersnet.errors import FersnetError
 from fersnet.tracking.mlflow_log import (HEADLINE_METRICS, client_for, experiment_name, retry, seed_fold_stats,
-                                         tracking_uri)
+                                         store_error, tracking_uri)
 
 # The columns, in order, when any run has them (mlflow_log.HEADLINE_METRICS).
 HEADLINE = HEADLINE_METRICS
@@ -109,18 +109,22 @@ def main(cfg: dict, args) -> None:
     tags = parse_tag_filters(getattr(args, "tags", []))
     experiments = [args.experiment] if getattr(args, "experiment", None) else list(DATABASES)
     _check_store(cfg)
-    client = client_for(cfg)
-    printed = 0
-    for db in experiments:
-        try:
+    found = []
+    try:
+        client = client_for(cfg)
+        for db in experiments:
             exp = retry(client.get_experiment_by_name, experiment_name(cfg, db))
-            runs = None if exp is None else fold_runs(cfg, exp.experiment_id, tags)
-        except Exception as e:  # noqa: BLE001 - corrupt or unreachable store
-            raise FersnetError(f"MLflow store {tracking_uri(cfg)} is not readable ({type(e).__name__}: {e})") from None
-        if exp is None:
-            if getattr(args, "experiment", None):
-                raise FersnetError(f"--experiment {db}: no such experiment in {tracking_uri(cfg)}")
-            continue
+            if exp is None:
+                if getattr(args, "experiment", None):
+                    raise FersnetError(f"--experiment {db}: no such experiment in {tracking_uri(cfg)}")
+                continue
+            found.append((db, fold_runs(cfg, exp.experiment_id, tags)))
+    except FersnetError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a corrupt, truncated or unreachable store: as `fersnet track` says it
+        raise store_error(cfg, e) from None
+    printed = 0
+    for db, runs in found:
         if runs.empty:
             continue
         columns, rows = summarise(runs)

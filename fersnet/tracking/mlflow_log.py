@@ -30,6 +30,7 @@ import csv
 import errno
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -74,6 +75,17 @@ CURVE = "curve/"              # per-epoch history metrics: curve/<history.csv co
 
 class TrackingError(FersnetError):
     """The MLflow store cannot be used (unreachable, corrupt); the results on disk are unaffected."""
+
+
+class _NoSqlTraceback(logging.Filter):
+    """MLflow logs a store's SQL error (a corrupt or locked SQLite file) with its whole traceback, then
+    raises it; fersnet reports that error in one line (store_error, TrackingError), so the log is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_NoSqlTraceback())
 
 
 def tracking_uri(cfg: dict) -> str:
@@ -734,7 +746,8 @@ _HINT = {
 }
 
 
-def _store_error(cfg: dict, e: Exception, hint: str = "sync") -> TrackingError:
+def store_error(cfg: dict, e: Exception, hint: str = "sync") -> TrackingError:
+    """The one-line error for a store that cannot be used (`fersnet track`, `fersnet compare`)."""
     cause = str(e) if isinstance(e, TrackingError) else _one_line(e)
     return TrackingError(f"MLflow store {tracking_uri(cfg)} is not usable ({cause}); {_HINT[hint]}")
 
@@ -756,7 +769,7 @@ def main(cfg: dict, args) -> dict:
         except FersnetError:
             raise
         except Exception as e:  # noqa: BLE001 - any store failure, phrased for the user
-            raise _store_error(cfg, e) from None
+            raise store_error(cfg, e) from None
     if args.init:
         marker = markers.init_marker(cfg)
         payload = {"enabled": enabled, "uri": tracking_uri(cfg) if enabled else None,
@@ -766,7 +779,7 @@ def main(cfg: dict, args) -> dict:
                 payload["parents"] = init_store(cfg)
             except Exception as e:  # noqa: BLE001 - any store failure, phrased for the user
                 marker.unlink(missing_ok=True)         # an older marker must not vouch for it either
-                raise _store_error(cfg, e, "init") from None
+                raise store_error(cfg, e, "init") from None
         _write_marker(marker, payload)
         return {"marker": str(marker), "enabled": enabled}
     db, model = args.parent

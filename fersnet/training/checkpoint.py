@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from fersnet import ownership
-from fersnet.errors import TrainingError
+from fersnet.errors import TrainingError, writing
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -26,17 +26,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     this process be killed while writing (ownership.clean_temps).
     """
     path = Path(path)
-    ownership.create_dirs(path.parent, "fersnet")
-    tmp = ownership.temp_path(path)
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        ownership.pause_point(f"write:{path.name}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(path.parent):        # a full disk: one line naming the folder (errors.DiskFull)
+        ownership.create_dirs(path.parent, "fersnet")
+        tmp = ownership.temp_path(path)
+        try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            ownership.pause_point(f"write:{path.name}")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from fersnet import ownership, paths, provenance
 from fersnet.config import FINE_TUNED, wanted
-from fersnet.errors import FersnetError, TrainingError
+from fersnet.errors import FersnetError, TrainingError, writing
 
 def main(cfg: dict, args) -> dict:
     """CLI entry: train --db --model --fold [--device] [--out]."""
@@ -120,12 +120,13 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
     if done is not None:
         return done
     replacing = (final_dir / paths.METRICS).is_file()
-    # --force over a finished run: train in a staging folder, the old run stays until the new one is complete
-    run_dir = (ownership.make_temp_dir(final_dir.parent, final_dir.name, "fersnet train") if replacing
-               else ownership.claim_folder(final_dir, "fersnet train"))
-    metrics = _train(cfg, db, model, fold, run_dir, fp, device, hooks, log)
-    if replacing and metrics:
-        ownership.swap_in(run_dir, final_dir)
+    with writing(final_dir):                 # a full disk: one line naming the run folder (errors.DiskFull)
+        # --force over a finished run: train in a staging folder, the old run stays until the new one is complete
+        run_dir = (ownership.make_temp_dir(final_dir.parent, final_dir.name, "fersnet train") if replacing
+                   else ownership.claim_folder(final_dir, "fersnet train"))
+        metrics = _train(cfg, db, model, fold, run_dir, fp, device, hooks, log)
+        if replacing and metrics:
+            ownership.swap_in(run_dir, final_dir)
     return metrics
 
 

@@ -7,12 +7,16 @@ through a `BadInput`, which applies `preprocess.on_bad_file`: stop with a `DataE
 naming the file, or record a skip that the preprocessing report lists. Everything else a
 reader does not use is passed over by name (`Reading.pass_over`) with one of three kinds:
 left out by the protocol, desktop junk, or unexpected (outside the database's layout or
-naming pattern); `data.check_counts: error` stops on the first unexpected one.
+naming pattern); `data.check_counts: error` stops on the first unexpected one. Preprocessing adds
+a fourth kind, frames whose face crop is unusable (`FACE`), under the same rule.
 """
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +33,8 @@ BAD = "bad"                  # a file the protocol needs that cannot be used (pr
 PROTOCOL = "protocol"        # left out by the protocol, as the database's documentation says
 JUNK = "junk"                # desktop junk the real archives carry (.DS_Store, Thumbs.db)
 UNEXPECTED = "unexpected"    # outside the layout or naming pattern: an error with data.check_counts: error
+FACE = "face"                # a protocol frame whose face crop is unusable (face region outside the
+                             # image, or blank; fersnet.data.faces): an error with data.check_counts: error
 
 
 class BadFile(DataError):
@@ -36,7 +42,7 @@ class BadFile(DataError):
 
     def __init__(self, file, reason: str):
         self.file, self.reason = str(file), reason
-        super().__init__(f"{file}: {reason}")
+        super().__init__(f"{shown(file)}: {shown(reason)}")
 
 
 class BadInput:
@@ -51,7 +57,7 @@ class BadInput:
     def __call__(self, file, reason: str) -> None:
         if self.policy == "error":
             raise BadFile(file, reason)
-        self.skipped.append({"file": str(file), "reason": reason, "kind": BAD})
+        self.skipped.append({"file": str(file), "reason": shown(reason), "kind": BAD})
 
 
 class PassedOver(BadFile):
@@ -108,10 +114,11 @@ class Reading:
             return None   # a bad first frame is not part of the protocol; just no fallback box
 
     def pass_over(self, path: Path, reason: str, kind: str = UNEXPECTED) -> None:
-        """Record a file or folder the reader does not use; an unexpected one raises when strict."""
-        if kind == UNEXPECTED and self.strict:
+        """Record a file or folder the reader does not use; an unexpected one (or an unusable face
+        crop) raises when strict."""
+        if kind in (UNEXPECTED, FACE) and self.strict:
             raise PassedOver(path, reason)
-        self.passed.append({"file": self.relative(path), "reason": reason, "kind": kind})
+        self.passed.append({"file": self.relative(path), "reason": shown(reason), "kind": kind})
 
     def foreign(self, path: Path, expected: str) -> None:
         """Pass over an entry that is not part of the layout: desktop junk, or unexpected."""
@@ -123,11 +130,12 @@ class Reading:
                                  f"expected {expected}")
 
     def relative(self, path) -> str:
+        """`path` relative to base, as text any file can hold (shown: non-UTF-8 bytes as \\xNN)."""
         path = Path(path)
         try:
-            return path.relative_to(self.base).as_posix()
+            return shown(path.relative_to(self.base).as_posix())
         except ValueError:
-            return str(path)
+            return shown(path)
 
     @property
     def excluded(self) -> Counter:
@@ -206,15 +214,101 @@ def numbered_frames(folder: Path, reading: Reading, name: re.Pattern, expected: 
     return sorted(frames.items())
 
 
-def _truncation(path: Path, data: bytes) -> str | None:
-    # OpenCV decodes a truncated JPEG with only a warning (grey fill), so check the end
-    # markers ourselves: JPEG ends with EOI (FF D9), PNG with the IEND chunk.
-    tail = data.rstrip(b"\x00")[-16:]
-    if path.suffix.lower() in (".jpg", ".jpeg") and not tail.endswith(b"\xff\xd9"):
-        return "truncated JPEG (no end-of-image marker)"
-    if path.suffix.lower() == ".png" and b"IEND" not in tail:
-        return "truncated PNG (no IEND chunk)"
+def shown(path) -> str:
+    """A path, name or message as text that any file can hold: bytes of a file name that are not
+    UTF-8 (which Python keeps as surrogate escapes) are written as `\\xNN`."""
+    text = str(path)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:           # a lone surrogate that no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@contextmanager
+def opencv_path(path):
+    """A name under which OpenCV can open `path` (VideoCapture, VideoWriter, imwrite): the path
+    itself, or, when its bytes are not UTF-8 (OpenCV crashes the process on such a name), a symbolic
+    link with a plain name in a temporary folder, removed on the way out."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield text
+        return
+    suffix = Path(path).suffix if Path(path).suffix.isascii() else ""
+    with tempfile.TemporaryDirectory(prefix="fersnet-") as folder:
+        link = Path(folder) / f"file{suffix}"
+        os.symlink(os.path.abspath(path), link)
+        yield str(link)
+
+
+_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def _undecodable(path: Path, data: bytes) -> str | None:
+    """Why Pillow cannot decode `data` completely, or None when it can.
+
+    Validity is decided by decoding, not by looking at the last bytes: a PNG's chunk checksums
+    are verified up to IEND (Pillow's verify) and every pixel is decoded (load), so a file cut
+    short is refused while bytes after the end marker, which some tools append, are not.
+    (OpenCV, which gives the pixels, decodes a truncated JPEG with only a warning and grey fill.)
+    """
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+    what = _FORMAT.get(path.suffix.lower(), "image")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except UnidentifiedImageError:
+        return f"corrupt {what} (not an image file that can be decoded)"
+    except Exception as e:  # noqa: BLE001 - any decoder failure on these bytes means a bad file
+        detail = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        if "truncat" in detail.lower():
+            return f"truncated {what} (the file ends before its image data does)"
+        return f"corrupt {what} ({detail})"
     return None
+
+
+def _png_sbit(data: bytes) -> int | None:
+    """Significant bits per sample from a PNG's sBIT chunk (the largest over the colour channels),
+    or None when the file has none. The chunk, when present, comes before the image data."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if kind == b"sBIT":
+            values = data[pos + 8:pos + 8 + length]
+            colour = values[:3] if length >= 3 else values[:1]   # alpha (last byte of 2 or 4) left out
+            return max(colour) if colour else None
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + length
+    return None
+
+
+def bit_depth(img: np.ndarray, data: bytes) -> int:
+    """The real bit depth of 16-bit samples (docs/decisions.md): the PNG's sBIT chunk where it has
+    one, else the bit length of the largest value rounded up to an even depth (10, 12, 14, 16:
+    those of camera sensors), at least 8."""
+    sbit = _png_sbit(data) if data[:8] == b"\x89PNG\r\n\x1a\n" else None
+    if sbit is not None and 1 <= sbit <= 16:
+        return int(sbit)
+    bits = max(8, int(img.max()).bit_length())
+    return bits + bits % 2
+
+
+def to_uint8(img: np.ndarray, data: bytes) -> np.ndarray:
+    """16-bit samples scaled by their real bit depth to 0-255 (a 10-bit image is not made
+    near-black by dropping the low byte, as OpenCV does)."""
+    if img.dtype == np.uint8:
+        return img
+    top = float(2 ** bit_depth(img, data) - 1)
+    return np.clip(np.rint(img.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -226,10 +320,10 @@ def read_image(path: Path) -> np.ndarray:
         raise BadFile(path, f"cannot read ({e.strerror or e})") from None
     if not data:
         raise BadFile(path, "empty file")
-    problem = _truncation(Path(path), data)
+    problem = _undecodable(Path(path), data)
     if problem:
         raise BadFile(path, problem)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if img is None or img.size == 0:
         raise BadFile(path, "corrupt image (OpenCV cannot decode it)")
-    return img
+    return to_uint8(img, data)

@@ -9,6 +9,7 @@ frames of each; `include_neutral` adds each sequence's first frame as `neutral`.
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -43,14 +44,22 @@ def parse_emotion(path: Path, bad: BadInput) -> int | None:
     if not text:
         bad(path, "empty label file; expected one emotion code 1-7 such as 3.0000000e+00")
         return None
+    values = text.split()
+    if len(values) != 1:
+        bad(path, f"holds {len(values)} values ({' '.join(values)[:40]!r}); expected one emotion code 1-7 "
+                  "such as 3.0000000e+00")
+        return None
     try:
-        value = float(text.split()[0])
+        value = float(values[0])
     except ValueError:
         bad(path, f"label is not a number: {text[:40]!r}; expected one emotion code 1-7")
         return None
+    if not math.isfinite(value):
+        bad(path, f"label {values[0]} is not a finite number; expected one emotion code 1-7")
+        return None
     code = int(value)   # datasets.md: parse with int(float(text))
     if value != code or code not in SEQUENCE_CODES:
-        bad(path, f"label {text.split()[0]} out of range; CK+ sequence codes are 1-7 "
+        bad(path, f"label {values[0]} out of range; CK+ sequence codes are 1-7 "
                   "(1 anger, 2 contempt, 3 disgust, 4 fear, 5 happy, 6 sadness, 7 surprise)")
         return None
     return code

@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from fersnet.data.labels import MMI_CODES
-from fersnet.data.readers import PROTOCOL, BadInput, FrameRecord, Reading, entries, subfolders
+from fersnet.data.readers import PROTOCOL, BadInput, FrameRecord, Reading, entries, opencv_path, subfolders
 from fersnet.errors import DataError
 
 SESSIONS = "Sessions"
@@ -85,7 +85,11 @@ def emotion_code(label_xml: Path, bad: BadInput) -> int | None:
             and el.attrib.get("Name", el.attrib.get("name", "")).lower() == "emotion"]
     if not tags:
         return UNLABELLED
-    value = tags[0].attrib.get("Value", tags[0].attrib.get("value", "")).strip()
+    values = {t.attrib.get("Value", t.attrib.get("value", "")).strip() for t in tags}
+    if len(values) > 1:
+        bad(label_xml, f"{len(tags)} Emotion metatags with different values {sorted(values)}; expected one")
+        return None
+    value = values.pop()
     if not re.fullmatch(r"-?\d+", value):
         bad(label_xml, f"Emotion value {value!r} is not an integer; expected 1-6")
         return None
@@ -103,25 +107,26 @@ def decode_middle(video: Path, n: int, bad: BadInput):
     fewer frames than the header declares means the file is truncated.
     """
     import cv2
-    cap = cv2.VideoCapture(str(video))
-    try:
-        if not cap.isOpened():
-            bad(video, "cannot open the video (corrupt, truncated or an unsupported codec)")
-            return None
-        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        start = (declared - n) // 2 if declared >= n else 0
-        kept, count, first = [], 0, None
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if count == 0:
-                first = frame   # neutral onset (MMI: onset-apex-offset), the fallback for face boxes
-            if declared <= 0 or start <= count < start + n:
-                kept.append((count, frame))
-            count += 1
-    finally:
-        cap.release()
+    with opencv_path(video) as name:
+        cap = cv2.VideoCapture(name)
+        try:
+            if not cap.isOpened():
+                bad(video, "cannot open the video (corrupt, truncated or an unsupported codec)")
+                return None
+            declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            start = (declared - n) // 2 if declared >= n else 0
+            kept, count, first = [], 0, None
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                if count == 0:
+                    first = frame   # neutral onset (MMI: onset-apex-offset), the fallback for face boxes
+                if declared <= 0 or start <= count < start + n:
+                    kept.append((count, frame))
+                count += 1
+        finally:
+            cap.release()
     if count == 0:
         bad(video, "no decodable frame (corrupt video)")
         return None

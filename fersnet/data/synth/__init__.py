@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from fersnet import ownership
-from fersnet.errors import DataError
+from fersnet.errors import DataError, writing
 
 HOW = "pick another --out (or params synth.out), or empty it"
 
@@ -40,13 +40,15 @@ def write_database(cfg: dict, db: str, out) -> dict:
     ownership.check_replaceable(final, HOW)
     ownership.clean_temps(final)
     try:
-        tmp = ownership.make_temp_dir(out, db, "fersnet synth")
+        with writing(final):             # a full disk: one line naming the folder (errors.DiskFull)
+            tmp = ownership.make_temp_dir(out, db, "fersnet synth")
     except OSError as e:
         raise DataError(f"synth: cannot create output folder {out}: {e.strerror}") from None
     t0 = time.perf_counter()
     try:
-        summary = writer(cfg, tmp)
-        ownership.swap_in(tmp, final, HOW)
+        with writing(final):
+            summary = writer(cfg, tmp)
+            ownership.swap_in(tmp, final, HOW)
     except OSError as e:
         raise DataError(f"synth: writing {db} under {out} failed: {e}") from None
     finally:

@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fersnet.data.readers import opencv_path
 from fersnet.data.synth import render as R
 from fersnet.errors import DataError
 
@@ -99,8 +100,9 @@ def render_sequence(ident: R.Identity, expression: str, intensities, size: tuple
 def imwrite(path: Path, img: np.ndarray, params=()) -> None:
     """cv2.imwrite that fails loudly (it only returns False on errors)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), img, list(params)):
-        raise DataError(f"{path}: could not write image")
+    with opencv_path(path) as name:             # a folder name that is not UTF-8 would crash OpenCV
+        if not cv2.imwrite(name, img, list(params)):
+            raise DataError(f"{path}: could not write image")
 
 
 def write_junk(folder: Path, name: str) -> Path:

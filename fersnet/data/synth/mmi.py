@@ -18,6 +18,7 @@ import numpy as np
 
 from fersnet.data.folds import assign_folds
 from fersnet.data.labels import MMI_CODES
+from fersnet.data.readers import opencv_path
 from fersnet.data.synth import common as C
 from fersnet.data.synth import render as R
 from fersnet.errors import DataError
@@ -127,16 +128,17 @@ def _frames(ident, s, size, frames, rng):
 def _write_video(path: Path, ident, s, size, frames, rng) -> int:
     h, w = size
     shape_wh = (h, w) if s["kind"] == "rotated" else (w, h)
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, shape_wh)
-    if not vw.isOpened():
-        raise DataError(f"{path}: OpenCV cannot write MJPG AVI files here")
-    n = 0
-    try:
-        for img in _frames(ident, s, size, frames, rng):
-            vw.write(img)
-            n += 1
-    finally:
-        vw.release()
+    with opencv_path(path) as name:             # a folder name that is not UTF-8 would crash OpenCV
+        vw = cv2.VideoWriter(name, cv2.VideoWriter_fourcc(*"MJPG"), FPS, shape_wh)
+        if not vw.isOpened():
+            raise DataError(f"{path}: OpenCV cannot write MJPG AVI files here")
+        n = 0
+        try:
+            for img in _frames(ident, s, size, frames, rng):
+                vw.write(img)
+                n += 1
+        finally:
+            vw.release()
     return n
 
 
