@@ -608,3 +608,51 @@ def test_latex_error_keeps_the_previous_report_and_names_the_log(tmp_path, monke
     assert json.loads((out / "summary.json").read_text()) == {"previous": True}
     assert "Undefined control sequence" in (out / "report.log").read_text()
     assert not (out / "tables").exists() and not list(out.glob(".build-*"))
+
+
+PAPER_PREAMBLE = ("\\documentclass[10pt,twocolumn]{article}\n"
+                  "\\usepackage[letterpaper,margin=0.75in,columnsep=0.25in]{geometry}\n"   # IEEEtran's 7 in text
+                  "\\usepackage{booktabs}\n\\begin{document}\nSome text of the paper.\n")
+
+
+@pytest.mark.skipif(not HAVE_PDFLATEX, reason="pdflatex not installed")
+def test_paper_tables_drop_into_a_two_column_paper_without_an_overfull_box(tmp_path):
+    """tables/paper/: every table with a one-sentence caption, its notes apart, inputs into a two-column
+    article with booktabs and no graphicx (nothing scales it), three databases wide, and no box runs
+    more than 1 pt past its column or the page."""
+    dbs = ("ckplus", "oulu", "mmi")
+    cfg = small_cfg(tmp_path, dbs=dbs)
+    write_grid(cfg, dbs=dbs)
+    report.build_report(cfg)
+    folder = paths.reports_dir(cfg) / "tables" / "paper"
+    names = sorted(p.stem for p in folder.glob("*.tex") if not p.stem.endswith("_notes"))
+    assert set(names) == {p.stem for p in (paths.reports_dir(cfg) / "tables").glob("*.tex")}
+    for name in names:
+        tex = (folder / f"{name}.tex").read_text()
+        (caption,) = re.findall(r"\\caption\{(.*)\}", tex)
+        assert caption == tables.short_caption(caption) and len(caption) <= 200, (name, caption)
+        assert "\\smallskip" not in tex and "`" not in tex, name
+        assert ("table*" in tex) == (not name.startswith("confusion_")), name
+    assert "Mean $\\pm$ sample standard deviation" in (folder / "fer_accuracy_notes.tex").read_text()
+    body = "".join(f"\\input{{{(folder / n).as_posix()}}}\n\\input{{{(folder / n).as_posix()}_notes}}\n\\clearpage\n"
+                   for n in names)
+    (tmp_path / "paper.tex").write_text(PAPER_PREAMBLE + body + "\\end{document}\n")
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
+                         capture_output=True, text=True, errors="replace", timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:]
+    log = (tmp_path / "paper.log").read_text(errors="replace")
+    overfull = [float(x) for x in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)]
+    assert all(x <= 1.0 for x in overfull), overfull
+
+
+def test_differences_carry_a_real_minus_and_code_in_backticks_is_typewriter():
+    assert tables.signed(-0.354) == "$-$0.35" and tables.signed(1.2) == "+1.20" and tables.signed(0.0) == "+0.00"
+    assert tables.tex_escape("set `fid.download` (50%)") == "set \\texttt{fid.download} (50\\%)"
+    assert tables.tex_escape("a lone ` mark") == "a lone \\textasciigrave{} mark"
+
+
+def test_the_short_caption_is_the_first_sentence_outside_math_and_abbreviations():
+    assert tables.short_caption("FER accuracy per database. Re-run: this benchmark.") == "FER accuracy per database."
+    assert tables.short_caption("Paired tests, e.g. Wilcoxon vs. t. More.") == "Paired tests, e.g. Wilcoxon vs. t."
+    assert tables.short_caption("Mean $x. Y$ of runs. Rest.") == "Mean $x. Y$ of runs."
+    assert tables.short_caption("One sentence only.") == "One sentence only."

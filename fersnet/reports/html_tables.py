@@ -168,8 +168,14 @@ def _cells(row: str, tag: str, index_columns: int) -> str:
 
 
 def _after(tex: str, command: str) -> str | None:
+    """The argument of the first `command` (past an optional `[...]`, e.g. \\caption[short]{long})."""
     at = tex.find(command)
-    return None if at < 0 else _group(tex, at + len(command))[0]
+    if at < 0:
+        return None
+    i = at + len(command)
+    if tex.startswith("[", i):
+        i = tex.index("]", i) + 1
+    return _group(tex, i)[0]
 
 
 def table_page(tex: str, title: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,11 +72,18 @@ def write_contents(cfg: dict, col: agg.Collected, root: Path) -> tuple[dict, dic
     dbs = cfg["databases"]
 
     def table(name: str, tex: str | None) -> str | None:
-        """tables/<name>.tex for the PDF, and the same table as an HTML page (snakemake --report)."""
+        """tables/<name>.tex for the PDF, the same table as an HTML page (snakemake --report), and
+        tables/paper/<name>.tex with its <name>_notes.tex for a paper (tables.as_paper)."""
         if tex is None:
             return None
         (tdir / f"{name}.tex").write_text(tex)
         (tdir / f"{name}.html").write_text(html_tables.table_page(tex, name))
+        paper, notes = tables.as_paper(tex, wide=name not in tables.SINGLE_COLUMN and not name.startswith("confusion_"))
+        (tdir / "paper").mkdir(exist_ok=True)
+        (tdir / "paper" / f"{name}.tex").write_text(paper)
+        label = re.search(r"\\label\{([^}]*)\}", tex)
+        ref = f"Table~\\ref{{{label.group(1)}}}" if label else "the table"
+        (tdir / "paper" / f"{name}_notes.tex").write_text(f"\\paragraph{{Notes to {ref}.}} {notes}\n" if notes else "")
         return f"tables/{name}"
 
     def figure(name: str, path) -> str | None:

@@ -27,9 +27,25 @@ _TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
 
 
 def tex_escape(text: str) -> str:
-    """Plain text (file names, error reasons) made safe for LaTeX."""
-    text = "".join(_TEX_SPECIALS.get(c, c) for c in str(text))
-    return text.encode("ascii", "replace").decode("ascii")
+    """Plain text (file names, error reasons) made safe for LaTeX; `code` in backticks (as in error
+    messages) becomes \\texttt{code}."""
+    parts = str(text).split("`")
+    out = []
+    for i, part in enumerate(parts):
+        escaped = "".join(_TEX_SPECIALS.get(c, c) for c in part)
+        if i % 2 == 0:
+            out.append(escaped)
+        elif i < len(parts) - 1:                             # between a pair of backticks
+            out.append(f"\\texttt{{{escaped}}}")
+        else:                                                # a lone backtick
+            out.append("\\textasciigrave{}" + escaped)
+    return "".join(out).encode("ascii", "replace").decode("ascii")
+
+
+def signed(value: float, decimals: int = 2) -> str:
+    """A difference with its sign, the minus a real one in math mode: `+1.20`, `$-$0.35`."""
+    text = f"{value:+.{decimals}f}"
+    return "$-$" + text[1:] if text.startswith("-") else text
 
 
 def stacked(first: str, second: str) -> str:
@@ -93,9 +109,62 @@ def render(display: pd.DataFrame, caption: str, label: str, bold: pd.DataFrame |
     # A smaller font and tighter columns keep the widest table (ablation, 3 databases) inside A4.
     tex = tex.replace("\\centering\n", f"\\centering\n{font}\\setlength{{\\tabcolsep}}{{{colsep}}}\n", 1)
     tex = fit_to_width(tex)
+    short = short_caption(caption)
+    if short != caption:           # the list of tables (and a paper's drop-in, as_paper) gets the first sentence
+        tex = tex.replace(f"\\caption{{{caption}}}", f"\\caption[{short}]{{{caption}}}", 1)
     if note:
-        tex = tex.replace("\\end{table}", f"\\par\\smallskip\n{{\\footnotesize\\raggedright {note}\\par}}\n\\end{{table}}")
+        tex = tex.replace("\\end{table}", f"{NOTE_START}{note}{NOTE_END}\\end{{table}}")
     return tex
+
+
+SINGLE_COLUMN = ()      # tables besides the confusion matrices that fit one column of a paper; the others are table*
+NOTE_START = "\\par\\smallskip\n{\\footnotesize\\raggedright "
+NOTE_END = "\\par}\n"
+# "... per database. Re-run: ..." -> the sentence before; not after an abbreviation (e.g., vs., w.)
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\bw)(?<!\bet al)\.\s+(?=[A-Z(\\$])")
+
+
+def short_caption(caption: str) -> str:
+    """The caption's first sentence (outside braces and math), for the list of tables and a paper."""
+    depth, math = 0, False
+    for m in _SENTENCE_END.finditer(caption):
+        before = caption[:m.start()]
+        depth = before.count("{") - before.count("}")
+        math = before.count("$") % 2 == 1
+        if depth == 0 and not math:
+            return caption[:m.start() + 1]
+    return caption
+
+
+def as_paper(tex: str, wide: bool) -> tuple[str, str]:
+    """A table in the form a paper inputs: the short caption only, the rest of the caption and the
+    notes returned apart (for a `<name>_notes.tex`), a smaller font, and `table*` (the full text width
+    of a two-column paper) where `wide`. Fits a two-column page 7 in wide without graphicx; with it,
+    fit_to_width still scales a wider one down."""
+    m = re.search(r"\\caption(?:\[(?P<short>[^\]]*)\])?\{", tex)
+    notes = []
+    if m:
+        start = m.end()
+        depth, i = 1, start
+        while depth:
+            depth += {"{": 1, "}": -1}.get(tex[i], 0)
+            i += 1
+        long = tex[start:i - 1]
+        short = m.group("short") or long
+        rest = long[len(short):].strip()
+        if rest:
+            notes.append(rest)
+        tex = tex[:m.start()] + f"\\caption{{{short}}}" + tex[i:]
+    n = tex.find(NOTE_START)
+    if n >= 0:
+        e = tex.index(NOTE_END, n)
+        notes.append(tex[n + len(NOTE_START):e].strip())
+        tex = tex[:n] + tex[e + len(NOTE_END):]
+    tex = re.sub(r"\\(small|footnotesize)\\setlength\{\\tabcolsep\}\{[\d.]+pt\}",
+                 lambda _: "\\footnotesize\\setlength{\\tabcolsep}{2.5pt}", tex, count=1)
+    if wide:
+        tex = tex.replace("\\begin{table}[htbp]", "\\begin{table*}[tbp]", 1).replace("\\end{table}", "\\end{table*}")
+    return tex, " ".join(notes)
 
 
 def fit_to_width(tex: str) -> str:
@@ -218,9 +287,10 @@ def fer_balanced(cfg: dict, col: agg.Collected) -> str | None:
     numeric = pd.DataFrame(numeric, index=rows, columns=columns)
     # best model per database and metric, so bold never compares across databases
     bold = pd.concat([bold_mask(numeric.loc[[d]]) for d in dict.fromkeys(rows.get_level_values(0))])
-    caption = ("FER accuracy, balanced accuracy (mean recall over the classes of the test fold) and macro-F1 "
-               "(unweighted mean F1 over the classes) per database, computed with scikit-learn on each fold's "
-               "test predictions; best model per database in bold. " + _fold_note(cfg))
+    caption = ("FER accuracy, balanced accuracy and macro-F1 per database, best model per database in bold. "
+               "Balanced accuracy: the mean recall over the classes of the test fold; macro-F1: the unweighted "
+               "mean F1 over the classes; both computed with scikit-learn on each fold's test predictions. "
+               + _fold_note(cfg))
     return render(display, caption, "tab:fer_balanced", bold=bold, clines="skip-last;index")
 
 
@@ -325,7 +395,7 @@ def _augmentation_effect(cfg: dict, col: agg.Collected, models: list[str], tests
         t = agg.paired_tests(agg.run_values(col.folds, db, "fes_da"), agg.run_values(col.folds, db, "fes_da_real"))
         tests[(db, "fes_da", "fes_da_real")] = t
         if t["n_pairs"]:
-            parts.append(f"{names.DATABASE[db]} {t['mean_diff']:+.2f} pp ($p_W$ {fmt_p(t['p_wilcoxon'])}, "
+            parts.append(f"{names.DATABASE[db]} {signed(t['mean_diff'])} pp ($p_W$ {fmt_p(t['p_wilcoxon'])}, "
                          f"$p_t$ {fmt_p(t['p_ttest'])}, {t['n_pairs']} {'folds' if not _multi(cfg) else 'runs'})")
     if not parts:
         return ""
@@ -582,10 +652,11 @@ def protocol(cfg: dict, col: agg.Collected) -> str | None:
     selections = sorted({str(s) for s in f.selection.dropna()}) or ["last"]
     display = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index),
                            columns=["Selected (\\%)", "Best epoch on test (\\%)", "Gap (pp)"])
-    caption = ("Protocol honesty: the accuracy we report (model selected by \\texttt{train.selection} = "
-               + ", ".join(tex_escape(s) for s in selections) + ", without looking at the test fold) beside "
-               "the accuracy of the epoch that happened to be best on the test fold (the optimistic selection "
-               "some published code uses), and the gap in percentage points. " + _fold_note(cfg))
+    caption = ("Protocol honesty: the accuracy we report beside that of the epoch best on the test fold, and "
+               "the gap in percentage points. Reported: the model selected by \\texttt{train.selection} = "
+               + ", ".join(tex_escape(s) for s in selections) + ", without looking at the test fold; best epoch: "
+               "the epoch that happened to be best on the test fold (the optimistic selection some published code "
+               "uses). " + _fold_note(cfg))
     return render(display, caption, "tab:protocol", clines="skip-last;index")
 
 
