@@ -27,6 +27,7 @@ TEMPLATE = Path(__file__).resolve().with_name("report.tex.j2")
 SUMMARY = contents.SUMMARY
 OUTPUTS = ("tables", "figures", "plots", "report.tex", "report.pdf")   # installed with SUMMARY
 HOW = "pick another paths.reports, or empty it"
+MADE_BY = ownership.step("report")
 PDFLATEX_TIMEOUT_S = 300
 
 
@@ -44,11 +45,11 @@ def build_report(cfg: dict) -> dict:
         raise DataError(f"{cfg['paths']['results']}: no finished results (no metrics.json or scores.json) for "
                         f"databases {', '.join(cfg['databases'])}; run `fersnet train` (or snakemake) first")
     out = paths.reports_dir(cfg)
-    ownership.adopt_earlier(out, OUTPUTS + (SUMMARY, "report.log"), (SUMMARY,), "fersnet report")
+    ownership.adopt_earlier(out, OUTPUTS + (SUMMARY, "report.log"), (SUMMARY,), MADE_BY)
     ownership.check_data_roots(cfg, out, "fersnet report")
-    ownership.check_replaceable(out, HOW)
+    ownership.check_replaceable(out, MADE_BY, HOW)
     ownership.clean_temps(out)
-    tmp = ownership.make_temp_dir(out.parent, out.name, "fersnet report")
+    tmp = ownership.make_temp_dir(out.parent, out.name, MADE_BY)
     try:
         context, summary = write_contents(cfg, col, tmp)
         (tmp / "report.tex").write_text(render_template(context))
@@ -303,7 +304,7 @@ def compile_pdf(folder: Path, out: Path) -> str:
         if run.returncode != 0:
             log = folder / "report.log"
             if log.is_file():
-                ownership.claim_folder(out, "fersnet report", HOW)
+                ownership.claim_folder(out, MADE_BY, HOW)
                 shutil.copyfile(log, out / "report.log")
             first = next((ln for ln in run.stdout.splitlines() if ln.startswith("!")), "see the log")
             raise FersnetError(f"pdflatex failed on report.tex: {first} (full log: {out / 'report.log'})")
@@ -317,4 +318,4 @@ def install(tmp: Path, out: Path) -> None:
     for p in tmp.iterdir():
         if p.name not in keep:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-    ownership.swap_in(tmp, out, HOW)
+    ownership.swap_in(tmp, out, MADE_BY, HOW)

@@ -26,7 +26,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     this process be killed while writing (ownership.clean_temps).
     """
     path = Path(path)
-    ownership.create_dirs(path.parent, "fersnet")
+    ownership.create_dirs(path.parent, ownership.step("train"))   # the run folder exists
     tmp = ownership.temp_path(path)
     try:
         with open(tmp, "xb") as f:
