@@ -124,7 +124,7 @@ def provenance_context(prov: dict) -> dict:
     esc = tables.tex_escape
     kinds = ("training", "judge", "scores")
     return dict(
-        report_code=esc(prov["report_code"]), mixed=prov["mixed"],
+        report_code=esc(prov["report_code"]), mixed=prov["mixed"], report_differs=prov["report_differs"],
         code=[dict(label=esc(label), counts=", ".join(f"{n} {k}" for k in kinds if (n := c.get(k))))
               for label, c in sorted(prov["code"].items())],
         torch=esc(", ".join(prov["torch"]) or "unrecorded"), device=esc(", ".join(prov["device"]) or "unrecorded"),
