@@ -234,6 +234,7 @@ def _start_or_resume(run_dir: Path, fp: str, meta: dict, task, ck, log) -> dict:
             f"now {fp}); training starts over")
         return fresh
     log(f"fersnet train: resuming {path} at epoch {state['epoch']} (same fingerprint {fp})")
+    ck.restore_wall_times(state, run_dir / paths.HISTORY)
     task.load_state_dict(state["model"])
     for k, opt in task.optimizers.items():
         opt.load_state_dict(state["optimizers"][k])
