@@ -1,12 +1,13 @@
 # fersnet-bench workflow: wiring only. Rules live in workflow/rules/*.smk, helpers in
-# workflow/rules/common.smk, configuration in params.yaml (validated by fersnet.config at start;
-# `--config profile=test` switches profile). See docs/orchestration.md.
+# workflow/rules/common.smk, configuration in params.yaml (read and validated by fersnet.config at
+# start; `--config profile=test` switches profile). See docs/orchestration.md.
+#
+# No `configfile:` directive: Snakemake would read params.yaml through its YAML templating, in
+# which a value can run Python code (even under `snakemake -n`). workflow/rules/common.smk reads it
+# as plain data with fersnet's strict loader instead.
 from snakemake.utils import min_version
 
 min_version("9.0")
-
-
-configfile: "params.yaml"
 
 
 # The front page of `snakemake --report report.html` (figures, tables, PDF: workflow/rules/report.smk).

@@ -407,6 +407,22 @@ def load(path: str | Path = "params.yaml", profile: str | None = None, overrides
     return resolve(raw or {}, profile, source=str(path))
 
 
+def read_params(path: str | Path = "params.yaml") -> dict:
+    """A params file read as plain data (read_yaml: no tags, no templating, no duplicate keys), not
+    yet validated: what the Snakefile reads instead of Snakemake's `configfile:`, which would run
+    the file through Snakemake's YAML templating (a value could run code). A ConfigError names the
+    file when it is missing, not YAML, or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    raw = read_yaml(path.read_text(), str(path))
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of keys to values (found {type(raw).__name__})")
+    return raw
+
+
 def parse_sets(items: list[str] | None) -> dict:
     """`KEY.SUB=VALUE` strings (VALUE read as YAML: 300, 1.0e-4, cin, [1, 2], null) -> nested dict."""
     out: dict = {}

@@ -5,6 +5,9 @@
 runs `snakemake --cores N TARGET` (default target `all`: synth -> preprocess -> train/judge ->
 score -> pool -> report, MLflow tracking alongside) in the project root, then prints where the
 outputs are. Snakemake's state makes it resumable: run it again to finish an interrupted demo.
+A run killed outright (kill -9, a closed terminal, a power cut) leaves Snakemake's lock behind
+(.snakemake/locks/); when no Snakemake process runs in the project any more, the next run removes
+it (`snakemake --unlock`) and says so, then resumes.
 """
 from __future__ import annotations
 
@@ -20,6 +23,68 @@ from fersnet.errors import FersnetError
 from fersnet.tracking.mlflow_log import tracking_uri
 
 ROOT = Path(__file__).resolve().parents[1]
+LOCKS = Path(".snakemake") / "locks"
+
+
+def _runs_snakemake(cmdline: list[str]) -> bool:
+    """`snakemake ...`, `<python> <venv>/bin/snakemake ...` or `<python> -m snakemake ...`."""
+    return any(Path(arg).name == "snakemake" for arg in cmdline[:3])
+
+
+def snakemake_processes(root) -> list[int]:
+    """PIDs of the Snakemake processes on this machine that run in `root` (or a folder below it).
+
+    A Snakemake process whose folder cannot be read (another user's) counts as running here: the
+    lock is then left alone. Processes on other machines (a shared file system) are not seen.
+    """
+    import psutil                      # a dependency of Snakemake
+
+    root = Path(root).resolve()
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.pid == os.getpid() or not _runs_snakemake(proc.info["cmdline"] or []):
+                continue
+            cwd = Path(proc.cwd()).resolve()
+        except psutil.AccessDenied:
+            found.append(proc.pid)
+            continue
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
+            continue
+        if cwd == root or root in cwd.parents:
+            found.append(proc.pid)
+    return found
+
+
+def held_locks(root) -> list[Path]:
+    """The lock files Snakemake keeps in `root` while it runs (.snakemake/locks/)."""
+    folder = Path(root) / LOCKS
+    return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+
+
+def unlock_command(cfg: dict) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--unlock", "--config", f"profile={cfg['profile']}"]
+
+
+def unlock_if_abandoned(root, unlock: list[str], env=None) -> str | None:
+    """Remove Snakemake's lock in `root` when it is held by no running process: a run killed
+    outright (kill -9) leaves it behind and the next run would stop on it. `unlock` is the
+    `snakemake --unlock` command line (unlock_command). Returns the line to
+    print; None when there was no lock, or a Snakemake process still runs here (its lock stays,
+    and Snakemake itself then says the folder is locked)."""
+    locks = held_locks(root)
+    if not locks:
+        return None
+    running = snakemake_processes(root)
+    if running:
+        return None
+    done = subprocess.run(unlock, cwd=root, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise FersnetError(f"{Path(root) / LOCKS}: the lock of an interrupted Snakemake run could not be "
+                           f"removed (`snakemake --unlock`: {tail[0]})")
+    return (f"fersnet demo: removed the lock an interrupted Snakemake run left in {Path(root) / LOCKS} "
+            f"({len(locks)} file(s); no Snakemake process runs in {root}); resuming")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, DVC_NO_ANALYTICS="1",
                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     cmd = snakemake_command(args, cfg)
+    if not args.dry_run:
+        try:
+            said = unlock_if_abandoned(ROOT, unlock_command(cfg), env)
+        except FersnetError as e:
+            print(f"fersnet demo: error: {e}", file=sys.stderr)
+            return 2
+        if said:
+            print(said, flush=True)
     print("fersnet demo: " + " ".join(cmd[1:]), flush=True)
     t0 = time.perf_counter()
     rc = subprocess.call(cmd, env=env)

@@ -1,9 +1,11 @@
 """Which folders fersnet may replace or delete, and what a killed run can leave behind.
 
 Ownership: every folder fersnet creates carries a small marker file, `.fersnet` (what made
-it, when). A command replaces or deletes only a folder that carries the marker or is empty;
-any other folder stops it with an error that names the folder (docs/architecture.md,
-"Ownership and crashes").
+it, when). What made it is a step: a verb and what it was run on (`step`), e.g.
+`fersnet train ckplus/fersnet/seed0/fold0`. A command replaces or deletes only a folder that
+is empty or carries the marker of the same step; any other folder, a folder made by another
+step included, stops it with an error that names the folder and what made it
+(docs/architecture.md, "Ownership and crashes").
 
 Crash hygiene: outputs are written under temporary names and renamed into place, so a kill
 at any moment leaves the old complete output or the new one, plus at most temporaries named
@@ -53,11 +55,45 @@ class ForeignFolder(FersnetError):
     """A folder fersnet would have to replace or write into, but did not create."""
 
 
+# The verbs whose folders carry markers; a marker's `made_by` starts with "fersnet <verb>".
+VERBS = ("synth", "preprocess", "train", "judge", "score", "pool", "report", "track", "workflow")
+_MADE_BY = re.compile(r"^fersnet (?P<verb>[a-z-]+)(?: (?P<of>[^ ()]+))?(?: \(.*\))?$")
+
+
+def step(verb: str, *of) -> str:
+    """What makes a folder, as its marker records it: `fersnet <verb>` and what the verb was run
+    on, e.g. step("train", "ckplus", "fersnet", "seed0", "fold0") is
+    "fersnet train ckplus/fersnet/seed0/fold0", step("report") is "fersnet report"."""
+    if verb not in VERBS:
+        raise ValueError(f"unknown step verb {verb!r}")
+    return " ".join(["fersnet", verb] + (["/".join(str(p) for p in of)] if of else []))
+
+
+def parse_step(made_by) -> tuple[str, str | None] | None:
+    """(verb, what it was run on or None) of a marker's `made_by`; None when it names no known
+    step (a marker cut short by a kill, or written by hand)."""
+    m = _MADE_BY.match(made_by) if isinstance(made_by, str) else None
+    if m is None or m["verb"] not in VERBS:
+        return None
+    return m["verb"], m["of"]
+
+
+def same_step(found, wanted: str) -> bool:
+    """True when a folder whose marker says `found` may be replaced by the step `wanted`: the
+    same verb on the same thing. A marker of a fersnet version from before markers named what the
+    verb was run on (`fersnet train`) matches every step of its verb."""
+    a, b = parse_step(found), parse_step(wanted)
+    if a is None or b is None or a[0] != b[0]:
+        return False
+    return a[1] is None or a[1] == b[1]
+
+
 def mark(folder, made_by: str) -> None:
-    """Write the marker into `folder`, a folder fersnet created: what made it and when.
+    """Write the marker into `folder`, a folder fersnet created: what made it (a `step`) and when.
 
     Written in place, not through a temporary: a kill while writing leaves a short marker,
-    which still marks the folder (`owned` looks only for the file).
+    which still marks the folder (`owned` looks only for the file; `check_replaceable` replaces
+    a folder with a short marker only when nothing else is in it).
     """
     record = {"made_by": made_by, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "host": socket.gethostname(), "pid": os.getpid()}
@@ -69,22 +105,36 @@ def owned(folder) -> bool:
     return (Path(folder) / MARKER).is_file()
 
 
+def maker(folder) -> str | None:
+    """The `made_by` of `folder`'s marker; None when it has no readable one."""
+    try:
+        record = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    value = record.get("made_by") if isinstance(record, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def _entries(folder: Path, n: int = 3) -> str:
     names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
-def _holds_no_files(folder: Path) -> bool:
-    """True when no file lies anywhere under `folder`: it is empty, or holds only empty folders."""
-    return all(p.is_dir() and not p.is_symlink() for p in folder.rglob("*"))
+def _holds_no_files(folder: Path, but=()) -> bool:
+    """True when no file lies anywhere under `folder` (other than its own files named in `but`):
+    it is empty, or holds only empty folders."""
+    return all((p.is_dir() and not p.is_symlink()) or (p.parent == folder and p.name in but)
+               for p in folder.rglob("*"))
 
 
-def check_replaceable(folder, how: str = HOW) -> None:
-    """Refuse (ForeignFolder) when `folder` exists, holds a file and carries no marker.
+def check_replaceable(folder, made_by: str, how: str = HOW) -> None:
+    """Refuse (ForeignFolder) when `folder` exists, holds a file, and was not made by the step
+    `made_by` (see `step`): it carries no marker, or the marker of another step.
 
     A tree of empty folders holds nothing to lose: Snakemake makes the folders of a job's
-    declared outputs (reports/figures/, reports/tables/) before the job starts.
-    `how` tells the researcher how to proceed; it ends the message.
+    declared outputs (reports/figures/, reports/tables/) before the job starts; so does a folder
+    whose only file is a marker that names no step (cut short by a kill right after the folder
+    was made). `how` tells the researcher how to proceed; it ends the message.
     """
     folder = Path(folder)
     if folder.is_symlink():
@@ -94,10 +144,22 @@ def check_replaceable(folder, how: str = HOW) -> None:
         return
     if not folder.is_dir():
         raise ForeignFolder(f"{folder}: exists and is not a folder; nothing was changed; {how}")
-    if owned(folder) or _holds_no_files(folder):
+    if _holds_no_files(folder):
         return
-    raise ForeignFolder(f"{folder}: holds files fersnet did not create ({_entries(folder)}; no {MARKER} "
-                        f"marker), so it is neither replaced nor written into; {how}")
+    if not owned(folder):
+        raise ForeignFolder(f"{folder}: holds files fersnet did not create ({_entries(folder)}; no {MARKER} "
+                            f"marker), so it is neither replaced nor written into; {how}")
+    found = maker(folder)
+    if same_step(found, made_by):
+        return
+    if found is None or parse_step(found) is None:
+        if _holds_no_files(folder, but=(MARKER,)):
+            return
+        what = f"its {MARKER} marker does not say which step made it" + (f" ({found!r})" if found else "")
+    else:
+        what = f"it is the output of `{found}`, another step"
+    raise ForeignFolder(f"{folder}: {what}, so `{made_by}` neither replaces nor deletes it; "
+                        f"nothing was changed; {how}")
 
 
 def check_data_roots(cfg: dict, target, verb: str) -> None:
@@ -153,11 +215,11 @@ def create_dirs(folder, made_by: str) -> Path:
 
 def claim_folder(folder, made_by: str, how: str = HOW) -> Path:
     """A folder to write into: created (marked) when missing, marked when empty, kept when
-    marked; a folder holding anything else is refused (ForeignFolder)."""
+    made by the same step `made_by`; a folder holding anything else is refused (ForeignFolder)."""
     folder = Path(folder)
-    check_replaceable(folder, how)
+    check_replaceable(folder, made_by, how)
     create_dirs(folder, made_by)
-    if not owned(folder):
+    if not same_step(maker(folder), made_by):      # unmarked, or a marker cut short by a kill
         mark(folder, made_by)
     return folder
 
@@ -212,17 +274,18 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def swap_in(staging, final, how: str = HOW) -> None:
-    """Install the fully written folder `staging` as `final` (absent, empty or marked).
+def swap_in(staging, final, made_by: str, how: str = HOW) -> None:
+    """Install the fully written folder `staging` as `final` (absent, empty, or made by the
+    same step `made_by`; `check_replaceable`).
 
     The old `final` stays complete until the new one is in place. On Linux the two are
     exchanged in one step; elsewhere the old one is first renamed to `.<name>.old-...`, and
     `clean_temps` puts it back should the process die before the new one is in place.
     """
     staging, final = Path(staging), Path(final)
-    check_replaceable(final, how)
-    if not owned(staging):
-        mark(staging, "fersnet")
+    check_replaceable(final, made_by, how)
+    if not same_step(maker(staging), made_by):
+        mark(staging, made_by)
     pause_point(f"swap:{final.name}")
     if not final.exists():
         os.rename(staging, final)

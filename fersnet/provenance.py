@@ -348,7 +348,9 @@ def results_provenance(cfg: dict) -> dict:
     """Code versions, environments and data behind the finished results of cfg's grid (every seed).
 
     `code`: code version -> {kind: number of results} (kind: training, judge, scores); `mixed` is
-    true when the results come from more than one code version or from a dirty tree.
+    true when the results come from more than one code version or from a dirty tree, or
+    (`report_differs`) from another code version than the one building the report: a committed
+    change re-runs nothing by itself, so the report must say that its numbers predate it.
     """
     kinds = {"training": [], "judge": [], "scores": []}
     for db in cfg["databases"]:
@@ -380,6 +382,9 @@ def results_provenance(cfg: dict) -> dict:
         summary = _read(paths.processed_dir(cfg, db) / paths.PREP_SUMMARY) or {}
         data[db] = {"source": "stand-in" if is_stand_in(cfg, db) else "licensed copy",
                     "root": cfg["data"][db]["root"], "data_hash": summary.get("data_hash")}
-    return {"code": code, "mixed": len(code) > 1 or dirty > 0 or unrecorded > 0, "dirty_results": dirty,
+    report_code = code_label(code_version())
+    report_differs = bool(code) and set(code) != {report_code}
+    return {"code": code, "mixed": len(code) > 1 or dirty > 0 or unrecorded > 0 or report_differs,
+            "report_differs": report_differs, "dirty_results": dirty,
             "unrecorded_results": unrecorded, "data": data,
-            **{k: sorted(v) for k, v in env.items()}, "report_code": code_label(code_version())}
+            **{k: sorted(v) for k, v in env.items()}, "report_code": report_code}

@@ -122,7 +122,7 @@ def write_manifest(inputs, output) -> None:
         data = Path(f).read_bytes()
         lines.append(f"{hashlib.sha1(data).hexdigest()}  {len(data):>10}  {f}")
     out = Path(output)
-    ownership.create_dirs(out.parent, "fersnet workflow")
+    ownership.create_dirs(out.parent, ownership.step("workflow"))
     ownership.clean_temps(out.parent)
     tmp = ownership.temp_path(out)
     tmp.write_text("\n".join(lines) + "\n")

@@ -17,6 +17,8 @@ import pytest
 from fersnet import config, ownership
 from fersnet.errors import FersnetError
 
+STEP = ownership.step("synth", "ckplus")         # what made the folders of the unit tests
+
 
 def dead_pid() -> int:
     """The PID of a process that has exited (and been reaped)."""
@@ -32,17 +34,17 @@ def leftover_name(name: str, kind: str, pid: int) -> str:
 
 
 def test_a_new_folder_is_marked_with_what_made_it(tmp_path):
-    folder = ownership.claim_folder(tmp_path / "a" / "b", "fersnet test")
+    folder = ownership.claim_folder(tmp_path / "a" / "b", STEP)
     assert ownership.owned(folder) and ownership.owned(tmp_path / "a")
     assert not ownership.owned(tmp_path)                     # existed before: not fersnet's
-    assert '"made_by": "fersnet test"' in (folder / ownership.MARKER).read_text()
+    assert f'"made_by": "{STEP}"' in (folder / ownership.MARKER).read_text()
 
 
 def test_created_folders_get_normal_permissions(tmp_path):
     old = os.umask(0o022)
     try:
-        folder = ownership.create_dirs(tmp_path / "x" / "y", "fersnet test")
-        tmp = ownership.make_temp_dir(folder, "z", "fersnet test")
+        folder = ownership.create_dirs(tmp_path / "x" / "y", STEP)
+        tmp = ownership.make_temp_dir(folder, "z", STEP)
     finally:
         os.umask(old)
     for p in (folder, folder.parent, tmp):
@@ -54,28 +56,28 @@ def test_a_folder_with_foreign_files_is_refused_and_named(tmp_path):
     (thesis / "chapters").mkdir(parents=True)
     (thesis / "thesis.tex").write_text("\\documentclass{book}")
     with pytest.raises(FersnetError, match=r"thesis: holds files fersnet did not create .*pick another --out, or empty it"):
-        ownership.check_replaceable(thesis)
+        ownership.check_replaceable(thesis, STEP)
     with pytest.raises(FersnetError, match="thesis"):
-        ownership.claim_folder(thesis, "fersnet test")
+        ownership.claim_folder(thesis, STEP)
     assert not ownership.owned(thesis)
 
 
 def test_an_empty_or_marked_folder_is_replaceable(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    ownership.check_replaceable(empty)
-    ownership.check_replaceable(tmp_path / "absent")
-    marked = ownership.claim_folder(tmp_path / "marked", "fersnet test")
+    ownership.check_replaceable(empty, STEP)
+    ownership.check_replaceable(tmp_path / "absent", STEP)
+    marked = ownership.claim_folder(tmp_path / "marked", STEP)
     (marked / "images.npy").write_bytes(b"x")
-    ownership.check_replaceable(marked)
+    ownership.check_replaceable(marked, STEP)
 
 
 def test_swap_in_replaces_a_marked_folder_and_leaves_no_old_copy(tmp_path):
-    final = ownership.claim_folder(tmp_path / "out", "fersnet test")
+    final = ownership.claim_folder(tmp_path / "out", STEP)
     (final / "old.txt").write_text("old")
-    staging = ownership.make_temp_dir(tmp_path, "out", "fersnet test")
+    staging = ownership.make_temp_dir(tmp_path, "out", STEP)
     (staging / "new.txt").write_text("new")
-    ownership.swap_in(staging, final)
+    ownership.swap_in(staging, final, STEP)
     assert sorted(p.name for p in final.iterdir()) == [ownership.MARKER, "new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
@@ -84,32 +86,32 @@ def test_swap_in_refuses_a_foreign_folder_and_changes_nothing(tmp_path):
     final = tmp_path / "out"
     final.mkdir()
     (final / "thesis.tex").write_text("mine")
-    staging = ownership.make_temp_dir(tmp_path, "out", "fersnet test")
+    staging = ownership.make_temp_dir(tmp_path, "out", STEP)
     with pytest.raises(FersnetError, match="out: holds files"):
-        ownership.swap_in(staging, final)
+        ownership.swap_in(staging, final, STEP)
     assert (final / "thesis.tex").read_text() == "mine"
 
 
 def test_swap_in_without_an_atomic_exchange_also_keeps_the_old_folder_until_the_new_one_is_in(tmp_path, monkeypatch):
     monkeypatch.setattr(ownership, "_exchange", lambda a, b: False)
-    final = ownership.claim_folder(tmp_path / "out", "fersnet test")
+    final = ownership.claim_folder(tmp_path / "out", STEP)
     (final / "v").write_text("1")
-    staging = ownership.make_temp_dir(tmp_path, "out", "fersnet test")
+    staging = ownership.make_temp_dir(tmp_path, "out", STEP)
     (staging / "v").write_text("2")
-    ownership.swap_in(staging, final)
+    ownership.swap_in(staging, final, STEP)
     assert (final / "v").read_text() == "2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_clean_temps_removes_dead_processes_leftovers_whatever_their_pid(tmp_path):
-    run = ownership.claim_folder(tmp_path / "results" / "fold0", "fersnet test")
+    run = ownership.claim_folder(tmp_path / "results" / "fold0", STEP)
     pid = dead_pid()
     names = [leftover_name("checkpoint.pt", "tmp", pid), f".checkpoint.pt.tmp{pid}", f".history.csv.tmp-{pid}"]
     for n in names:
         (run / n).write_bytes(b"partial")
     staging = run.parent / leftover_name("fold1", "tmp", pid)
     staging.mkdir()
-    ownership.mark(staging, "fersnet test")
+    ownership.mark(staging, STEP)
     (staging / "images.npy").write_bytes(b"partial")
     removed = ownership.clean_temps(tmp_path / "results")
     assert sorted(p.name for p in removed) == sorted(names + [staging.name])
@@ -118,7 +120,7 @@ def test_clean_temps_removes_dead_processes_leftovers_whatever_their_pid(tmp_pat
 
 
 def test_clean_temps_keeps_a_running_jobs_temporaries(tmp_path):
-    run = ownership.claim_folder(tmp_path / "fold0", "fersnet test")
+    run = ownership.claim_folder(tmp_path / "fold0", STEP)
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as live:
         try:
             (run / leftover_name("checkpoint.pt", "tmp", live.pid)).write_bytes(b"being written")
@@ -138,10 +140,10 @@ def test_clean_temps_touches_nothing_in_a_folder_fersnet_did_not_create(tmp_path
 
 
 def test_clean_temps_puts_back_an_old_folder_when_the_new_one_never_arrived(tmp_path):
-    parent = ownership.claim_folder(tmp_path / "processed", "fersnet test")
+    parent = ownership.claim_folder(tmp_path / "processed", STEP)
     old = parent / leftover_name("ckplus", "old", dead_pid())
     old.mkdir()
-    ownership.mark(old, "fersnet test")
+    ownership.mark(old, STEP)
     (old / "images.npy").write_text("complete")
     ownership.clean_temps(parent / "ckplus")
     assert (parent / "ckplus" / "images.npy").read_text() == "complete"
@@ -358,3 +360,112 @@ def test_a_processed_folder_written_before_markers_is_taken_over(test_cfg, tmp_p
         (out / name).write_text("an earlier version's output")
     preprocess(cfg, "ckplus", root=root, out=out)
     assert ownership.owned(out) and (out / paths.IMAGES).read_bytes() != b"an earlier version's output"
+
+
+# Ownership by kind: a verb replaces or deletes only the folders of its own step; every other step's
+# output is refused like a foreign folder (docs/architecture.md, "Ownership and crashes").
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """One finished output of every step, each made by the real CLI (test profile, one fold, one
+    epoch, no Inception weights), plus two reports written where a judge and a scoring job of
+    another results root would go."""
+    from fersnet import config
+    top = tmp_path_factory.mktemp("grid")
+    cfg = config.load(ROOT / "params.yaml", profile="test")
+    cfg["synth"].update(out=str(top / "synthetic"), image_scale=0.2)
+    for db in ("ckplus", "oulu", "mmi"):
+        cfg["data"][db]["root"] = str(top / "synthetic" / db)
+    cfg["preprocess"]["out"] = str(top / "processed")
+    cfg["paths"].update(results=str(top / "results"), reports=str(top / "reports"))
+    cfg["mlflow"]["enabled"] = False
+    cfg["train"].update(crop=16, batch_size=32, epochs=1)
+    cfg["judge"]["epochs"] = 1
+    cfg.update(databases=["ckplus"], models=["fersnet"])
+    params = write_params(cfg, top)
+    env = {**os.environ, "TORCH_HOME": str(top / "torch-home")}           # FID unavailable, fast
+    alt = top / "alt"                  # another results root, whose judge and synthesis paths hold reports
+    jobs = [("synth", "--db", "ckplus"), ("preprocess", "--db", "ckplus"),
+            ("train", "--db", "ckplus", "--model", "fersnet", "--fold", "0"),
+            ("judge", "--db", "ckplus", "--fold", "0"), ("score", "--db", "ckplus", "--model", "fersnet", "--fold", "0"),
+            ("report",), ("report", "--set", f"paths.reports={alt / 'ckplus/judge/seed0/fold0'}"),
+            ("report", "--set", f"paths.reports={alt / 'ckplus/fersnet/seed0/fold0/synthesis'}")]
+    for argv in jobs:
+        run = fersnet(params, *argv, env=env)
+        assert run.returncode == 0, (argv, run.stderr)
+    return cfg, params, env, top
+
+
+def _attempts(cfg, top):
+    run = paths.run_dir(cfg, "ckplus", "fersnet", 0)
+    judge = paths.judge_dir(cfg, "ckplus", 0)
+    synthesis = paths.synthesis_dir(cfg, "ckplus", "fersnet", 0)
+    processed = paths.processed_dir(cfg, "ckplus")
+    standin = paths.raw_dir(cfg, "ckplus")
+    reports = paths.reports_dir(cfg)
+    alt = top / "alt"
+    train = ("train", "--db", "ckplus", "--model", "fersnet", "--fold")
+    return [  # (command line, the folder it would have replaced, the step that made that folder, named)
+        (("preprocess", "--db", "ckplus", "--out", str(judge)), judge, "judge"),
+        (("preprocess", "--db", "ckplus", "--out", str(run)), run, "train"),
+        (("preprocess", "--db", "ckplus", "--out", str(reports)), reports, "report"),
+        (("preprocess", "--db", "ckplus", "--out", str(standin)), standin, None),    # its own input
+        (("synth", "--db", "ckplus", "--out", str(processed.parent)), processed, "preprocess"),
+        (("synth", "--db", "ckplus", "--out", str(paths.seed_dir(cfg, "ckplus", "fersnet").parent.parent.parent)),
+         run.parents[2], "train"),
+        (("report", "--set", f"paths.reports={run}"), run, "train"),
+        (("report", "--set", f"paths.reports={synthesis}"), synthesis, "score"),
+        (("report", "--set", f"paths.reports={processed}"), processed, "preprocess"),
+        (("report", "--set", f"paths.reports={standin}"), standin, "synth"),
+        (("report", "--set", f"paths.reports={cfg['paths']['results']}"), Path(cfg["paths"]["results"]), "train"),
+        ((*train, "0", "--out", str(judge)), judge, "judge"),
+        ((*train, "0", "--out", str(processed), "--force"), processed, "preprocess"),
+        ((*train, "0", "--out", str(reports)), reports, "report"),
+        ((*train, "1", "--out", str(run), "--force"), run, "train"),            # another fold's run
+        (("train", "--db", "ckplus", "--model", "stargan", "--fold", "0", "--out", str(run)), run, "train"),
+        (("judge", "--db", "ckplus", "--fold", "0", "--set", f"paths.results={alt}"),
+         alt / "ckplus/judge/seed0/fold0", "report"),
+        (("score", "--db", "ckplus", "--model", "fersnet", "--fold", "0", "--set", f"paths.results={alt}"),
+         alt / "ckplus/fersnet/seed0/fold0/synthesis", "report"),
+    ]
+
+
+@pytest.mark.slow
+def test_no_verb_replaces_another_steps_output(grid):
+    cfg, params, env, top = grid
+    before = snapshot(top)
+    for argv, target, maker in _attempts(cfg, top):
+        run = fersnet(params, *argv, env=env)
+        assert run.returncode != 0, (argv, run.stderr)
+        assert str(target) in run.stderr and "Traceback" not in run.stderr, (argv, run.stderr)
+        assert maker is None or f"output of `fersnet {maker}" in run.stderr, (argv, run.stderr)
+        assert snapshot(top) == before, argv              # nothing written, replaced or deleted
+    # the same steps still replace their own outputs
+    assert fersnet(params, "report", env=env).returncode == 0
+    run = fersnet(params, "preprocess", "--db", "ckplus", env=env)
+    assert run.returncode == 0, run.stderr
+    assert ownership.maker(paths.processed_dir(cfg, "ckplus")) == "fersnet preprocess ckplus"
+
+
+def test_a_marker_names_the_step_and_older_markers_keep_their_verb(tmp_path):
+    train0 = ownership.step("train", "ckplus", "fersnet", "seed0", "fold0")
+    assert train0 == "fersnet train ckplus/fersnet/seed0/fold0"
+    assert ownership.same_step(train0, train0)
+    assert not ownership.same_step(ownership.step("train", "ckplus", "fersnet", "seed0", "fold1"), train0)
+    assert not ownership.same_step(ownership.step("judge", "ckplus", "seed0", "fold0"), train0)
+    # a marker of a version that recorded only the verb, or a taken-over folder, keeps its verb's folders
+    assert ownership.same_step("fersnet train", train0)
+    assert ownership.same_step("fersnet preprocess ckplus (taken over: written by an earlier fersnet version)",
+                               ownership.step("preprocess", "ckplus"))
+    assert not ownership.same_step("fersnet report", train0)
+    # a marker that names no step: its folder is replaced only when nothing else is in it
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / ownership.MARKER).write_text('{"made_')
+    ownership.check_replaceable(cut, train0)
+    ownership.claim_folder(cut, train0)
+    assert ownership.maker(cut) == train0
+    (cut / ownership.MARKER).write_text("")
+    (cut / "metrics.json").write_text("{}")
+    with pytest.raises(ownership.ForeignFolder, match="does not say which step made it"):
+        ownership.check_replaceable(cut, train0)

@@ -21,7 +21,14 @@ def stamp_results(cfg, commit_of, dirty=False):
                     (folder / provenance.PROVENANCE).write_text(json.dumps({"code": code, "environment": env}))
 
 
-def test_one_clean_commit_is_stated_without_a_warning(tmp_path):
+def built_by(monkeypatch, commit: str) -> None:
+    """The report is built by a clean checkout at `commit` (the code version it records)."""
+    monkeypatch.setattr(provenance, "code_version", lambda: {"git_commit": commit, "dirty": False,
+                                                               "version": "0.1.0", "source_hash": "abc"})
+
+
+def test_one_clean_commit_is_stated_without_a_warning(tmp_path, monkeypatch):
+    built_by(monkeypatch, "a" * 40)
     cfg = small_cfg(tmp_path, dbs=("ckplus",))
     write_grid(cfg, dbs=("ckplus",))
     stamp_results(cfg, lambda db, k: "a" * 40)
@@ -32,7 +39,33 @@ def test_one_clean_commit_is_stated_without_a_warning(tmp_path):
     assert prov["torch"] == ["2.14.1"] and prov["cpu_capability"] == ["AVX2"]
     assert prov["data"]["ckplus"]["source"] == "stand-in"
     tex = (paths.reports_dir(cfg) / "report.tex").read_text()
-    assert "aaaaaaa" in tex and "mixed code versions" not in tex
+    assert "aaaaaaa" in tex and "mixed code versions" not in tex and not prov["report_differs"]
+
+
+def test_results_of_one_commit_built_into_a_report_by_another_are_flagged(tmp_path, monkeypatch):
+    # a committed code change re-runs nothing: the report built after it must say its numbers predate it
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    write_grid(cfg, dbs=("ckplus",))
+    stamp_results(cfg, lambda db, k: "a" * 40)
+    built_by(monkeypatch, "c" * 40)
+    prov = report.build_report(cfg)["provenance"]
+    assert list(prov["code"]) == ["aaaaaaa"] and prov["report_code"] == "ccccccc"
+    assert prov["mixed"] and prov["report_differs"]
+    tex = " ".join((paths.reports_dir(cfg) / "report.tex").read_text().split())
+    assert "Warning: mixed code versions" in tex and "not by the code version that built this report" in tex
+    assert "Report built by \\texttt{ccccccc}" in tex
+    built_by(monkeypatch, "a" * 40)                 # rebuilt by the results' own version: no warning
+    prov = report.build_report(cfg)["provenance"]
+    assert not prov["mixed"] and not prov["report_differs"]
+    assert "mixed code versions" not in (paths.reports_dir(cfg) / "report.tex").read_text()
+
+
+def test_results_stamped_by_another_commit_are_flagged_by_this_checkouts_report(tmp_path):
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    write_grid(cfg, dbs=("ckplus",))
+    stamp_results(cfg, lambda db, k: "0" * 40)      # no checkout is at commit 0000000
+    prov = report.build_report(cfg)["provenance"]
+    assert prov["report_differs"] and prov["mixed"] and prov["report_code"] != "0000000"
 
 
 def test_results_from_two_commits_are_flagged_in_the_pdf_source_and_summary(tmp_path):

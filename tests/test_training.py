@@ -562,3 +562,32 @@ def test_compiled_networks_train_like_eager_ones(tiny, tmp_path):
     gen = load_generator(tmp_path / "yes", "cpu")
     x = torch.rand(2, 1, tiny["train"]["crop"], tiny["train"]["crop"])
     assert gen(x, torch.tensor([0, 1])).shape == x.shape
+
+
+def test_identical_training_writes_an_identical_checkpoint_and_fingerprint(tiny):
+    # wall-clock times stay out of checkpoint.pt (history.csv and metrics.json keep them), so the
+    # fingerprints that hash the checkpoint (scoring, FES-DA) are the same after a retraining
+    from fersnet import provenance
+    from fersnet.metrics.score import score_fingerprint
+    from fersnet.training.train import fingerprint
+    run = paths.run_dir(tiny, "ckplus", "fersnet", 0)
+    train_job(tiny, "ckplus", "fersnet", 0)
+    first = provenance.file_sha256(run / paths.CHECKPOINT)
+    prints = score_fingerprint(tiny, "ckplus", "fersnet", 0).digest, fingerprint(tiny, "ckplus", "fes_da", 0).digest
+    again = train_job(tiny, "ckplus", "fersnet", 0, force=True)            # trained again, swapped in
+    assert provenance.file_sha256(run / paths.CHECKPOINT) == first
+    assert (score_fingerprint(tiny, "ckplus", "fersnet", 0).digest, fingerprint(tiny, "ckplus", "fes_da", 0).digest) == prints
+    ckpt = torch.load(run / paths.CHECKPOINT, weights_only=True)
+    assert ckpt["history"] and all("seconds" not in row for row in ckpt["history"])
+    assert again["seconds"] > 0 and (pd.read_csv(run / paths.HISTORY)["seconds"] > 0).all()
+
+
+def test_a_resumed_run_keeps_the_time_of_the_epochs_before_the_kill(tiny, tmp_path):
+    run = tmp_path / "killed"
+    with pytest.raises(Killed):
+        train_job(tiny, "ckplus", "no_mtl", 0, out=run, hooks=Hooks(after_epoch=_kill_after(1)))
+    first_epoch = float(pd.read_csv(run / paths.HISTORY)["seconds"].iloc[0])
+    resumed = train_job(tiny, "ckplus", "no_mtl", 0, out=run)
+    seconds = pd.read_csv(run / paths.HISTORY)["seconds"]
+    assert len(seconds) == 2 and float(seconds.iloc[0]) == pytest.approx(first_epoch) and (seconds > 0).all()
+    assert resumed["seconds"] == pytest.approx(float(seconds.sum()), abs=1e-3)

@@ -49,8 +49,8 @@ def preprocess(cfg: dict, db: str, root=None, out=None) -> dict:
     out = Path(out if out is not None else paths.processed_dir(cfg, db))
     _refuse_out_in_root(root, out)
     ownership.check_data_roots(cfg, out, "fersnet preprocess")
-    ownership.adopt_earlier(out, EARLIER, EARLIER[:3], "fersnet preprocess")
-    ownership.check_replaceable(out, HOW)          # before the work, not after it
+    ownership.adopt_earlier(out, EARLIER, EARLIER[:3], ownership.step("preprocess", db))
+    ownership.check_replaceable(out, ownership.step("preprocess", db), HOW)   # before the work, not after it
     ownership.clean_temps(out)
     bad = BadInput(cfg["preprocess"]["on_bad_file"])
     reading = readers.read(cfg, db, root, bad)
@@ -71,7 +71,7 @@ def preprocess(cfg: dict, db: str, root=None, out=None) -> dict:
                                        "source", "face"])
     summary = _summary(cfg, db, root, reading, meta, bad, no_face, warning)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    _write_atomically(out, lambda tmp: _write_outputs(tmp, np.stack(images), meta, summary, reading))
+    _write_atomically(out, ownership.step("preprocess", db), lambda tmp: _write_outputs(tmp, np.stack(images), meta, summary, reading))
     return {"db": db, "out": str(out), "n_images": summary["n_images"],
             "n_sequences": summary["n_sequences"], "n_subjects": summary["n_subjects"],
             "skipped": len(summary["skipped"]), "no_face": len(no_face),
@@ -249,14 +249,14 @@ def _protocol(cfg: dict, db: str, root: Path, reading: Reading) -> dict:
             "check_counts": cfg["data"]["check_counts"]}
 
 
-def _write_atomically(out: Path, write) -> None:
+def _write_atomically(out: Path, made_by: str, write) -> None:
     """Run write(tmp) on a marked temporary sibling folder, then swap it in for `out`
-    (fersnet.ownership.swap_in: only a marked or empty `out` is replaced)."""
+    (fersnet.ownership.swap_in: only an empty `out`, or one made by the same step, is replaced)."""
     with writing(out):                 # a full disk: one line naming `out` (errors.DiskFull)
-        tmp = ownership.make_temp_dir(out.parent, out.name, "fersnet preprocess")
+        tmp = ownership.make_temp_dir(out.parent, out.name, made_by)
         try:
             write(tmp)
-            ownership.swap_in(tmp, out, HOW)
+            ownership.swap_in(tmp, out, made_by, HOW)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -64,23 +64,24 @@ def write_json(path: Path, obj) -> None:
 
 
 @contextmanager
-def staged_outputs(final: Path, done_name: str, made_by: str = "fersnet"):
+def staged_outputs(final: Path, done_name: str, made_by: str):
     """Yield a marked temporary sibling folder to write into; on success swap it in for `final`.
 
     The whole folder is installed in one step (fersnet.ownership.swap_in), so `final` holds
     either the old result or the new complete one (with `done_name`, metrics.json or
     scores.json), never a mix; on error the temporary folder is removed and `final` is left as
-    it was. A `final` that holds files fersnet did not create is refused before any work. A full
-    disk while writing is one line naming `final` (errors.DiskFull).
+    it was. A `final` that holds files fersnet did not create, or the output of another step
+    than `made_by` (fersnet.ownership.step), is refused before any work. A full disk while writing
+    is one line naming `final` (errors.DiskFull).
     """
     final = Path(final)
-    ownership.check_replaceable(final)
+    ownership.check_replaceable(final, made_by)
     with writing(final):
         tmp = ownership.make_temp_dir(final.parent, final.name, made_by)
         try:
             yield tmp
             if not (tmp / done_name).is_file():
                 raise FileNotFoundError(f"{tmp / done_name}: the job wrote no {done_name}")
-            ownership.swap_in(tmp, final)
+            ownership.swap_in(tmp, final, made_by)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -235,7 +235,9 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = paths.judge_dir(cfg, db, fold)
+    made_by = ownership.step("judge", db, f"seed{int(cfg['seed'])}", f"fold{int(fold)}")
     ownership.check_data_roots(cfg, out, "fersnet judge")
+    ownership.check_replaceable(out, made_by)
     ownership.clean_temps(out)             # leftovers of a killed judge of this fold
     fp = provenance.fingerprint(cfg, "judge", db, "judge", fold)
     done = provenance.reuse(out / paths.METRICS, fp, force, log)
@@ -283,7 +285,7 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
     config_out = dict(cfg, job={"db": db, "model": "judge", "fold": int(fold), "device": device,
                                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds")},
                       judge_arch=arch)
-    with staged_outputs(out, paths.METRICS, "fersnet judge") as tmp:
+    with staged_outputs(out, paths.METRICS, made_by) as tmp:
         (tmp / paths.CONFIG).write_text(json.dumps(config_out, indent=2, sort_keys=True))
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         buf = io.BytesIO()        # torch.save to a file reports a full disk as a RuntimeError, not ENOSPC

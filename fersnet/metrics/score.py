@@ -250,7 +250,9 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
     if model not in GENERATORS:
         raise FersnetError(f"score: model {model!r} is not a generator; allowed: {', '.join(GENERATORS)}")
     out = paths.synthesis_dir(cfg, db, model, fold)
+    made_by = ownership.step("score", db, model, f"seed{int(cfg['seed'])}", f"fold{int(fold)}")
     ownership.check_data_roots(cfg, out, "fersnet score")
+    ownership.check_replaceable(out, made_by)
     ownership.clean_temps(out)             # leftovers of a killed scoring job of this fold
     fp = score_fingerprint(cfg, db, model, fold)
     if generator is not None:           # a generator passed in (not the run's checkpoint): always scored
@@ -337,7 +339,7 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
         scores["seconds_inception"] = seconds_inception
     features_out = {"inception_synthetic": f_syn, "inception_real": f_real, "inception_reference": f_ref}
     features_out = {k: v.astype(np.float32) for k, v in features_out.items() if v is not None}
-    with staged_outputs(out, paths.SCORES, "fersnet score") as tmp:
+    with staged_outputs(out, paths.SCORES, made_by) as tmp:
         np.save(tmp / paths.SYNTH_IMAGES, synth)
         with open(tmp / paths.SYNTH_INDEX, "w", newline="") as f:
             w = csv.writer(f)
@@ -490,7 +492,7 @@ def pool_main(cfg: dict, args) -> dict:
     for model in [m for m in cfg["models"] if m in GENERATORS]:
         pooled = pool_scores(cfg, args.db, model)
         path = pooled_path(cfg, args.db, model)
-        ownership.create_dirs(path.parent, "fersnet pool")
+        ownership.create_dirs(path.parent, ownership.step("pool", args.db, f"seed{int(cfg['seed'])}"))
         ownership.clean_temps(path.parent)
         write_json(path, pooled)
         summary[model] = {"folds": pooled["folds"], "judge_accuracy": pooled["judge_accuracy"],

@@ -29,6 +29,7 @@ SUMMARY = contents.SUMMARY
 HEADLINE = contents.HEADLINE
 OUTPUTS = ("tables", "figures", "plots", "report.tex", "report.pdf", HEADLINE)   # installed with SUMMARY
 HOW = "pick another paths.reports, or empty it"
+MADE_BY = ownership.step("report")
 PDFLATEX_TIMEOUT_S = 300
 
 
@@ -46,12 +47,12 @@ def build_report(cfg: dict) -> dict:
         raise DataError(f"{cfg['paths']['results']}: no finished results (no metrics.json or scores.json) for "
                         f"databases {', '.join(cfg['databases'])}; run `fersnet train` (or snakemake) first")
     out = paths.reports_dir(cfg)
-    ownership.adopt_earlier(out, OUTPUTS + (SUMMARY, "report.log"), (SUMMARY,), "fersnet report")
+    ownership.adopt_earlier(out, OUTPUTS + (SUMMARY, "report.log"), (SUMMARY,), MADE_BY)
     ownership.check_data_roots(cfg, out, "fersnet report")
-    ownership.check_replaceable(out, HOW)
+    ownership.check_replaceable(out, MADE_BY, HOW)
     ownership.clean_temps(out)
     with writing(out):                 # a full disk: one line naming the folder (errors.DiskFull)
-        tmp = ownership.make_temp_dir(out.parent, out.name, "fersnet report")
+        tmp = ownership.make_temp_dir(out.parent, out.name, MADE_BY)
         try:
             context, summary = write_contents(cfg, col, tmp)
             (tmp / "report.tex").write_text(render_template(context))
@@ -135,7 +136,7 @@ def provenance_context(prov: dict) -> dict:
     esc = tables.tex_escape
     kinds = ("training", "judge", "scores")
     return dict(
-        report_code=esc(prov["report_code"]), mixed=prov["mixed"],
+        report_code=esc(prov["report_code"]), mixed=prov["mixed"], report_differs=prov["report_differs"],
         code=[dict(label=esc(label), counts=", ".join(f"{n} {k}" for k in kinds if (n := c.get(k))))
               for label, c in sorted(prov["code"].items())],
         torch=esc(", ".join(prov["torch"]) or "unrecorded"), device=esc(", ".join(prov["device"]) or "unrecorded"),
@@ -350,7 +351,7 @@ def compile_pdf(folder: Path, out: Path) -> str:
         if run.returncode != 0:
             log = folder / "report.log"
             if log.is_file():
-                ownership.claim_folder(out, "fersnet report", HOW)
+                ownership.claim_folder(out, MADE_BY, HOW)
                 shutil.copyfile(log, out / "report.log")
             first = next((ln for ln in run.stdout.splitlines() if ln.startswith("!")), "see the log")
             raise FersnetError(f"pdflatex failed on report.tex: {first} (full log: {out / 'report.log'})")
@@ -364,4 +365,4 @@ def install(tmp: Path, out: Path) -> None:
     for p in tmp.iterdir():
         if p.name not in keep:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-    ownership.swap_in(tmp, out, HOW)
+    ownership.swap_in(tmp, out, MADE_BY, HOW)

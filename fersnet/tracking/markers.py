@@ -45,3 +45,53 @@ def tracking_failure(cfg: dict, db: str, model: str, fold: int | None = None, se
 def manifest(cfg: dict, name: str) -> Path:
     """Content-hash manifests (`folds`, `scores`) that connect dvc.yaml's stages."""
     return marker_dir(cfg) / f"{name}.manifest"
+
+
+# --- a lost init marker ---------------------------------------------------------------------------
+# Every training and judge job waits for the init marker (workflow/rules/train.smk), as ancient().
+# ancient() keeps an existing marker's age from re-running anything, but a missing one makes
+# Snakemake plan `track_init`, and a job planned to make an input re-runs every job that reads it,
+# ancient or not: the whole grid would be trained again. So a marker that is gone while results
+# exist (results/_workflow deleted, say) is re-created before Snakemake plans its jobs.
+_DRY_RUN_FLAGS = ("--dry-run", "--dryrun", "--just-print", "-n")
+
+
+def dry_run(argv) -> bool:
+    """Whether a Snakemake command line asks for a dry run (-n, -np, --dry-run, ...)."""
+    for arg in argv[1:]:
+        if arg in _DRY_RUN_FLAGS or (arg.startswith("-") and not arg.startswith("--")
+                                     and arg[1:].isalpha() and "n" in arg[1:]):
+            return True
+    return False
+
+
+def init_marker_lost(cfg: dict, results) -> bool:
+    """True when the init marker is missing while one of `results` (the fold results that
+    wait for it) exists: it was made once and has been removed since."""
+    return not init_marker(cfg).exists() and any(Path(r).exists() for r in results)
+
+
+def restore_init_marker(cfg: dict, results, command: list[str], log, dry: bool) -> str | None:
+    """Re-create a lost init marker by running `command` (`fersnet track --params ... --init`, the
+    track_init rule's command) now, its output going to `log`; returns the line to print, or None
+    when the marker is there (or was never made: a first run makes it through the rule). A store
+    that cannot be used stops here, as the rule would stop the run (FersnetError naming the log).
+    A dry run changes nothing and says what a real run will do instead."""
+    if not init_marker_lost(cfg, results):
+        return None
+    marker = init_marker(cfg)
+    if dry:
+        return (f"fersnet: {marker} is missing; a real run re-creates it first (`fersnet track --init`) "
+                "and re-runs nothing for it (this dry run may list the jobs that wait for it)")
+    import subprocess
+
+    from fersnet.errors import FersnetError
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        rc = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
+    if rc != 0 or not marker.exists():
+        lines = log.read_text(errors="replace").strip().splitlines()
+        raise FersnetError(f"{marker} was missing and could not be re-created ({lines[-1] if lines else 'no output'}; "
+                           f"log: {log})")
+    return f"fersnet: re-created the missing {marker} (`fersnet track --init`, log {log}); no job re-runs for it"

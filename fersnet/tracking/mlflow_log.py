@@ -152,7 +152,7 @@ def store_lock(cfg: dict):
         return
     lock = store.with_name(f".{store.name}.lock")
     try:
-        ownership.create_dirs(store.parent, "fersnet track")
+        ownership.create_dirs(store.parent, ownership.step("track"))
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise TrackingError(f"MLflow store {tracking_uri(cfg)}: cannot create its lock file {lock} "
@@ -188,7 +188,7 @@ def client_for(cfg: dict):
 
     uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///"):
-        ownership.create_dirs(Path(uri[len("sqlite:///"):]).parent, "fersnet track")
+        ownership.create_dirs(Path(uri[len("sqlite:///"):]).parent, ownership.step("track"))
     return retry(MlflowClient, tracking_uri=uri)
 
 
@@ -722,7 +722,7 @@ def sync_all(cfg: dict) -> dict:
 
 
 def _write_marker(path: Path, payload: dict) -> None:
-    ownership.create_dirs(path.parent, "fersnet track")
+    ownership.create_dirs(path.parent, ownership.step("track"))
     tmp = ownership.temp_path(path)
     try:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))

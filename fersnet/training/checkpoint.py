@@ -4,6 +4,11 @@ A checkpoint holds only tensors and plain Python values: `epoch`, `meta`, `finge
 `model` (task state dict), `optimizers` (state dicts), `history` (list of dicts of numbers),
 `selected` (state dict of the selected epoch, or None = the last), `selected_epoch`,
 `best_val`, `rng` (torch CPU RNG state; exact resume comes from per-epoch seeds anyway).
+
+No wall-clock time goes into a checkpoint: the history rows are saved without their `seconds`
+(WALL_TIMES), which history.csv and metrics.json keep. Identical training therefore writes an
+identical checkpoint.pt, byte for byte, and the fingerprints that hash it (the scoring job's,
+FES-DA's) are identical too; on resume the times come back from history.csv (`restore_wall_times`).
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ import torch
 from fersnet import ownership
 from fersnet.errors import TrainingError, writing
 
+WALL_TIMES = ("seconds",)      # keys of a history row that measure time, not the result
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary sibling, then rename: readers never see half a file.
@@ -27,7 +34,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """
     path = Path(path)
     with writing(path.parent):        # a full disk: one line naming the folder (errors.DiskFull)
-        ownership.create_dirs(path.parent, "fersnet")
+        ownership.create_dirs(path.parent, ownership.step("train"))   # the run folder exists
         tmp = ownership.temp_path(path)
         try:
             with open(tmp, "xb") as f:
@@ -61,11 +68,39 @@ def atomic_write_csv(path: Path, rows: list[dict], columns: list[str] | None = N
     atomic_write_text(path, buf.getvalue())
 
 
+def without_wall_times(state: dict) -> dict:
+    """`state` with its history rows stripped of wall-clock times (a shallow copy)."""
+    if not state.get("history"):
+        return state
+    return {**state, "history": [{k: v for k, v in row.items() if k not in WALL_TIMES}
+                                 for row in state["history"]]}
+
+
 def save(path: Path, state: dict) -> None:
-    """torch.save to a temporary sibling, then rename."""
+    """torch.save to a temporary sibling, then rename; no wall-clock time is saved."""
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(without_wall_times(state), buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def restore_wall_times(state: dict, history_csv: Path) -> dict:
+    """Put the epochs' `seconds` of history.csv (written with every checkpoint) back into the
+    history of a loaded checkpoint; an epoch the file lacks (or an unreadable file) gets 0.0,
+    so a resumed run's total time may miss the epochs of a save cut short. Returns `state`."""
+    seconds: dict[int, float] = {}
+    try:
+        with open(history_csv, newline="") as f:
+            for row in csv.DictReader(f):
+                try:
+                    seconds[int(float(row["epoch"]))] = float(row["seconds"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+    except (OSError, csv.Error, UnicodeDecodeError):
+        pass
+    for row in state.get("history") or []:
+        for key in WALL_TIMES:
+            row.setdefault(key, seconds.get(int(row.get("epoch", 0)), 0.0))
+    return state
 
 
 def load(path: Path) -> dict:

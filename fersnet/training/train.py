@@ -113,7 +113,9 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     final_dir = Path(out) if out else paths.run_dir(cfg, db, model, fold)
+    made_by = ownership.step("train", db, model, f"seed{int(cfg['seed'])}", f"fold{int(fold)}")
     ownership.check_data_roots(cfg, final_dir, "fersnet train")
+    ownership.check_replaceable(final_dir, made_by)     # before reading it, not after the training
     ownership.clean_temps(final_dir)         # what a killed run left: checkpoint temporaries, staging
     fp = fingerprint(cfg, db, model, fold)
     done = provenance.reuse(final_dir / paths.METRICS, fp, force, log)   # before importing torch
@@ -122,11 +124,11 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
     replacing = (final_dir / paths.METRICS).is_file()
     with writing(final_dir):                 # a full disk: one line naming the run folder (errors.DiskFull)
         # --force over a finished run: train in a staging folder, the old run stays until the new one is complete
-        run_dir = (ownership.make_temp_dir(final_dir.parent, final_dir.name, "fersnet train") if replacing
-                   else ownership.claim_folder(final_dir, "fersnet train"))
+        run_dir = (ownership.make_temp_dir(final_dir.parent, final_dir.name, made_by) if replacing
+                   else ownership.claim_folder(final_dir, made_by))
         metrics = _train(cfg, db, model, fold, run_dir, fp, device, hooks, log)
         if replacing and metrics:
-            ownership.swap_in(run_dir, final_dir)
+            ownership.swap_in(run_dir, final_dir, made_by)
     return metrics
 
 
@@ -233,6 +235,7 @@ def _start_or_resume(run_dir: Path, fp: str, meta: dict, task, ck, log) -> dict:
             f"now {fp}); training starts over")
         return fresh
     log(f"fersnet train: resuming {path} at epoch {state['epoch']} (same fingerprint {fp})")
+    ck.restore_wall_times(state, run_dir / paths.HISTORY)
     task.load_state_dict(state["model"])
     for k, opt in task.optimizers.items():
         opt.load_state_dict(state["optimizers"][k])

@@ -22,20 +22,22 @@ PARAMS_FILE = "params.yaml"
 
 
 def resolve_config(raw):
-    """Validate Snakemake's config (params.yaml plus --config) with the project's schema; params.yaml
-    is also read with the project's strict loader, which Snakemake's own reading lacks (duplicate keys),
-    and --config values as YAML (typed list items, fersnet.workflow.command_line_config)."""
+    """params.yaml, read as plain data by the project's strict loader (fersnet.config.read_params:
+    no templating, no tags, no duplicate keys), under Snakemake's command-line config `raw` and the
+    --config values read as YAML (typed list items, fersnet.workflow.command_line_config); validated
+    with the project's schema. Returns (the merged raw config, the resolved config)."""
     try:
-        if Path(PARAMS_FILE).is_file():
-            fconfig.read_yaml(Path(PARAMS_FILE).read_text(), PARAMS_FILE)
+        params = fconfig.read_params(PARAMS_FILE)
         settings = getattr(workflow, "config_settings", None)
         given = fwork.command_line_config(getattr(settings, "config_args", None))
-        return fconfig.resolve(fconfig.deep_merge(dict(raw), given), source=PARAMS_FILE)
+        merged = fconfig.deep_merge(fconfig.deep_merge(params, dict(raw)), given)
+        return merged, fconfig.resolve(merged, source=PARAMS_FILE)
     except fconfig.ConfigError as e:
         raise WorkflowError(f"fersnet: {e}") from None
 
 
-CFG = resolve_config(config)
+_RAW, CFG = resolve_config(config)
+config.update(_RAW)              # Snakemake's `config`: params.yaml under the command line, as before
 PROFILE = CFG["profile"]
 # The params of this run, resolved once now: every job reads this snapshot, so an edit of
 # params.yaml during the run reaches none of its jobs (checked again at the end, Snakefile).

@@ -36,19 +36,20 @@ def write_database(cfg: dict, db: str, out) -> dict:
     if out.exists() and not out.is_dir():
         raise DataError(f"synth: output {out} exists and is not a folder")
     final = out / db
+    made_by = ownership.step("synth", db)
     ownership.check_data_roots(cfg, final, "fersnet synth")
-    ownership.check_replaceable(final, HOW)
+    ownership.check_replaceable(final, made_by, HOW)
     ownership.clean_temps(final)
     try:
         with writing(final):             # a full disk: one line naming the folder (errors.DiskFull)
-            tmp = ownership.make_temp_dir(out, db, "fersnet synth")
+            tmp = ownership.make_temp_dir(out, db, made_by)
     except OSError as e:
         raise DataError(f"synth: cannot create output folder {out}: {e.strerror}") from None
     t0 = time.perf_counter()
     try:
         with writing(final):
             summary = writer(cfg, tmp)
-            ownership.swap_in(tmp, final, HOW)
+            ownership.swap_in(tmp, final, made_by, HOW)
     except OSError as e:
         raise DataError(f"synth: writing {db} under {out} failed: {e}") from None
     finally:
