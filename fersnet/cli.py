@@ -13,7 +13,8 @@ import sys
 import time
 
 from fersnet import config as config_mod
-from fersnet.config import DATABASES, MODELS, PROFILES
+from fersnet import catalog
+from fersnet.config import PROFILES
 from fersnet.errors import FersnetError
 
 
@@ -27,10 +28,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _db(p, required=True, multi=False):
     if multi:
-        p.add_argument("--db", choices=DATABASES, action="append",
+        p.add_argument("--db", choices=catalog.database_keys(), action="append",
                        help="database (repeatable; default: params `databases`)")
     else:
-        p.add_argument("--db", choices=DATABASES, required=required, help="database key")
+        p.add_argument("--db", choices=catalog.database_keys(), required=required, help="database key")
 
 
 FOLD_PART = re.compile(r"(\d+)(?:-(\d+))?")
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model on one fold")
     _common(p); _db(p)
-    p.add_argument("--model", choices=MODELS, required=True)
+    p.add_argument("--model", choices=catalog.model_keys(), required=True)
     _fold(p); _seed(p)
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), help="override train.device")
     p.add_argument("--out", help="run folder (default: results/<db>/<model>/seed<s>/fold<k>)")
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", help="synthesize every test face into every other expression and score it")
     _common(p); _db(p)
-    p.add_argument("--model", choices=("fersnet", "no_mtl", "no_convflu", "stargan"), required=True)
+    p.add_argument("--model", choices=catalog.generators(), required=True)
     _fold(p); _seed(p)
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"))
     _force(p)

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fersnet import paths
-from fersnet.config import FINE_TUNED
+from fersnet import catalog, paths
 from fersnet.errors import FersnetError
 
 PROVENANCE = "provenance.json"
@@ -112,10 +111,8 @@ def job_params(cfg: dict, verb: str, model: str | None = None) -> dict:
     re-plans exactly the jobs whose fingerprint changes.
     """
     reads = dict(READS[verb])
-    if verb == "train" and model in FINE_TUNED:
-        reads["fes_da"] = None          # the control reads fes_da's settings: same set size, epochs, lr
-    if verb == "train" and model == "stargan":
-        reads["stargan"] = None
+    if verb == "train":                 # a model's own sections (fes_da's control reads fes_da's settings)
+        reads.update(dict.fromkeys(catalog.model(model).reads))
     return {name: _section(cfg, name, keys) for name, keys in reads.items()}
 
 

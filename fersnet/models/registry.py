@@ -1,6 +1,6 @@
 """Model key -> model (networks + losses); loading a trained generator; parameter counts.
 
-Keys: fersnet, no_mtl, no_convflu, fes_da, fes_da_real, stargan (fersnet/config.py::MODELS).
+The keys and what each model is are in the catalogue (fersnet/catalog.py).
 """
 from __future__ import annotations
 
@@ -9,54 +9,58 @@ import json
 import warnings
 from pathlib import Path
 
-from fersnet import paths
+from fersnet import catalog, paths
 from fersnet.config import wanted
 from fersnet.errors import CheckpointError, FersnetError
 
-GENERATOR_KEYS = ("fersnet", "no_mtl", "no_convflu", "fes_da", "fes_da_real", "stargan")
-
-
 def build(model_key: str, cfg: dict, n_classes: int, channels: int):
-    """The Task (nn.Module with train_step/classify/synthesize/gate_means) of a model key.
+    """The Task (nn.Module with train_step/classify/synthesize/gate_means) of a model key, built by
+    the catalogue entry's `task` factory.
 
     fes_da and its control fes_da_real build the FERSNet they start from; training swaps in the
     fine-tuning task.
     """
-    if model_key in ("fersnet", "no_mtl", "no_convflu", "fes_da", "fes_da_real"):
-        from fersnet.models.tasks import FersnetTask
-        return FersnetTask(model_key, cfg, n_classes, channels)
-    if model_key == "stargan":
-        from fersnet.models.stargan import StarGANTask
-        return StarGANTask(cfg, n_classes, channels)
-    raise FersnetError(f"unknown model key {model_key!r}; allowed: {', '.join(GENERATOR_KEYS)}")
+    spec = catalog.model(model_key)
+    return catalog.load(spec.task, f"model {model_key}")(model_key, cfg, n_classes, channels)
 
 
-# Generators with a FER branch of their own, through which the expression loss can reach them
-# (train.lambda_expr); no_mtl's generator is single-task and StarGAN has its own classifier.
-FER_BRANCH_GENERATORS = ("fersnet", "no_convflu", "fes_da", "fes_da_real")
+def stargan_task(model_key: str, cfg: dict, n_classes: int, channels: int):
+    """StarGAN's task (the catalogue's factory for `stargan`)."""
+    from fersnet.models.stargan import StarGANTask
+    return StarGANTask(cfg, n_classes, channels)
 
 
 def expression_weight(model_key: str, cfg: dict) -> float:
     """The weight of the expression loss (synthesized face through the FER branch -> target) of a
-    model's generator: train.lambda_expr where the generator has a FER branch, else 0."""
-    return float(cfg["train"]["lambda_expr"]) if model_key in FER_BRANCH_GENERATORS else 0.0
+    model's generator: train.lambda_expr where the generator has a FER branch (catalogue
+    `fer_branch`), else 0; no_mtl's generator is single-task and StarGAN has its own classifier."""
+    return float(cfg["train"]["lambda_expr"]) if catalog.model(model_key).fer_branch else 0.0
+
+
+def fersnet_losses(model_key: str, cfg: dict) -> list[tuple[str, str, float]]:
+    """The synthesis losses of FERSNet and its variants (the `train` section's weights)."""
+    tr = cfg["train"]
+    return [("adv", "LSGAN adversarial (conditional discriminator)", tr["lambda_adv"]),
+            ("L1", "paired L1 to the subject's real target face", tr["lambda_l1"]),
+            ("cyc", "cycle reconstruction (MSE)", tr["lambda_cyc"]),
+            ("expr", "expression loss through the FER branch", expression_weight(model_key, cfg)),
+            ("id", "identity features", tr["lambda_id"])]
+
+
+def stargan_losses(model_key: str, cfg: dict) -> list[tuple[str, str, float]]:
+    """StarGAN's synthesis losses (the `stargan` section's weights)."""
+    sg = cfg["stargan"]
+    return [("adv", "WGAN-GP adversarial", 1.0), ("rec", "L1 cycle reconstruction", sg["lambda_rec"]),
+            ("cls", "domain classification by its own discriminator", sg["lambda_cls"])]
 
 
 def synthesis_losses(model_key: str, cfg: dict) -> list[tuple[str, str, float]]:
     """The losses that shape a model's synthesis, as (short name, what it is, weight), zero weights
     left out; the target signal is `expr` (expression loss through the FER branch) or `cls`
-    (StarGAN's domain classification by its own discriminator), or absent."""
-    if model_key == "stargan":
-        sg = cfg["stargan"]
-        out = [("adv", "WGAN-GP adversarial", 1.0), ("rec", "L1 cycle reconstruction", sg["lambda_rec"]),
-               ("cls", "domain classification by its own discriminator", sg["lambda_cls"])]
-    else:
-        tr = cfg["train"]
-        out = [("adv", "LSGAN adversarial (conditional discriminator)", tr["lambda_adv"]),
-               ("L1", "paired L1 to the subject's real target face", tr["lambda_l1"]),
-               ("cyc", "cycle reconstruction (MSE)", tr["lambda_cyc"]),
-               ("expr", "expression loss through the FER branch", expression_weight(model_key, cfg)),
-               ("id", "identity features", tr["lambda_id"])]
+    (StarGAN's domain classification by its own discriminator), or absent (also for a model whose
+    catalogue entry names no `losses`)."""
+    spec = catalog.model(model_key)
+    out = catalog.load(spec.losses, f"model {model_key}")(model_key, cfg) if spec.losses else []
     return [(name, what, float(w)) for name, what, w in out if w > 0]
 
 
@@ -109,11 +113,11 @@ def load_generator(run_dir, device="cpu"):
         raise CheckpointError(f"{cfg_path}: cannot be read ({e}); {redo}") from None
     ckpt = read_checkpoint(ckpt_path, "generator", redo)
     meta = ckpt.get("meta")
-    if (not isinstance(meta, dict) or meta.get("model") not in GENERATOR_KEYS
+    if (not isinstance(meta, dict) or meta.get("model") not in catalog.MODELS
             or not {"n_classes", "channels"} <= meta.keys()
             or not isinstance(ckpt.get("selected") or ckpt.get("model"), dict)):
         raise CheckpointError(f"{ckpt_path}: not a generator checkpoint written by `fersnet train` (no "
-                              f"`meta` naming one of {', '.join(GENERATOR_KEYS)} and no `model` weights); {redo}")
+                              f"`meta` naming one of {', '.join(catalog.MODELS)} and no `model` weights); {redo}")
     # runs trained before `model.output` / `model.arch` existed used the direct output, the paper network
     cfg.setdefault("model", {}).setdefault("output", "direct")
     cfg["model"].setdefault("arch", "paper")
@@ -148,16 +152,16 @@ R2021_REFERENCE = {"channels": 3, "classes": 6, "crop": 96,
                    "generator_net": 53_983_438, "discriminator": 2_770_881}
 
 
-def count_params(cfg: dict, n_classes: int, channels: int,
-                 keys=("fersnet", "no_mtl", "no_convflu", "stargan")) -> list[dict]:
-    """Parameter counts by part for model keys at cfg's scale and `model.arch`."""
+def count_params(cfg: dict, n_classes: int, channels: int, keys=None) -> list[dict]:
+    """Parameter counts by part for model keys (default: every generator) at cfg's scale and `model.arch`."""
     rows = []
-    for key in keys:
+    for key in catalog.generators() if keys is None else keys:
         task = build(key, cfg, n_classes, channels)
         gen_total = sum(p.numel() for p in task.gen.parameters())
         disc = sum(p.numel() for p in task.disc.parameters())
-        parts = task.gen.parts() if key != "stargan" else {"fer": None, "fes": gen_total, "convflu": None, "shared": None}
-        arch = cfg["model"]["arch"] if key != "stargan" else "-"
+        parts = (task.gen.parts() if hasattr(task.gen, "parts")
+                 else {"fer": None, "fes": gen_total, "convflu": None, "shared": None})
+        arch = cfg["model"]["arch"] if catalog.model(key).follows_arch else "-"
         rows.append({"arch": arch, "model": key, "classes": n_classes, "generator_net": gen_total, **parts,
                      "discriminator": disc})
     return rows
@@ -203,7 +207,8 @@ def count_params_main(cfg: dict, args) -> dict:
     rows = []
     for n_classes in (7, 6):
         for arch in ARCHS:
-            keys = ("fersnet", "no_mtl", "no_convflu") + (("stargan",) if arch == ARCHS[-1] else ())
+            # a model whose networks do not follow `model.arch` is counted once, with the last arch
+            keys = [m for m in catalog.generators() if catalog.model(m).follows_arch or arch == ARCHS[-1]]
             rows += count_params(paper_scale(cfg, arch), n_classes, channels, keys)
     ref, got = R2021_REFERENCE, r2021_reference_counts(cfg)
     table = markdown_table(rows, channels) + (

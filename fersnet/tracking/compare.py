@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from fersnet import names
-from fersnet.config import DATABASES
+from fersnet import catalog
 from fersnet.errors import FersnetError
 from fersnet.tracking.mlflow_log import client_for, retry, seed_fold_stats, tracking_uri
 
@@ -108,7 +108,7 @@ def _check_store(cfg: dict) -> None:
 def main(cfg: dict, args) -> None:
     """Print one comparison table per database experiment found in the store."""
     tags = parse_tag_filters(getattr(args, "tags", []))
-    experiments = [args.experiment] if getattr(args, "experiment", None) else list(DATABASES)
+    experiments = [args.experiment] if getattr(args, "experiment", None) else list(catalog.database_keys())
     _check_store(cfg)
     client = client_for(cfg)
     printed = 0

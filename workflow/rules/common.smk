@@ -12,6 +12,7 @@ from snakemake.exceptions import WorkflowError
 # checkout's fersnet even when the package is not installed into the running Python.
 sys.path.insert(0, str(Path(workflow.basedir)))
 
+from fersnet import catalog  # noqa: E402
 from fersnet import config as fconfig  # noqa: E402
 from fersnet import gpu_slots, paths  # noqa: E402
 from fersnet import workflow as fwork  # noqa: E402
@@ -46,8 +47,8 @@ MODELS = list(CFG["models"])
 FOLDS = list(range(CFG["n_folds"]))
 SEEDS = list(CFG["seeds"])
 # Models whose generator is scored (fes_da and fes_da_real share fersnet's generator; fersnet/cli.py `score`).
-SCORED = [m for m in MODELS if m in ("fersnet", "no_mtl", "no_convflu", "stargan")]
-TRACKED_MODELS = MODELS + ["judge"]
+SCORED = [m for m in MODELS if m in catalog.generators()]
+TRACKED_MODELS = catalog.tracked_models(MODELS)
 
 # Jobs call the `fersnet` CLI installed next to the Python running Snakemake (the project's venv),
 # found through PATH so that the interpreter's location is not a rerun-triggering rule param.
