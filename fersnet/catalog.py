@@ -50,6 +50,7 @@ class ModelSpec:
     losses: str | None = None        # callable (key, cfg) -> [(short name, what, weight)] of its synthesis losses
     sections: dict = field(default_factory=dict)
     reads: tuple = ()
+    defaults: dict = field(default_factory=dict)   # section -> its values when params.yaml lacks the section
 
     @property
     def synthesis_name(self) -> str:
@@ -224,6 +225,14 @@ def model_sections() -> dict:
     out: dict = {}
     for spec in MODELS.values():
         out.update(spec.sections)
+    return out
+
+
+def section_defaults() -> dict:
+    """The values of the models' own sections that params.yaml may leave out (name -> values)."""
+    out: dict = {}
+    for spec in MODELS.values():
+        out.update(spec.defaults)
     return out
 
 

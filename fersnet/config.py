@@ -337,6 +337,9 @@ def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") 
     if "seed" in raw:
         raise ConfigError(f"{source}: `seed` is now `seeds`, a list of training seeds (seeds: [{raw['seed']}]); "
                           "the stand-in's seed is `synth.seed`")
+    from fersnet import catalog
+    for name, values in catalog.section_defaults().items():
+        raw.setdefault(name, copy.deepcopy(values))
     tree = schema()
     base = _validate(raw, tree)
     for name, over in profiles.items():
