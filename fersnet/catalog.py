@@ -12,19 +12,37 @@ and imported only when used.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib
+import importlib.metadata
+import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from fersnet.config import BOOL, PATH, PROB, WEIGHT, Choice, Either, Float, Int, List, Spec
-from fersnet.errors import FersnetError
+from fersnet.config import BOOL, PATH, PROB, WEIGHT, Choice, ConfigError, Either, Float, Int, List, Spec
 
 JUDGE = "judge"                     # the fold's standard FER model; tracked and reported like a model
 JUDGE_NAME = "Judge (ResNet-18)"
 REFERENCE = "fersnet"               # the paired tests compare every FER model against this one
 
 
-class CatalogError(FersnetError):
+class CatalogError(ConfigError):
     """An unknown key, or a model or database entry that cannot be used."""
+
+
+ENTRY_POINTS = "fersnet.models"      # the entry-point group external models are found through
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an external model comes from; its `version` and `source` are part of its runs'
+    fingerprint, so a new release or an edit of its code makes its results stale."""
+
+    plugin: str                       # how it was named: the entry point or the `module:attr` reference
+    dist: str | None                  # its distribution (None: a module on the path, not installed)
+    version: str | None
+    source: str                       # sha256 (16 hex) of the .py files of its top-level package
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,8 @@ class ModelSpec:
     sections: dict = field(default_factory=dict)
     reads: tuple = ()
     defaults: dict = field(default_factory=dict)   # section -> its values when params.yaml lacks the section
+    origin: Origin | None = None      # set for an external model (a plugin)
+    ref: str | None = None            # the `module:attr` a params `models` entry named it by
 
     @property
     def synthesis_name(self) -> str:
@@ -165,10 +185,89 @@ for _spec in (
     register_database(_spec)
 
 
+# --- external models (plugins) -------------------------------------------------------------------
+_discovered = False
+
+
+def discover() -> None:
+    """Register every model the installed distributions declare in the `fersnet.models` entry-point
+    group (once per process). Each entry point names a ModelSpec; one that cannot be loaded is a
+    CatalogError naming it, so that a broken plugin stops everything before any job starts."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINTS), key=lambda e: e.name):
+        dist = getattr(ep, "dist", None)
+        label = f"model plugin {ep.name!r} (entry point {ep.value}" + (
+            f" of {dist.name} {dist.version})" if dist else ")")
+        _register_plugin(ep.value, label, dist.name if dist else None, dist.version if dist else None)
+
+
+def load_plugin(ref: str) -> ModelSpec:
+    """The model a params `models` entry names as `package.module:attr` (a ModelSpec), registered."""
+    discover()
+    for spec in MODELS.values():
+        if spec.ref == ref:
+            return spec
+    top = ref.partition(":")[0].split(".")[0]
+    dists = importlib.metadata.packages_distributions().get(top, [])
+    dist = dists[0] if dists else None
+    version = importlib.metadata.version(dist) if dist else None
+    return _register_plugin(ref, f"model plugin {ref!r}", dist, version, ref_name=ref)
+
+
+def _register_plugin(ref: str, label: str, dist: str | None, version: str | None, ref_name=None) -> ModelSpec:
+    if ":" not in ref:
+        raise CatalogError(f"{label}: {ref!r} is not a `package.module:attr` reference")
+    spec = load(ref, label)
+    if not isinstance(spec, ModelSpec):
+        raise CatalogError(f"{label}: names a {type(spec).__name__}, not a fersnet.catalog.ModelSpec")
+    if spec.key in MODELS and MODELS[spec.key].origin is None:
+        raise CatalogError(f"{label}: its key {spec.key!r} is a built-in model's; pick another key")
+    if not (spec.classifies or spec.synthesizes) or spec.fine_tunes or spec.control_of:
+        raise CatalogError(f"{label}: a plugin model classifies and/or synthesizes, and fine-tunes no other model")
+    origin = Origin(plugin=ref, dist=dist, version=version, source=source_hash(spec.task.partition(":")[0]))
+    return register_model(dataclasses.replace(spec, origin=origin, ref=ref_name))
+
+
+def source_hash(module: str) -> str:
+    """sha256 (16 hex) over the names and contents of the .py files of `module`'s top-level package
+    (or of the module alone), found without importing it."""
+    top = module.split(".")[0]
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise CatalogError(f"model plugin module {module!r}: not found on the Python path")
+    if found.submodule_search_locations:
+        files = sorted(f for loc in found.submodule_search_locations for f in Path(loc).rglob("*.py"))
+        base = Path(next(iter(found.submodule_search_locations)))
+    else:
+        files, base = [Path(found.origin)], Path(found.origin).parent
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(base) if f.is_relative_to(base) else f.name).encode() + b"\0")
+        h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def plugins(keys=None) -> list[ModelSpec]:
+    """The external models among `keys` (default: all registered)."""
+    return [s for k, s in models().items() if s.origin and (keys is None or k in keys)]
+
+
 # --- lookups ------------------------------------------------------------------------------------
+def models() -> dict[str, ModelSpec]:
+    """Every model (built-in and discovered), key -> entry, in the report's FER row order."""
+    discover()
+    return MODELS
+
+
 def model_keys() -> tuple[str, ...]:
     """Every model key, in the report's FER row order."""
-    return tuple(MODELS)
+    return tuple(models())
 
 
 def database_keys() -> tuple[str, ...]:
@@ -177,7 +276,7 @@ def database_keys() -> tuple[str, ...]:
 
 def model(key: str) -> ModelSpec:
     try:
-        return MODELS[key]
+        return models()[key]
     except KeyError:
         raise CatalogError(f"unknown model {key!r}; known: {', '.join(MODELS)}") from None
 
@@ -195,35 +294,35 @@ def _picked(keys, among) -> list[str]:
 
 def fer_models(among=None) -> list[str]:
     """Models that classify (FER rows), in row order; only those in `among` when given."""
-    return _picked([k for k, s in MODELS.items() if s.classifies], among)
+    return _picked([k for k, s in models().items() if s.classifies], among)
 
 
 def generators(among=None) -> list[str]:
     """Models with a generator of their own (scored, synthesis rows): the reference first."""
-    keys = [k for k, s in MODELS.items() if s.synthesizes]
+    keys = [k for k, s in models().items() if s.synthesizes]
     keys.sort(key=lambda k: k != REFERENCE)
     return _picked(keys, among)
 
 
 def fer_branch_generators() -> list[str]:
     """Models whose generator the expression loss can reach through a FER branch (train.lambda_expr)."""
-    return [k for k, s in MODELS.items() if s.fer_branch]
+    return [k for k, s in models().items() if s.fer_branch]
 
 
 def fine_tuned() -> list[str]:
     """Models that start from another model's run of the same fold."""
-    return [k for k, s in MODELS.items() if s.fine_tunes]
+    return [k for k, s in models().items() if s.fine_tunes]
 
 
 def tracked_models(models=None) -> list[str]:
     """What MLflow and the workflow track per database: the models (all, or `models`) and the judge."""
-    return list(MODELS if models is None else models) + [JUDGE]
+    return list(model_keys() if models is None else models) + [JUDGE]
 
 
 def model_sections() -> dict:
     """The params sections the models bring (name -> schema), in catalogue order."""
     out: dict = {}
-    for spec in MODELS.values():
+    for spec in models().values():
         out.update(spec.sections)
     return out
 
@@ -231,7 +330,7 @@ def model_sections() -> dict:
 def section_defaults() -> dict:
     """The values of the models' own sections that params.yaml may leave out (name -> values)."""
     out: dict = {}
-    for spec in MODELS.values():
+    for spec in models().values():
         out.update(spec.defaults)
     return out
 
@@ -243,6 +342,7 @@ def load(ref: str, what: str):
         obj = importlib.import_module(module)
         for part in attr.split(".") if attr else ():
             obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise CatalogError(f"{what}: cannot load {ref!r} ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - whatever importing someone's module raises, named in one line
+        detail = (str(e).splitlines() or [""])[0][:200]
+        raise CatalogError(f"{what}: cannot load {ref!r} ({type(e).__name__}: {detail})") from None
     return obj

@@ -180,7 +180,12 @@ def _run(fn, cfg: dict, args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()            # the choices come from the catalogue, plugins included
+    except FersnetError as e:
+        print(f"fersnet: error: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:
         cfg = config_mod.load(args.params, args.profile, config_mod.parse_sets(getattr(args, "sets", None)))
@@ -193,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         for k in getattr(args, "fold", None) or []:
             if k >= cfg["n_folds"]:
                 raise FersnetError(f"--fold {k}: out of range 0..{cfg['n_folds'] - 1} (params `n_folds`)")
+        if args.verb in ("train", "score") and catalog.model(args.model).origin:
+            from fersnet.models import registry
+            registry.check_plugins({**cfg, "models": [args.model]})     # a broken plugin: one line, no job
         if args.verb in GPU_VERBS and getattr(args, "device", None) in (None, "auto", "cuda"):
             from fersnet import gpu_slots
             gpu_slots.claim_for_job(cfg)        # before torch is imported: one device per job

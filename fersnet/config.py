@@ -338,6 +338,9 @@ def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") 
         raise ConfigError(f"{source}: `seed` is now `seeds`, a list of training seeds (seeds: [{raw['seed']}]); "
                           "the stand-in's seed is `synth.seed`")
     from fersnet import catalog
+    profiles = {k: dict(v) if isinstance(v, dict) else v for k, v in profiles.items()}
+    for part in (raw, *(p for p in profiles.values() if isinstance(p, dict))):
+        _plugin_keys(part)
     for name, values in catalog.section_defaults().items():
         raw.setdefault(name, copy.deepcopy(values))
     tree = schema()
@@ -355,6 +358,15 @@ def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") 
     return with_seed(cfg, cfg["seeds"][0])
 
 
+def _plugin_keys(tree: dict) -> None:
+    """`models` entries naming an external model as `package.module:attr` -> its key (the model is
+    loaded and registered in the catalogue; params_view writes the reference back)."""
+    from fersnet import catalog
+    entries = tree.get("models")
+    if isinstance(entries, list):
+        tree["models"] = [catalog.load_plugin(m).key if isinstance(m, str) and ":" in m else m for m in entries]
+
+
 def with_seed(cfg: dict, seed: int) -> dict:
     """The config of one job of the seed fan-out: `cfg["seed"]` is the seed that job trains with.
 
@@ -367,8 +379,13 @@ def with_seed(cfg: dict, seed: int) -> dict:
 
 
 def params_view(cfg: dict) -> dict:
-    """The resolved config as a params file (without the job's derived `seed`)."""
-    return {k: v for k, v in cfg.items() if k != "seed"}
+    """The resolved config as a params file (without the job's derived `seed`); an external model
+    named in `models` by its `package.module:attr` reference is written as that reference."""
+    from fersnet import catalog
+    out = {k: v for k, v in cfg.items() if k != "seed"}
+    if "models" in out:
+        out["models"] = [catalog.model(m).ref or m if m in catalog.models() else m for m in out["models"]]
+    return out
 
 
 def fold_groups(cfg: dict) -> list[list[int]]:

@@ -24,7 +24,7 @@ class _Live(Mapping):
 
 
 DATABASE = _Live(lambda: {k: s.name for k, s in catalog.DATABASES.items()})
-MODEL = _Live(lambda: {**{k: s.name for k, s in catalog.MODELS.items()}, catalog.JUDGE: catalog.JUDGE_NAME})
+MODEL = _Live(lambda: {**{k: s.name for k, s in catalog.models().items()}, catalog.JUDGE: catalog.JUDGE_NAME})
 # In synthesis tables no_mtl stands for its single-task FES generator.
 GENERATOR = _Live(lambda: {k: catalog.model(k).synthesis_name for k in catalog.generators()})
 

@@ -113,7 +113,11 @@ def job_params(cfg: dict, verb: str, model: str | None = None) -> dict:
     reads = dict(READS[verb])
     if verb == "train":                 # a model's own sections (fes_da's control reads fes_da's settings)
         reads.update(dict.fromkeys(catalog.model(model).reads))
-    return {name: _section(cfg, name, keys) for name, keys in reads.items()}
+    out = {name: _section(cfg, name, keys) for name, keys in reads.items()}
+    origin = catalog.model(model).origin if verb == "train" else None
+    if origin:                          # an external model: its release and its code are inputs of its runs
+        out["plugin"] = {"dist": origin.dist, "version": origin.version, "source": origin.source}
+    return out
 
 
 def flatten(tree, prefix: str = "") -> dict:

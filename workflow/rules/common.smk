@@ -16,6 +16,7 @@ from fersnet import catalog  # noqa: E402
 from fersnet import config as fconfig  # noqa: E402
 from fersnet import gpu_slots, paths  # noqa: E402
 from fersnet import workflow as fwork  # noqa: E402
+from fersnet.models import registry  # noqa: E402
 from fersnet.reports import contents as report_contents  # noqa: E402
 from fersnet.tracking import markers  # noqa: E402
 
@@ -37,6 +38,10 @@ def resolve_config(raw):
 
 
 CFG = resolve_config(config)
+try:  # external models are built and tried once now: a broken one stops the run before any job
+    registry.check_plugins(CFG)
+except fconfig.ConfigError as e:
+    raise WorkflowError(f"fersnet: {e}") from None
 PROFILE = CFG["profile"]
 # The params of this run, resolved once now: every job reads this snapshot, so an edit of
 # params.yaml during the run reaches none of its jobs (checked again at the end, Snakefile).
