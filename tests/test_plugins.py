@@ -14,6 +14,7 @@ import pytest
 from fersnet import catalog, config, provenance
 from fersnet.models import registry
 from plugin_dist import write_distribution
+from test_training import tiny  # noqa: F401 - the fixture
 from test_workflow import BIN, job_counts, make_project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,3 +121,27 @@ def test_an_entry_point_model_runs_through_snakemake_and_an_edit_of_its_source_m
     assert broken.returncode != 0
     line = next(ln for ln in (broken.stdout + broken.stderr).splitlines() if "model plugin" in ln)
     assert "'tinycnn' (entry point fer_run.spec:FER of fer_run 0.1): cannot load" in line and "Conv9d" in line
+
+
+def test_external_models_train_like_built_in_ones_and_an_external_generator_renders_through_its_synthesize(
+        on_path, tiny):
+    import numpy as np
+    import torch
+
+    from fersnet import paths
+    from fersnet.metrics.score import synthesize
+    from fersnet.training.train import train_job
+
+    on_path("run_ep", entry_points={"tinycnn": "run_ep.spec:FER", "tinygen": "run_ep.spec:GEN"})
+    cfg = {**tiny, "models": ["tinycnn", "tinygen"]}
+    fer = train_job(cfg, "ckplus", "tinycnn", 0)
+    gen = train_job(cfg, "ckplus", "tinygen", 0)
+    assert 0 <= fer["accuracy"] <= 1 and gen.get("accuracy") is None
+    again = train_job(cfg, "ckplus", "tinycnn", 0, out=Path(cfg["paths"]["results"]) / "again")
+    assert again["accuracy"] == fer["accuracy"]                     # same seed, same result
+    ckpt = torch.load(paths.run_dir(cfg, "ckplus", "tinygen", 0) / paths.CHECKPOINT, weights_only=True)
+    assert ckpt["meta"]["model"] == "tinygen" and any(k.startswith("gen.") for k in ckpt["model"])
+    generate = registry.load_generator(paths.run_dir(cfg, "ckplus", "tinygen", 0))
+    faces = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 1), dtype=np.uint8)
+    out = synthesize(generate, faces, np.arange(3), np.array([1, 2, 3]))
+    assert out.shape == faces.shape and out.dtype == np.uint8
