@@ -145,3 +145,28 @@ def test_external_models_train_like_built_in_ones_and_an_external_generator_rend
     faces = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 1), dtype=np.uint8)
     out = synthesize(generate, faces, np.arange(3), np.array([1, 2, 3]))
     assert out.shape == faces.shape and out.dtype == np.uint8
+
+
+def test_the_example_package_declares_a_model_that_passes_the_check_and_trains(tmp_path, monkeypatch, tiny):
+    import tomllib
+
+    from fersnet.training.train import train_job
+
+    example = ROOT / "examples" / "fersnet-tinycnn"
+    project = tomllib.loads((example / "pyproject.toml").read_text())["project"]
+    info = tmp_path / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    eps = project["entry-points"]["fersnet.models"]
+    (info / "entry_points.txt").write_text("[fersnet.models]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(example))
+    importlib.invalidate_caches()
+    monkeypatch.setattr(catalog, "MODELS", dict(catalog.MODELS))
+    monkeypatch.setattr(catalog, "_discovered", False)
+    cfg = load(models=["fersnet", "tinycnn"])
+    assert cfg["tinycnn"] == {"width": 32, "dropout": 0.2}
+    assert catalog.model("tinycnn").origin.version == project["version"]
+    registry.check_plugins(cfg)
+    metrics = train_job({**tiny, "models": ["tinycnn"], "tinycnn": {"width": 4, "dropout": 0.0}}, "ckplus", "tinycnn", 0)
+    assert 0 <= metrics["accuracy"] <= 1
