@@ -62,7 +62,11 @@ def test_a_registered_model_gets_its_rows_in_the_reports_tables(registered, tmp_
     write_grid(cfg, ("ckplus",))
     summary = report.build_report(cfg)
     assert contents.fer_models(cfg)[-1] == "tiny_cnn" and contents.gen_models(cfg)[-1] == "tiny_cnn"
-    assert summary["measured"]["ckplus"]["tiny_cnn"]["accuracy_mean"] == pytest.approx(100 * 30.5 / 40)
+    entry = summary["measured"]["ckplus"]["tiny_cnn"]
+    assert entry["accuracy_mean"] == pytest.approx(100 * 30.5 / 40)
+    fersnet_mean = summary["measured"]["ckplus"]["fersnet"]["accuracy_mean"]
+    assert entry["n_pairs_vs_fersnet"] == 2 and "p_wilcoxon_vs_fersnet" in entry      # paired against FERSNet
+    assert entry["mean_diff_vs_fersnet"] == pytest.approx(entry["accuracy_mean"] - fersnet_mean)
     tex_dir = Path(cfg["paths"]["reports"])
     fer = next(tex_dir.rglob("fer_accuracy.tex")).read_text()
     synthesis = next(tex_dir.rglob("synthesis_ckplus.tex")).read_text()

@@ -13,6 +13,7 @@ import pytest
 
 from fersnet import catalog, config, provenance
 from fersnet.models import registry
+from fersnet.tracking import markers
 from plugin_dist import write_distribution
 from test_training import tiny  # noqa: F401 - the fixture
 from test_workflow import BIN, job_counts, make_project
@@ -108,14 +109,21 @@ def test_an_entry_point_model_runs_through_snakemake_and_an_edit_of_its_source_m
         return subprocess.run([str(BIN / "snakemake"), *args], cwd=proj, env=env, capture_output=True,
                               text=True, timeout=900)
 
-    out = snakemake("--cores", "2", *targets)
+    parent = str(markers.parent_marker({"paths": {"results": "results"}}, "ckplus", "tinycnn"))
+    out = snakemake("--cores", "2", *targets, parent)
     assert out.returncode == 0, out.stderr[-3000:]
     assert all((proj / t).is_file() for t in targets)
     assert "Nothing to be done" in snakemake("-n", *targets).stdout
+    compare = subprocess.run([str(BIN / "fersnet"), "compare", "--experiment", "ckplus"], cwd=proj, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert compare.returncode == 0 and "Tiny CNN" in compare.stdout, compare.stderr[-2000:]
     with open(site / "fer_run" / "model.py", "a") as f:
         f.write("# an edit of the plugin's code\n")
     stale = snakemake("-n", *targets)
     assert stale.returncode == 0 and job_counts(stale.stdout)["train"] == 2, stale.stdout[-2000:]
+    refused = subprocess.run([str(BIN / "fersnet"), "train", "--db", "ckplus", "--model", "tinycnn", "--fold", "0"],
+                             cwd=proj, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "plugin.source" in refused.stderr, refused.stderr[-2000:]
     (site / "fer_run" / "spec.py").write_text("raise ImportError('cannot import name Conv9d')\n")
     broken = snakemake("-n", *targets)
     assert broken.returncode != 0
