@@ -1,7 +1,8 @@
 """params.yaml: load, merge the selected profile, validate.
 
-The schema below is the one description of every key. Validation runs once at load
-and raises ConfigError naming the key and what is allowed, before any work starts.
+`schema()` is the one description of every key (the allowed databases and models, the
+`data.<db>` sections and the models' own sections come from fersnet/catalog.py). Validation runs
+once at load and raises ConfigError naming the key and what is allowed, before any work starts.
 """
 from __future__ import annotations
 
