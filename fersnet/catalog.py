@@ -223,8 +223,12 @@ def _register_plugin(ref: str, label: str, dist: str | None, version: str | None
     spec = load(ref, label)
     if not isinstance(spec, ModelSpec):
         raise CatalogError(f"{label}: names a {type(spec).__name__}, not a fersnet.catalog.ModelSpec")
-    if spec.key in MODELS and MODELS[spec.key].origin is None:
+    known = MODELS.get(spec.key)
+    if known is not None and known.origin is None:
         raise CatalogError(f"{label}: its key {spec.key!r} is a built-in model's; pick another key")
+    if known is not None and known.origin.plugin != ref:
+        raise CatalogError(f"{label}: its key {spec.key!r} is taken by model plugin {known.origin.plugin!r}; "
+                           "one of them must pick another key")
     if not (spec.classifies or spec.synthesizes) or spec.fine_tunes or spec.control_of:
         raise CatalogError(f"{label}: a plugin model classifies and/or synthesizes, and fine-tunes no other model")
     origin = Origin(plugin=ref, dist=dist, version=version, source=source_hash(spec.task.partition(":")[0]))

@@ -57,6 +57,14 @@ def test_an_entry_point_model_is_discovered_with_its_release_and_source_in_the_f
     assert catalog.source_hash("fer_ep.model") != before["source"]
 
 
+def test_two_plugins_claiming_one_key_or_a_built_in_key_are_refused_naming_both(on_path):
+    on_path("clash_a", entry_points={"a": "clash_a.spec:FER"})
+    on_path("clash_b", entry_points={"b": "clash_b.spec:FER"})
+    with pytest.raises(config.ConfigError, match=r"model plugin 'b' .*: its key 'tinycnn' is taken by model "
+                                                 r"plugin 'clash_a.spec:FER'"):
+        load()
+
+
 def test_a_models_entry_naming_module_attr_registers_the_model_and_is_written_back(on_path):
     on_path("gen_ref", entry_points={})
     cfg = load(models=["fersnet", "gen_ref.spec:GEN"])
