@@ -22,10 +22,11 @@ envvars:
 include: "workflow/rules/common.smk"
 
 
+# The databases and models are the catalogue's (fersnet/catalog.py).
 wildcard_constraints:
-    db="ckplus|oulu|mmi",
-    model="|".join(fconfig.MODELS),
-    tracked="|".join(fconfig.MODELS + ("judge",)),
+    db="|".join(catalog.database_keys()),
+    model="|".join(catalog.model_keys()),
+    tracked="|".join(catalog.tracked_models()),
     fold=r"\d+",
     seed=r"\d+",
 
@@ -54,25 +55,16 @@ rule all_reports:
         report_targets(),
 
 
-rule ckplus:
-    input:
-        training_targets(["ckplus"]),
-        score_targets(["ckplus"]),
-        parent_targets(["ckplus"]),
+# One target per database of the catalogue (`snakemake ckplus`): its runs, scores and MLflow parents.
+for _db in catalog.database_keys():
 
-
-rule oulu:
-    input:
-        training_targets(["oulu"]),
-        score_targets(["oulu"]),
-        parent_targets(["oulu"]),
-
-
-rule mmi:
-    input:
-        training_targets(["mmi"]),
-        score_targets(["mmi"]),
-        parent_targets(["mmi"]),
+    rule:
+        name:
+            _db
+        input:
+            training_targets([_db]),
+            score_targets([_db]),
+            parent_targets([_db]),
 
 
 include: "workflow/rules/data.smk"

@@ -37,7 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from train_step import save  # noqa: E402
 
-MODELS = ("fersnet", "no_mtl", "no_convflu", "stargan")
+from fersnet import catalog  # noqa: E402
+
+MODELS = tuple(catalog.generators())
 # training job seconds of the demo grid (3 databases x 10 folds each), docs/performance.md, 2026-12-02:
 # per database fersnet ~570-580, no_mtl ~365, no_convflu ~340, stargan ~180-200, fes_da ~27-41
 GRID_JOB_S = {"fersnet": 3 * 575, "no_mtl": 3 * 365, "no_convflu": 3 * 340, "stargan": 3 * 190, "fes_da": 3 * 34}

@@ -58,11 +58,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 from train_step import machine, save, synthetic_arrays  # noqa: E402
 
-from fersnet import config  # noqa: E402
+from fersnet import catalog, config  # noqa: E402
 from fersnet.models import registry  # noqa: E402
 from fersnet.training import batches as B  # noqa: E402
 
-MODELS = ("fersnet", "no_mtl", "no_convflu", "stargan")
+MODELS = tuple(catalog.generators())
 LEVERS = ("exact", "foreach_adam", "fused_adam", "threads2", "channels_last", "mkldnn_off", "matmul_medium",
           "bf16_cpu", "flush_denormal", "fast_ops", "compile")
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+from fersnet import catalog  # noqa: E402
 
 
 def run(cmd: list[str], cwd: Path, env: dict) -> dict:
@@ -77,12 +79,12 @@ def main() -> int:
         return r["rc"] == 0
 
     stage("synth", ["synth"])
-    for db in ("ckplus", "oulu", "mmi"):
+    for db in catalog.database_keys():
         stage(f"preprocess/{db}", ["preprocess", "--db", db])
-    for model in ("fersnet", "no_mtl", "no_convflu", "fes_da", "fes_da_real", "stargan"):
+    for model in catalog.model_keys():
         stage(f"train/{a.db}/{model}/fold0", ["train", "--db", a.db, "--model", model, "--fold", "0"])
     stage(f"judge/{a.db}/fold0", ["judge", "--db", a.db, "--fold", "0"])
-    for model in ("fersnet", "no_mtl", "no_convflu", "stargan"):
+    for model in catalog.generators():
         stage(f"score/{a.db}/{model}/fold0", ["score", "--db", a.db, "--model", model, "--fold", "0"])
     stage("report", ["report"])
     if a.grid:

@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fersnet import config, paths  # noqa: E402
+from fersnet import catalog, config, paths  # noqa: E402
 from fersnet.errors import FersnetError  # noqa: E402
-from fersnet.metrics.score import GENERATORS  # noqa: E402
 
 
 def curve(cfg: dict, db: str, model: str, fold: int, every: int, judge_dir: Path, scratch: Path,
@@ -40,8 +39,8 @@ def curve(cfg: dict, db: str, model: str, fold: int, every: int, judge_dir: Path
     from fersnet.training.loop import Hooks
     from fersnet.training.train import train_epochs, train_job
 
-    if model not in GENERATORS:
-        raise FersnetError(f"--model {model!r} is not a generator; allowed: {', '.join(GENERATORS)}")
+    if model not in catalog.generators():
+        raise FersnetError(f"--model {model!r} is not a generator; allowed: {', '.join(catalog.generators())}")
     if not (judge_dir / paths.METRICS).is_file():
         raise FersnetError(f"{judge_dir}: no trained judge; run `fersnet judge --db {db} --fold {fold}` first")
     data = load_processed(cfg, db)

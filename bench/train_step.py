@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fersnet import config  # noqa: E402
+from fersnet import catalog, config  # noqa: E402
 from fersnet.models import registry  # noqa: E402
 from fersnet.training import batches as B  # noqa: E402
 
-MODELS = ("fersnet", "no_mtl", "no_convflu", "fes_da", "stargan")
+# every model of the catalogue but controls (a control trains as the model it controls)
+MODELS = tuple(m for m in catalog.model_keys() if not catalog.model(m).control_of)
 
 
 def synthetic_arrays(n_subjects: int, per_subject: int, size: int, channels: int, n_classes: int, seed: int):

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from fersnet import config as config_mod
-from fersnet.config import DATABASES, MODELS, PROFILES
+from fersnet import catalog
+from fersnet.config import PROFILES
 from fersnet.errors import DiskFull, FersnetError, disk_full
 
 
@@ -28,10 +29,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _db(p, required=True, multi=False):
     if multi:
-        p.add_argument("--db", choices=DATABASES, action="append",
+        p.add_argument("--db", choices=catalog.database_keys(), action="append",
                        help="database (repeatable; default: params `databases`)")
     else:
-        p.add_argument("--db", choices=DATABASES, required=required, help="database key")
+        p.add_argument("--db", choices=catalog.database_keys(), required=required, help="database key")
 
 
 FOLD_PART = re.compile(r"(\d+)(?:-(\d+))?")
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model on one fold")
     _common(p); _db(p)
-    p.add_argument("--model", choices=MODELS, required=True)
+    p.add_argument("--model", choices=catalog.model_keys(), required=True)
     _fold(p); _seed(p)
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), help="override train.device")
     p.add_argument("--out", help="run folder (default: results/<db>/<model>/seed<s>/fold<k>)")
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", help="synthesize every test face into every other expression and score it")
     _common(p); _db(p)
-    p.add_argument("--model", choices=("fersnet", "no_mtl", "no_convflu", "stargan"), required=True)
+    p.add_argument("--model", choices=catalog.generators(), required=True)
     _fold(p); _seed(p)
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"))
     _force(p)
@@ -201,7 +202,12 @@ def _run(fn, cfg: dict, args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()            # the choices come from the catalogue, plugins included
+    except FersnetError as e:
+        print(f"fersnet: error: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:
         cfg = config_mod.load(args.params, args.profile, config_mod.parse_sets(getattr(args, "sets", None)))
@@ -214,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         for k in getattr(args, "fold", None) or []:
             if k >= cfg["n_folds"]:
                 raise FersnetError(f"--fold {k}: out of range 0..{cfg['n_folds'] - 1} (params `n_folds`)")
+        if args.verb in ("train", "score") and catalog.model(args.model).origin:
+            from fersnet.models import registry
+            registry.check_plugins({**cfg, "models": [args.model]})     # a broken plugin: one line, no job
         if args.verb in GPU_VERBS and getattr(args, "device", None) in (None, "auto", "cuda"):
             from fersnet import gpu_slots
             gpu_slots.claim_for_job(cfg)        # before torch is imported: one device per job

@@ -1,7 +1,8 @@
 """params.yaml: load, merge the selected profile, validate.
 
-The schema below is the one description of every key. Validation runs once at load
-and raises ConfigError naming the key and what is allowed, before any work starts.
+`schema()` is the one description of every key (the allowed databases and models, the
+`data.<db>` sections and the models' own sections come from fersnet/catalog.py). Validation runs
+once at load and raises ConfigError naming the key and what is allowed, before any work starts.
 """
 from __future__ import annotations
 
@@ -16,10 +17,6 @@ import yaml
 
 from fersnet.errors import FersnetError
 
-DATABASES = ("ckplus", "oulu", "mmi")
-MODELS = ("fersnet", "no_mtl", "no_convflu", "fes_da", "fes_da_real", "stargan")
-# fine-tune the FER side of the same fold's fersnet: FES-DA and its real-only control
-FINE_TUNED = ("fes_da", "fes_da_real")
 PROFILES = ("demo", "paper", "test")
 
 
@@ -147,21 +144,28 @@ OPT_PATH = Spec("path", nullable=True)
 PROB = Float(0.0, 1.0)
 WEIGHT = Float(0.0)
 
-SCHEMA: dict[str, Any] = {
-    "profile": Choice(*PROFILES),
-    "seeds": List(Int(0)),
-    "databases": List(Choice(*DATABASES)),
-    "models": List(Choice(*MODELS)),
-    "n_folds": Int(2, 50),
-    "folds": {"rule": Choice("round_robin", "blocks")},
-    "paths": {"results": PATH, "reports": PATH},
-    "data": {
-        "ckplus": {"root": PATH, "include_neutral": BOOL, "frames": Int(1, 30)},
-        "oulu": {"root": PATH, "camera": Choice("VL", "NI"),
-                 "lighting": Choice("Strong", "Weak", "Dark"), "frames": Int(1, 30)},
-        "mmi": {"root": PATH, "frames": Int(1, 30)},
-        "check_counts": Choice("warn", "error"),
-    },
+
+
+def schema() -> dict[str, Any]:
+    """The schema of params.yaml; the allowed databases and models, the `data.<db>` sections and
+    the models' own sections (fes_da, stargan) come from the catalogue (fersnet/catalog.py)."""
+    from fersnet import catalog
+    head = {
+        "profile": Choice(*PROFILES),
+        "seeds": List(Int(0)),
+        "databases": List(Choice(*catalog.database_keys())),
+        "models": List(Choice(*catalog.model_keys())),
+        "n_folds": Int(2, 50),
+        "folds": {"rule": Choice("round_robin", "blocks")},
+        "paths": {"results": PATH, "reports": PATH},
+        "data": {**{key: dict(spec.params) for key, spec in catalog.DATABASES.items()},
+                 "check_counts": Choice("warn", "error")},
+    }
+    return {**head, **BASE_SCHEMA, **catalog.model_sections(), **TAIL_SCHEMA}
+
+
+# the sections every model and database shares; schema() puts the models' own sections after `train`
+BASE_SCHEMA: dict[str, Any] = {
     "synth": {"out": PATH, "seed": Int(0), "subjects": Int(10, 500), "frames": Int(4, 60),
               "image_scale": Float(0.1, 1.0)},
     "preprocess": {"out": PATH, "size": Int(16, 512), "margin": Float(0.0, 1.0),
@@ -183,11 +187,8 @@ SCHEMA: dict[str, Any] = {
         "fused_adam": Choice("auto", "yes", "no"), "compile": Choice("auto", "yes", "no"),
         "fast_ops": Choice("auto", "yes", "no"), "compile_backend": Choice("inductor", "aot_eager", "eager"),
     },
-    "fes_da": {"per_class": Either(Choice("all_targets", "balance"), Int(1)), "epochs": Int(1), "lr": Float(0.0, 1.0, lo_open=True),
-               "real_share": Spec("float", lo=0.0, hi=0.95, lo_open=True, nullable=True)},
-    "stargan": {"lr": Float(0.0, 1.0, lo_open=True), "betas": List(PROB, length=2),
-                "n_critic": Int(1, 20), "lambda_cls": WEIGHT, "lambda_rec": WEIGHT,
-                "lambda_gp": WEIGHT, "res_blocks": Int(1, 12), "lr_decay": Choice("none", "linear")},
+}
+TAIL_SCHEMA: dict[str, Any] = {
     "judge": {"epochs": Int(1), "min_steps": Int(1, nullable=True), "batch_size": Int(1, 4096), "lr": Float(0.0, 1.0, lo_open=True),
               "weight_decay": WEIGHT, "width": Float(0.0, 4.0, lo_open=True),
               "schedule": Choice("constant", "onecycle"), "label_smoothing": Float(0.0, 0.5),
@@ -302,11 +303,13 @@ def _semantic_checks(cfg: dict) -> None:
                           f"`preprocess.size` ({cfg['preprocess']['size']})")
     _check_milestones(cfg["train"]["lr_milestones"])
     _check_identity(cfg["train"])
+    from fersnet import catalog
     if not cfg["databases"]:
-        raise ConfigError("params: `databases` is empty; allowed: a list of " + ", ".join(DATABASES))
-    for model in FINE_TUNED:
-        if model in cfg["models"] and "fersnet" not in cfg["models"]:
-            raise ConfigError(f"params: `models` lists {model} without fersnet; {model} fine-tunes fersnet")
+        raise ConfigError("params: `databases` is empty; allowed: a list of " + ", ".join(catalog.database_keys()))
+    for model in cfg["models"]:
+        source = catalog.model(model).fine_tunes
+        if source and source not in cfg["models"]:
+            raise ConfigError(f"params: `models` lists {model} without {source}; {model} fine-tunes {source}")
 
 
 def _check_identity(tr: dict) -> None:
@@ -348,18 +351,34 @@ def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") 
     if "seed" in raw:
         raise ConfigError(f"{source}: `seed` is now `seeds`, a list of training seeds (seeds: [{raw['seed']}]); "
                           "the stand-in's seed is `synth.seed`")
-    base = _validate(raw, SCHEMA)
+    from fersnet import catalog
+    profiles = {k: dict(v) if isinstance(v, dict) else v for k, v in profiles.items()}
+    for part in (raw, *(p for p in profiles.values() if isinstance(p, dict))):
+        _plugin_keys(part)
+    for name, values in catalog.section_defaults().items():
+        raw.setdefault(name, copy.deepcopy(values))
+    tree = schema()
+    base = _validate(raw, tree)
     for name, over in profiles.items():
         if name not in PROFILES:
             raise ConfigError(f"params: unknown profile `profiles.{name}`; allowed: {', '.join(PROFILES)}")
-        _validate(over or {}, SCHEMA, prefix=f"profiles.{name}.", partial=True)
+        _validate(over or {}, tree, prefix=f"profiles.{name}.", partial=True)
     name = profile or base["profile"]
     if name not in PROFILES:
         raise ConfigError(f"params: profile {name!r} unknown; allowed: {', '.join(PROFILES)}")
-    cfg = _validate(deep_merge(base, profiles.get(name) or {}), SCHEMA)
+    cfg = _validate(deep_merge(base, profiles.get(name) or {}), tree)
     cfg["profile"] = name
     _semantic_checks(cfg)
     return with_seed(cfg, cfg["seeds"][0])
+
+
+def _plugin_keys(tree: dict) -> None:
+    """`models` entries naming an external model as `package.module:attr` -> its key (the model is
+    loaded and registered in the catalogue; params_view writes the reference back)."""
+    from fersnet import catalog
+    entries = tree.get("models")
+    if isinstance(entries, list):
+        tree["models"] = [catalog.load_plugin(m).key if isinstance(m, str) and ":" in m else m for m in entries]
 
 
 def with_seed(cfg: dict, seed: int) -> dict:
@@ -374,8 +393,13 @@ def with_seed(cfg: dict, seed: int) -> dict:
 
 
 def params_view(cfg: dict) -> dict:
-    """The resolved config as a params file (without the job's derived `seed`)."""
-    return {k: v for k, v in cfg.items() if k != "seed"}
+    """The resolved config as a params file (without the job's derived `seed`); an external model
+    named in `models` by its `package.module:attr` reference is written as that reference."""
+    from fersnet import catalog
+    out = {k: v for k, v in cfg.items() if k != "seed"}
+    if "models" in out:
+        out["models"] = [catalog.model(m).ref or m if m in catalog.models() else m for m in out["models"]]
+    return out
 
 
 def fold_groups(cfg: dict) -> list[list[int]]:

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fersnet import paths
-from fersnet.config import FINE_TUNED
+from fersnet import catalog, paths
 from fersnet.errors import FersnetError
 
 PROVENANCE = "provenance.json"
@@ -112,11 +111,13 @@ def job_params(cfg: dict, verb: str, model: str | None = None) -> dict:
     re-plans exactly the jobs whose fingerprint changes.
     """
     reads = dict(READS[verb])
-    if verb == "train" and model in FINE_TUNED:
-        reads["fes_da"] = None          # the control reads fes_da's settings: same set size, epochs, lr
-    if verb == "train" and model == "stargan":
-        reads["stargan"] = None
-    return {name: _section(cfg, name, keys) for name, keys in reads.items()}
+    if verb == "train":                 # a model's own sections (fes_da's control reads fes_da's settings)
+        reads.update(dict.fromkeys(catalog.model(model).reads))
+    out = {name: _section(cfg, name, keys) for name, keys in reads.items()}
+    origin = catalog.model(model).origin if verb == "train" else None
+    if origin:                          # an external model: its release and its code are inputs of its runs
+        out["plugin"] = {"dist": origin.dist, "version": origin.version, "source": origin.source}
+    return out
 
 
 def flatten(tree, prefix: str = "") -> dict:

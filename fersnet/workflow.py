@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from fersnet import ownership, provenance
-from fersnet.config import FINE_TUNED, fold_groups, params_view, read_yaml, with_seed  # noqa: F401 - the workflow's names for them
+from fersnet import catalog, ownership, provenance
+from fersnet.config import fold_groups, params_view, read_yaml, with_seed  # noqa: F401 - the workflow's names for them
 from fersnet.paths import group_tag  # noqa: F401 - the workflow's name for it
 
 SNAPSHOT_DIR = Path(".snakemake") / "fersnet"
@@ -85,7 +85,8 @@ def rule_params(cfg: dict, verb: str, model: str | None = None) -> str:
 def train_needs(model: str) -> list[str]:
     """The models whose run of the same fold a training job of `model` reads: FES-DA and its
     control fine-tune that fold's fersnet."""
-    return ["fersnet"] if model in FINE_TUNED else []
+    source = catalog.model(model).fine_tunes
+    return [source] if source else []
 
 
 def synth_params(cfg: dict) -> str:

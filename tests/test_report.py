@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from fersnet import config, names, ownership, paths
+from fersnet import catalog, config, names, ownership, paths
 from fersnet.errors import DataError
 from fersnet.reports import aggregate as agg
 from fersnet.reports import report, tables
@@ -125,7 +125,7 @@ def write_grid(cfg: dict, dbs=("ckplus", "oulu"), fid_available: bool = True, sk
                     continue
                 sizes = {"n_train_real": N_REAL + k, "n_train_synthetic": 5 * (N_REAL + k) if model == "fes_da" else 0}
                 write_fold(cfg, db, model, k, CORRECT[model][k] if model in CORRECT else None, extra=sizes)
-                if model in agg.GEN_MODELS:
+                if model in catalog.generators():
                     write_scores(cfg, db, model, k, judge=0.5 + 0.01 * k + 0.1 * (model == "fersnet"),
                                  fid=(30.0 + k + 5 * (model == "stargan")) if fid_available else None)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fersnet import ownership, paths
+from fersnet import catalog, ownership, paths
 from fersnet.data import faces, labels, readers
 from fersnet.data.folds import RULE_TEXT, assign_folds
 from fersnet.provenance import processed_hash
@@ -26,7 +26,6 @@ from fersnet.data.readers import BadFile, BadInput, FrameRecord, Reading
 from fersnet.errors import DataError, writing
 from fersnet.names import DATABASE
 
-FACE_METHOD = {"ckplus": "landmarks", "oulu": "detector", "mmi": "detector"}
 SHEET_PER_CLASS = 8
 SHEET_CELL = 64
 HOW = "pick another --out (or params preprocess.out), or empty it"
@@ -92,7 +91,7 @@ def count_check(cfg: dict, db: str, root: Path, n_sequences: int, n_subjects: in
 
     The message says what the reader passed over, by reason, so that a difference can be traced.
     """
-    want_seq, want_subj = labels.PROTOCOL_COUNTS[db]
+    want_seq, want_subj = catalog.database(db).protocol_counts
     if (n_sequences, n_subjects) == (want_seq, want_subj):
         return None
     msg = (f"{DATABASE[db]}: found {n_sequences} protocol sequences from {n_subjects} subjects under "
@@ -175,14 +174,15 @@ def _crop_sequence(db: str, loaded, pp: dict, reading: Reading):
     size, margin = pp["size"], pp["margin"]
     if not loaded:
         return
-    if db == "ckplus":
+    spec = catalog.database(db)
+    if spec.alignment == "landmarks":
         for rec, img in loaded:
             yield rec, img, faces.landmark_transform(rec.landmarks, size, margin), "landmarks"
         return
     recs, imgs = [r for r, _ in loaded], [i for _, i in loaded]
     anchor = reading.anchor(recs[0].subject, recs[0].sequence)
     found = None
-    if db == "mmi":
+    if spec.turned_views:
         extra = [] if anchor is None else [anchor]
         choice, turned, found = faces.frontal_view(imgs + extra, dual=recs[0].view == 2)
         imgs, anchor_box = turned[:len(imgs)], (found[-1] if extra else None)
@@ -190,7 +190,7 @@ def _crop_sequence(db: str, loaded, pp: dict, reading: Reading):
         _note_view(reading, recs[0], choice, any(b is not None for b in found) or anchor_box is not None)
     boxes = faces.detect_sequence(imgs, found)
     if all(box is None for box, _ in boxes) and anchor is not None:
-        box = anchor_box if db == "mmi" else faces.find_face(anchor)
+        box = anchor_box if spec.turned_views else faces.find_face(anchor)
         boxes = [(box, box is not None)] * len(imgs)
     reading.borrowed += sum(b for _, b in boxes)
     for rec, img, (box, _) in zip(recs, imgs, boxes):
@@ -218,7 +218,7 @@ def _summary(cfg, db, root, reading, meta, bad, no_face, warning) -> dict:
     # (the same orientation as DataFrame.to_dict() of that table, as in tests/conftest.py)
     counts = {str(k): {c: int(((meta.expression == c) & (meta.fold == k)).sum()) for c in classes}
               for k in range(n_folds)}
-    want_seq, want_subj = labels.PROTOCOL_COUNTS[db]
+    want_seq, want_subj = catalog.database(db).protocol_counts
     return {
         "db": db, "classes": classes, "n_images": int(len(meta)),
         "n_sequences": int(meta[["subject", "sequence"]].drop_duplicates().shape[0]),
@@ -240,9 +240,9 @@ def _summary(cfg, db, root, reading, meta, bad, no_face, warning) -> dict:
 def _protocol(cfg: dict, db: str, root: Path, reading: Reading) -> dict:
     pp = cfg["preprocess"]
     data = {k: v for k, v in cfg["data"][db].items() if k != "root"}
-    frames = {"ckplus": "last", "oulu": "last", "mmi": "middle"}[db]
-    return {"root": readers.shown(root), "base": readers.shown(reading.base), "selection": f"{frames} {data['frames']} frames",
-            **data, "alignment": FACE_METHOD[db], "size": pp["size"], "margin": pp["margin"],
+    spec = catalog.database(db)
+    return {"root": readers.shown(root), "base": readers.shown(reading.base), "selection": f"{spec.frames} {data['frames']} frames",
+            **data, "alignment": spec.alignment, "size": pp["size"], "margin": pp["margin"],
             "grayscale": pp["grayscale"], "no_face": pp["no_face"], "on_bad_file": pp["on_bad_file"],
             "n_folds": cfg["n_folds"], "folds_rule": cfg["folds"]["rule"],
             "fold_rule": RULE_TEXT[cfg["folds"]["rule"]],

@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fersnet import ownership, paths, provenance
+from fersnet import catalog, ownership, paths, provenance
 from fersnet.errors import DataError, FersnetError
 from fersnet.metrics import fid as fidlib
 from fersnet.metrics.common import centre_crop, resolve_device, staged_outputs, to_tensor, to_uint8, write_json
 
-GENERATORS = ("fersnet", "no_mtl", "no_convflu", "stargan")
 FEATURES = "features.npz"
 POOLED = "synthesis_pooled.json"
 SYNTH_BATCH = 64
@@ -247,8 +246,8 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
     `fersnet.models.registry.load_generator`'s function); a finished job is not redone.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    if model not in GENERATORS:
-        raise FersnetError(f"score: model {model!r} is not a generator; allowed: {', '.join(GENERATORS)}")
+    if model not in catalog.generators():
+        raise FersnetError(f"score: model {model!r} is not a generator; allowed: {', '.join(catalog.generators())}")
     out = paths.synthesis_dir(cfg, db, model, fold)
     made_by = ownership.step("score", db, model, f"seed{int(cfg['seed'])}", f"fold{int(fold)}")
     ownership.check_data_roots(cfg, out, "fersnet score")
@@ -489,7 +488,7 @@ def pool_scores(cfg: dict, db: str, model: str) -> dict:
 def pool_main(cfg: dict, args) -> dict:
     """`fersnet pool --db <db>`: write synthesis_pooled.json for every generator model in params `models`."""
     summary = {}
-    for model in [m for m in cfg["models"] if m in GENERATORS]:
+    for model in catalog.generators(cfg["models"]):
         pooled = pool_scores(cfg, args.db, model)
         path = pooled_path(cfg, args.db, model)
         ownership.create_dirs(path.parent, ownership.step("pool", args.db, f"seed{int(cfg['seed'])}"))

@@ -1,6 +1,6 @@
 """Model key -> model (networks + losses); loading a trained generator; parameter counts.
 
-Keys: fersnet, no_mtl, no_convflu, fes_da, fes_da_real, stargan (fersnet/config.py::MODELS).
+The keys and what each model is are in the catalogue (fersnet/catalog.py).
 """
 from __future__ import annotations
 
@@ -9,54 +9,58 @@ import json
 import warnings
 from pathlib import Path
 
-from fersnet import paths
+from fersnet import catalog, paths
 from fersnet.config import wanted
 from fersnet.errors import CheckpointError, FersnetError
 
-GENERATOR_KEYS = ("fersnet", "no_mtl", "no_convflu", "fes_da", "fes_da_real", "stargan")
-
-
 def build(model_key: str, cfg: dict, n_classes: int, channels: int):
-    """The Task (nn.Module with train_step/classify/synthesize/gate_means) of a model key.
+    """The Task (nn.Module with train_step/classify/synthesize/gate_means) of a model key, built by
+    the catalogue entry's `task` factory.
 
     fes_da and its control fes_da_real build the FERSNet they start from; training swaps in the
     fine-tuning task.
     """
-    if model_key in ("fersnet", "no_mtl", "no_convflu", "fes_da", "fes_da_real"):
-        from fersnet.models.tasks import FersnetTask
-        return FersnetTask(model_key, cfg, n_classes, channels)
-    if model_key == "stargan":
-        from fersnet.models.stargan import StarGANTask
-        return StarGANTask(cfg, n_classes, channels)
-    raise FersnetError(f"unknown model key {model_key!r}; allowed: {', '.join(GENERATOR_KEYS)}")
+    spec = catalog.model(model_key)
+    return catalog.load(spec.task, f"model {model_key}")(model_key, cfg, n_classes, channels)
 
 
-# Generators with a FER branch of their own, through which the expression loss can reach them
-# (train.lambda_expr); no_mtl's generator is single-task and StarGAN has its own classifier.
-FER_BRANCH_GENERATORS = ("fersnet", "no_convflu", "fes_da", "fes_da_real")
+def stargan_task(model_key: str, cfg: dict, n_classes: int, channels: int):
+    """StarGAN's task (the catalogue's factory for `stargan`)."""
+    from fersnet.models.stargan import StarGANTask
+    return StarGANTask(cfg, n_classes, channels)
 
 
 def expression_weight(model_key: str, cfg: dict) -> float:
     """The weight of the expression loss (synthesized face through the FER branch -> target) of a
-    model's generator: train.lambda_expr where the generator has a FER branch, else 0."""
-    return float(cfg["train"]["lambda_expr"]) if model_key in FER_BRANCH_GENERATORS else 0.0
+    model's generator: train.lambda_expr where the generator has a FER branch (catalogue
+    `fer_branch`), else 0; no_mtl's generator is single-task and StarGAN has its own classifier."""
+    return float(cfg["train"]["lambda_expr"]) if catalog.model(model_key).fer_branch else 0.0
+
+
+def fersnet_losses(model_key: str, cfg: dict) -> list[tuple[str, str, float]]:
+    """The synthesis losses of FERSNet and its variants (the `train` section's weights)."""
+    tr = cfg["train"]
+    return [("adv", "LSGAN adversarial (conditional discriminator)", tr["lambda_adv"]),
+            ("L1", "paired L1 to the subject's real target face", tr["lambda_l1"]),
+            ("cyc", "cycle reconstruction (MSE)", tr["lambda_cyc"]),
+            ("expr", "expression loss through the FER branch", expression_weight(model_key, cfg)),
+            ("id", "identity features", tr["lambda_id"])]
+
+
+def stargan_losses(model_key: str, cfg: dict) -> list[tuple[str, str, float]]:
+    """StarGAN's synthesis losses (the `stargan` section's weights)."""
+    sg = cfg["stargan"]
+    return [("adv", "WGAN-GP adversarial", 1.0), ("rec", "L1 cycle reconstruction", sg["lambda_rec"]),
+            ("cls", "domain classification by its own discriminator", sg["lambda_cls"])]
 
 
 def synthesis_losses(model_key: str, cfg: dict) -> list[tuple[str, str, float]]:
     """The losses that shape a model's synthesis, as (short name, what it is, weight), zero weights
     left out; the target signal is `expr` (expression loss through the FER branch) or `cls`
-    (StarGAN's domain classification by its own discriminator), or absent."""
-    if model_key == "stargan":
-        sg = cfg["stargan"]
-        out = [("adv", "WGAN-GP adversarial", 1.0), ("rec", "L1 cycle reconstruction", sg["lambda_rec"]),
-               ("cls", "domain classification by its own discriminator", sg["lambda_cls"])]
-    else:
-        tr = cfg["train"]
-        out = [("adv", "LSGAN adversarial (conditional discriminator)", tr["lambda_adv"]),
-               ("L1", "paired L1 to the subject's real target face", tr["lambda_l1"]),
-               ("cyc", "cycle reconstruction (MSE)", tr["lambda_cyc"]),
-               ("expr", "expression loss through the FER branch", expression_weight(model_key, cfg)),
-               ("id", "identity features", tr["lambda_id"])]
+    (StarGAN's domain classification by its own discriminator), or absent (also for a model whose
+    catalogue entry names no `losses`)."""
+    spec = catalog.model(model_key)
+    out = catalog.load(spec.losses, f"model {model_key}")(model_key, cfg) if spec.losses else []
     return [(name, what, float(w)) for name, what, w in out if w > 0]
 
 
@@ -109,11 +113,11 @@ def load_generator(run_dir, device="cpu"):
         raise CheckpointError(f"{cfg_path}: cannot be read ({e}); {redo}") from None
     ckpt = read_checkpoint(ckpt_path, "generator", redo)
     meta = ckpt.get("meta")
-    if (not isinstance(meta, dict) or meta.get("model") not in GENERATOR_KEYS
+    if (not isinstance(meta, dict) or meta.get("model") not in catalog.models()
             or not {"n_classes", "channels"} <= meta.keys()
             or not isinstance(ckpt.get("selected") or ckpt.get("model"), dict)):
         raise CheckpointError(f"{ckpt_path}: not a generator checkpoint written by `fersnet train` (no "
-                              f"`meta` naming one of {', '.join(GENERATOR_KEYS)} and no `model` weights); {redo}")
+                              f"`meta` naming one of {', '.join(catalog.models())} and no `model` weights); {redo}")
     # runs trained before `model.output` / `model.arch` existed used the direct output, the paper network
     cfg.setdefault("model", {}).setdefault("output", "direct")
     cfg["model"].setdefault("arch", "paper")
@@ -125,6 +129,8 @@ def load_generator(run_dir, device="cpu"):
     # as the run trained: InstanceNorm's float32 path follows train.fast_ops (runs from before the
     # key trained with it on)
     task.set_fast_ops(wanted(cfg["train"].get("fast_ops", "yes"), torch.device(device)))
+    if catalog.model(meta["model"]).origin is not None:
+        return _plugin_generator(task, ckpt, ckpt_path, redo, device)
     gen = task.gen
     try:
         gen.load_state_dict(generator_state(ckpt.get("selected") or ckpt["model"]))
@@ -142,22 +148,113 @@ def load_generator(run_dir, device="cpu"):
     return generate
 
 
+def _plugin_generator(task, ckpt: dict, ckpt_path: Path, redo: str, device):
+    """An external model's generate function: its whole task state, its own `synthesize`."""
+    import torch
+    try:
+        task.load_state_dict(ckpt.get("selected") or ckpt["model"])
+    except (RuntimeError, TypeError, AttributeError, ValueError) as e:
+        raise CheckpointError(f"{ckpt_path}: does not fit its config.json ({(str(e).splitlines() or [''])[0]}); "
+                              f"{redo}") from None
+    task.to(device).eval()
+
+    @torch.no_grad()
+    def generate(images, targets):
+        images = images.to(device, torch.float32)
+        return task.synthesize(images, targets.to(device).long()).float().clamp(0, 1)
+
+    return generate
+
+
+# what every task needs (fersnet.models.tasks.Task provides all but train_step, classify, synthesize)
+TASK_METHODS = ("train_step", "state_dict", "load_state_dict", "set_lr_factor", "current_lr", "set_fast_ops",
+                "use_fused_adam", "compile_networks")
+
+
+def check_plugins(cfg: dict) -> None:
+    """Build every external model of params `models` at the run's crop and the first database's
+    classes and try one training step, `classify` and `synthesize` on random faces, before any job
+    starts: an import error, a missing method, a failing step or a wrong output shape is a
+    CatalogError naming the plugin. No torch import when there is no external model."""
+    specs = catalog.plugins(cfg["models"])
+    if not specs:
+        return
+    import torch
+    n_classes = len(catalog.database(cfg["databases"][0]).class_list(cfg))
+    channels, crop = (1 if cfg["preprocess"]["grayscale"] else 3), int(cfg["train"]["crop"])
+    for spec in specs:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            _check_plugin(spec, cfg, n_classes, channels, crop, torch)
+
+
+def _check_plugin(spec, cfg: dict, n_classes: int, channels: int, crop: int, torch) -> None:
+    label = f"model plugin {spec.origin.plugin!r} (model {spec.key})"
+
+    def failed(what: str, e: Exception) -> catalog.CatalogError:
+        return catalog.CatalogError(f"{label}: {what} failed ({type(e).__name__}: "
+                                    f"{(str(e).splitlines() or [''])[0][:200]})")
+
+    factory = catalog.load(spec.task, label)
+    try:
+        task = factory(spec.key, cfg, n_classes, channels)
+    except Exception as e:  # noqa: BLE001 - someone else's code: any failure is named in one line
+        raise failed(f"building its task ({spec.task})", e) from None
+    from fersnet.models.tasks import Task
+    own = ("classify",) * spec.classifies + ("synthesize",) * spec.synthesizes     # the base's assume FERSNet's networks
+    missing = [m for m in TASK_METHODS + own if not callable(getattr(task, m, None))
+               or (m in own and getattr(type(task), m, None) is getattr(Task, m))]
+    if not isinstance(task, torch.nn.Module) or missing or not isinstance(getattr(task, "optimizers", None), dict):
+        lacks = ", ".join(missing) or "an nn.Module with an `optimizers` dict"
+        raise catalog.CatalogError(f"{label}: its task ({type(task).__name__}) lacks {lacks}; subclass "
+                                   "fersnet.models.tasks.Task (docs/extending.md)")
+    if bool(getattr(task, "has_classifier", False)) != spec.classifies:
+        raise catalog.CatalogError(f"{label}: its task's has_classifier is {getattr(task, 'has_classifier', None)} "
+                                   f"but its catalogue entry says classifies={spec.classifies}")
+    b = 4
+    x = torch.rand(b, channels, crop, crop)
+    s = torch.arange(b) % n_classes
+    t = (s + 1) % n_classes
+    batch = {"x": x, "s": s, "xt": torch.rand_like(x), "t": t, "has_t": torch.ones(b, dtype=torch.bool), "step": 0}
+    try:
+        task.train()
+        out = task.train_step(batch)
+    except Exception as e:  # noqa: BLE001
+        raise failed("one training step on random faces", e) from None
+    if not isinstance(out, dict) or not all(torch.is_tensor(v) and v.numel() == 1 for v in out.values()):
+        raise catalog.CatalogError(f"{label}: train_step must return a dict of scalar tensors, got "
+                                   f"{type(out).__name__}")
+    task.eval()
+    checks = [("classify", lambda: task.classify(x), (b, n_classes))] * spec.classifies + \
+             [("synthesize", lambda: task.synthesize(x, t), tuple(x.shape))] * spec.synthesizes
+    for name, call, shape in checks:
+        try:
+            with torch.no_grad():
+                y = call()
+        except Exception as e:  # noqa: BLE001
+            raise failed(name, e) from None
+        if not torch.is_tensor(y) or tuple(y.shape) != shape:
+            got = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
+            raise catalog.CatalogError(f"{label}: {name} returned {got} for {b} faces of {channels}x{crop}x{crop}; "
+                                       f"expected a tensor of shape {shape}")
+
+
 ARCHS = ("paper", "r2021")
 # the authors' setting, at which r2021 must have the counts of their code (cikrhazo/FERSNet a5d9d2e)
 R2021_REFERENCE = {"channels": 3, "classes": 6, "crop": 96,
                    "generator_net": 53_983_438, "discriminator": 2_770_881}
 
 
-def count_params(cfg: dict, n_classes: int, channels: int,
-                 keys=("fersnet", "no_mtl", "no_convflu", "stargan")) -> list[dict]:
-    """Parameter counts by part for model keys at cfg's scale and `model.arch`."""
+def count_params(cfg: dict, n_classes: int, channels: int, keys=None) -> list[dict]:
+    """Parameter counts by part for model keys (default: every generator) at cfg's scale and `model.arch`."""
     rows = []
-    for key in keys:
+    for key in catalog.generators() if keys is None else keys:
         task = build(key, cfg, n_classes, channels)
-        gen_total = sum(p.numel() for p in task.gen.parameters())
-        disc = sum(p.numel() for p in task.disc.parameters())
-        parts = task.gen.parts() if key != "stargan" else {"fer": None, "fes": gen_total, "convflu": None, "shared": None}
-        arch = cfg["model"]["arch"] if key != "stargan" else "-"
+        gen_total = sum(p.numel() for p in getattr(task, "gen", task).parameters())
+        disc = sum(p.numel() for p in task.disc.parameters()) if hasattr(task, "disc") else None
+        parts = (task.gen.parts() if hasattr(task.gen, "parts")
+                 else {"fer": None, "fes": gen_total, "convflu": None, "shared": None})
+        arch = cfg["model"]["arch"] if catalog.model(key).follows_arch else "-"
         rows.append({"arch": arch, "model": key, "classes": n_classes, "generator_net": gen_total, **parts,
                      "discriminator": disc})
     return rows
@@ -203,7 +300,8 @@ def count_params_main(cfg: dict, args) -> dict:
     rows = []
     for n_classes in (7, 6):
         for arch in ARCHS:
-            keys = ("fersnet", "no_mtl", "no_convflu") + (("stargan",) if arch == ARCHS[-1] else ())
+            # a model whose networks do not follow `model.arch` is counted once, with the last arch
+            keys = [m for m in catalog.generators() if catalog.model(m).follows_arch or arch == ARCHS[-1]]
             rows += count_params(paper_scale(cfg, arch), n_classes, channels, keys)
     ref, got = R2021_REFERENCE, r2021_reference_counts(cfg)
     table = markdown_table(rows, channels) + (

@@ -7,6 +7,9 @@ numbered phases: 1. forward the generator, 2. train D, 3. train G + C.
 batch (fersnet/training/batches.py): x (B,C,h,w) source faces in [0,1], s source labels,
 xt the same subject's real face of the target expression (where one exists), t target labels,
 has_t (B,) bool, step (global step number).
+
+An external model subclasses Task and writes train_step, classify and/or synthesize
+(docs/extending.md: the interface, what a checkpoint holds, the checks before a run).
 """
 from __future__ import annotations
 

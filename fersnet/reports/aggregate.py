@@ -24,21 +24,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from fersnet import paths
+from fersnet import catalog, paths
 from fersnet.metrics.fold_stats import STD_DDOF, group_means, mean_std, run_stats  # noqa: F401 - the tables use them through here
-from fersnet.models.registry import FER_BRANCH_GENERATORS  # noqa: F401 - the tables use it through here
 from fersnet.models.registry import synthesis_losses as model_losses
 from fersnet.training.classification import classification_metrics, labels_from_confusion
 
-# Models with a FER branch, in the ablation's row order (paper: w/o MTL, w/o ConvFLU, FERSNet, w. FES-DA),
-# FES-DA's real-only control just before it.
-FER_MODELS = ("no_mtl", "no_convflu", "fersnet", "fes_da_real", "fes_da")
-# Models that synthesize faces (no_mtl stands for its single-task FES generator), synthesis row order.
-GEN_MODELS = ("fersnet", "no_mtl", "no_convflu", "stargan")
+# The models' row orders (FER: catalog.fer_models, synthesis: catalog.generators) are the catalogue's.
 # The synthesis table's reference rows (fersnet.metrics.score.REFERENCE_ROWS): what no synthesis (the
 # input returned unchanged) and perfect synthesis (the subject's real target face) score on each fold.
 SYNTHESIS_REFERENCES = ("copy_input", "real_target")
-REFERENCE = "fersnet"        # the paired tests compare FERSNet against each ablation
+REFERENCE = catalog.REFERENCE        # the paired tests compare FERSNet against each ablation
 
 # Wilcoxon signed-rank: zero differences are dropped (Wilcoxon's own rule, scipy's default);
 # scipy picks the exact null distribution when it can and the normal approximation with ties.
@@ -251,7 +246,7 @@ def collect_synthesis(cfg: dict, problems: list) -> pd.DataFrame:
     a problem, counted as missing: its numbers measure something else."""
     rows, refs = [], {}
     for db in cfg["databases"]:
-        for model in (m for m in GEN_MODELS if m in cfg["models"]):
+        for model in catalog.generators(cfg["models"]):
             for seed in seeds_of(cfg):
                 for k in range(cfg["n_folds"]):
                     path = paths.synthesis_dir(cfg, db, model, k, seed) / paths.SCORES
@@ -282,7 +277,7 @@ def collect_pooled(cfg: dict, problems: list) -> dict:
     the reference rows under (db, `copy_input` / `real_target`, seed), from the first generator's file."""
     out = {}
     for db in cfg["databases"]:
-        for model in (m for m in GEN_MODELS if m in cfg["models"]):
+        for model in catalog.generators(cfg["models"]):
             for seed in seeds_of(cfg):
                 data = read_json(paths.pooled_file(cfg, db, model, seed), problems)
                 if data is not None:

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fersnet import names
+from fersnet import catalog, names
 
-# The model orders of the report's tables (fersnet.reports.aggregate holds the same; tested).
-# Models with a FER branch, in the ablation's row order (paper: w/o MTL, w/o ConvFLU, FERSNet, w. FES-DA),
-# FES-DA's real-only control just before it.
-FER_MODELS = ("no_mtl", "no_convflu", "fersnet", "fes_da_real", "fes_da")
-# Models that synthesize faces (no_mtl stands for its single-task FES generator), synthesis row order.
-GEN_MODELS = ("fersnet", "no_mtl", "no_convflu", "stargan")
-REFERENCE = "fersnet"        # the paired tests compare FERSNet against each ablation
+# The model orders of the report's tables are the catalogue's (fersnet/catalog.py).
+REFERENCE = catalog.REFERENCE        # the paired tests compare FERSNet against each ablation
 
 SUMMARY = "summary.json"
 HEADLINE = "headline.json"   # the DVC metric: a few numbers per database and model
@@ -39,11 +34,13 @@ def curve_plot(db: str, model: str) -> str:
 
 
 def fer_models(cfg: dict) -> list[str]:
-    return [m for m in FER_MODELS if m in cfg["models"]]
+    """The run's models that classify, in the FER tables' row order."""
+    return catalog.fer_models(cfg["models"])
 
 
 def gen_models(cfg: dict) -> list[str]:
-    return [m for m in GEN_MODELS if m in cfg["models"]]
+    """The run's models with a generator of their own, in the synthesis tables' row order."""
+    return catalog.generators(cfg["models"])
 
 
 def plot_files(cfg: dict) -> list[str]:

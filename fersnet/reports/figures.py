@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from fersnet import names, paths  # noqa: E402
+from fersnet import catalog, names, paths  # noqa: E402
 from fersnet.reports import aggregate as agg  # noqa: E402
 
 DPI = 130
@@ -53,11 +53,11 @@ def _over(cfg: dict) -> str:
 def fold_accuracy(cfg: dict, col: agg.Collected, path: Path) -> Path | None:
     """Per-run FER accuracy of each model: a box per model with every run (a fold of one seed) as a dot,
     one panel per database."""
-    models = [m for m in agg.FER_MODELS if m in cfg["models"]]
+    models = catalog.fer_models(cfg["models"])
     ok = col.folds[(col.folds.status == "ok") & col.folds.model.isin(models) & col.folds.accuracy.notna()]
     if ok.empty:
         return None
-    data = ok.assign(Model=ok.model.map(names.MODEL), Database=ok.db.map(names.DATABASE))
+    data = ok.assign(Model=ok.model.map(dict(names.MODEL)), Database=ok.db.map(dict(names.DATABASE)))
     order = [names.MODEL[m] for m in models]
     dbs = [db for db in cfg["databases"]]
     fig, axes = plt.subplots(1, len(dbs), figsize=(3.2 * len(dbs), 3.4), squeeze=False, sharey=False)
@@ -105,7 +105,7 @@ def _mean_band(ax, h: pd.DataFrame, column: str, label: str, percent: bool = Fal
 
 def training_curves(cfg: dict, db: str, path: Path) -> Path | None:
     """Training and (diagnostic) test accuracy per epoch of every FER model, and FERSNet's losses."""
-    models = [m for m in agg.FER_MODELS if m in cfg["models"]]
+    models = catalog.fer_models(cfg["models"])
     histories = {m: agg.read_history(cfg, db, m) for m in models}
     if all(h.empty for h in histories.values()):
         return None

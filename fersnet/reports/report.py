@@ -19,7 +19,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from fersnet import names, ownership, paths, provenance
+from fersnet import catalog, names, ownership, paths, provenance
 from fersnet.errors import DataError, FersnetError, writing
 from fersnet.reports import aggregate as agg
 from fersnet.reports import contents, figures, html_tables, published, tables, tuning
@@ -147,7 +147,7 @@ def provenance_context(prov: dict) -> dict:
 
 
 def _has_generators(cfg: dict) -> bool:
-    return any(m in cfg["models"] for m in agg.GEN_MODELS)
+    return bool(catalog.generators(cfg["models"]))
 
 
 def write_confusion_plots(cfg: dict, col: agg.Collected, root: Path) -> None:
@@ -222,7 +222,7 @@ def build_summary(cfg: dict, col: agg.Collected, tests: dict, synthesis_numbers:
             "stand-in" if provenance.is_stand_in(cfg, db) else "licensed copy")
         measured: dict = {"data_source": source}
         for model in cfg["models"]:
-            entry = _fer_entry(col, db, model, tests) if model in agg.FER_MODELS else _runs_entry(col, db, model)
+            entry = _fer_entry(col, db, model, tests) if catalog.model(model).classifies else _runs_entry(col, db, model)
             syn = synthesis_numbers.get(db, {}).get(model)
             if syn:
                 entry.update({f"synthesis_{k}": v for k, v in syn.items()

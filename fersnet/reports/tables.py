@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from fersnet import names
+from fersnet import catalog, names
 from fersnet.reports import aggregate as agg
 from fersnet.reports import published
 
@@ -190,11 +190,11 @@ def fit_to_width(tex: str) -> str:
 
 
 def _fer_models(cfg: dict) -> list[str]:
-    return [m for m in agg.FER_MODELS if m in cfg["models"]]
+    return catalog.fer_models(cfg["models"])
 
 
 def _gen_models(cfg: dict) -> list[str]:
-    return [m for m in agg.GEN_MODELS if m in cfg["models"]]
+    return catalog.generators(cfg["models"])
 
 
 def _n_seeds(cfg: dict) -> int:
@@ -602,7 +602,7 @@ def _losses_caption(losses: dict) -> str:
     used = {name for variants in losses.values() for v in variants for name, _, _ in v}
     legend = "; ".join(f"{k}: {LOSS_NAMES[k]}" for k in LOSS_NAMES if k in used)
     text = f"Losses that shaped each generator's synthesis ({legend})." if legend else ""
-    can_take = {m: v for m, v in losses.items() if m in agg.FER_BRANCH_GENERATORS and v}
+    can_take = {m: v for m, v in losses.items() if catalog.model(m).fer_branch and v}
     weights = {m: {dict((name, w) for name, _, w in variant).get("expr", 0.0) for variant in v}
                for m, v in can_take.items()}
     shown = ", ".join(names.GENERATOR[m] for m in can_take)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from fersnet import names
-from fersnet.config import DATABASES
+from fersnet import catalog
 from fersnet.errors import FersnetError
 from fersnet.tracking.mlflow_log import (HEADLINE_METRICS, client_for, experiment_name, retry, seed_fold_stats,
                                          store_error, tracking_uri)
@@ -107,7 +107,7 @@ def _check_store(cfg: dict) -> None:
 def main(cfg: dict, args) -> None:
     """Print one comparison table per database experiment found in the store."""
     tags = parse_tag_filters(getattr(args, "tags", []))
-    experiments = [args.experiment] if getattr(args, "experiment", None) else list(DATABASES)
+    experiments = [args.experiment] if getattr(args, "experiment", None) else list(catalog.database_keys())
     _check_store(cfg)
     found = []
     try:

@@ -44,7 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fersnet import ownership, paths
-from fersnet.config import DATABASES, MODELS
+from fersnet import catalog
 from fersnet.errors import FersnetError
 from fersnet.tracking import benchmarks, markers
 
@@ -53,7 +53,6 @@ try:
 except ImportError:               # not POSIX: no store lock; SQLite's locking and the retries remain
     fcntl = None
 
-TRACKED_MODELS = tuple(MODELS) + ("judge",)
 BATCH_METRICS = 1000          # MLflow's per-request limits for log_batch
 BATCH_PARAMS = 100
 PARAM_VALUE_MAX = 6000
@@ -689,13 +688,13 @@ def init_store(cfg: dict) -> dict:
         for db in cfg["databases"]:
             exp_id = ensure_experiment(client, cfg, db)
             out[db] = {m: ensure_parent(client, exp_id, db, m, cfg["profile"])
-                       for m in list(cfg["models"]) + ["judge"]}
+                       for m in catalog.tracked_models(cfg["models"])}
     return out
 
 
 def _on_disk(cfg: dict) -> list[tuple[str, str, int, int]]:
     """(db, model, seed, fold) of every finished result under paths.results, seeds of params `seeds`."""
-    return [(db, model, seed, fold) for db in DATABASES for model in TRACKED_MODELS
+    return [(db, model, seed, fold) for db in catalog.database_keys() for model in catalog.tracked_models()
             for seed, fold in finished_folds(cfg, db, model)]
 
 
@@ -707,8 +706,8 @@ def sync_all(cfg: dict) -> dict:
     """
     counts = {"created": 0, "replaced": 0, "unchanged": 0}
     results = _on_disk(cfg)
-    for db in DATABASES:
-        for model in TRACKED_MODELS:
+    for db in catalog.database_keys():
+        for model in catalog.tracked_models():
             runs = [(s, k) for d, m, s, k in results if (d, m) == (db, model)]
             for seed, fold in runs:
                 counts[log_fold(cfg, db, model, fold, "sync", seed)] += 1
@@ -783,9 +782,9 @@ def main(cfg: dict, args) -> dict:
         _write_marker(marker, payload)
         return {"marker": str(marker), "enabled": enabled}
     db, model = args.parent
-    if db not in DATABASES or model not in TRACKED_MODELS:
-        raise TrackingError(f"--parent {db} {model}: expected a database ({', '.join(DATABASES)}) "
-                            f"and a model ({', '.join(TRACKED_MODELS)})")
+    if db not in catalog.database_keys() or model not in catalog.tracked_models():
+        raise TrackingError(f"--parent {db} {model}: expected a database ({', '.join(catalog.database_keys())}) "
+                            f"and a model ({', '.join(catalog.tracked_models())})")
     if enabled:
         try:
             payload = log_parent(cfg, db, model)

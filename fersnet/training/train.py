@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fersnet import ownership, paths, provenance
-from fersnet.config import FINE_TUNED, wanted
+from fersnet import catalog, ownership, paths, provenance
+from fersnet.config import wanted
 from fersnet.errors import FersnetError, TrainingError, writing
 
 def main(cfg: dict, args) -> dict:
@@ -84,8 +84,9 @@ def fingerprint(cfg: dict, db: str, model: str, fold: int) -> provenance.Fingerp
     """The run's fingerprint (fersnet.provenance): params, processed data, seed, fold, and for
     fes_da and its control the checkpoint of the fersnet run they fine-tune."""
     inputs = {}
-    if model in FINE_TUNED:
-        src = paths.run_dir(cfg, db, "fersnet", fold) / paths.CHECKPOINT
+    source = catalog.model(model).fine_tunes
+    if source:
+        src = paths.run_dir(cfg, db, source, fold) / paths.CHECKPOINT
         if src.is_file():
             inputs[str(src)] = None
     return provenance.fingerprint(cfg, "train", db, model, fold, inputs)
@@ -171,7 +172,7 @@ def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
                                    tr["lr_decay_fraction"])
     if model == "stargan":
         lr_factor = stargan_lr_factor(cfg, epochs)
-    if model in FINE_TUNED:
+    if catalog.model(model).fine_tunes:
         task, images, labels, subjects, train_rows = _prepare_fes_da(
             cfg, db, fold, model, task, images, labels, subjects, train_rows, n_classes, dev, data_all.classes, extra)
         epochs, lr_factor = cfg["fes_da"]["epochs"], (lambda epoch: 1.0)
@@ -314,7 +315,7 @@ def _prepare_fes_da(cfg, db, fold, model, task, images, labels, subjects, train_
     from fersnet.training import checkpoint as ck
     from fersnet.training import fes_da as fes_da_mod
 
-    src_dir = paths.run_dir(cfg, db, "fersnet", fold)
+    src_dir = paths.run_dir(cfg, db, catalog.model(model).fine_tunes, fold)
     if not (src_dir / paths.METRICS).is_file() or not (src_dir / paths.CHECKPOINT).is_file():
         raise TrainingError(f"{src_dir}: no finished fersnet run; {model} fine-tunes it, so run "
                             f"`fersnet train --db {db} --model fersnet --fold {fold}` first")

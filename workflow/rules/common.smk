@@ -12,9 +12,11 @@ from snakemake.exceptions import WorkflowError
 # checkout's fersnet even when the package is not installed into the running Python.
 sys.path.insert(0, str(Path(workflow.basedir)))
 
+from fersnet import catalog  # noqa: E402
 from fersnet import config as fconfig  # noqa: E402
 from fersnet import gpu_slots, paths  # noqa: E402
 from fersnet import workflow as fwork  # noqa: E402
+from fersnet.models import registry  # noqa: E402
 from fersnet.reports import contents as report_contents  # noqa: E402
 from fersnet.tracking import markers  # noqa: E402
 
@@ -38,6 +40,10 @@ def resolve_config(raw):
 
 _RAW, CFG = resolve_config(config)
 config.update(_RAW)              # Snakemake's `config`: params.yaml under the command line, as before
+try:  # external models are built and tried once now: a broken one stops the run before any job
+    registry.check_plugins(CFG)
+except fconfig.ConfigError as e:
+    raise WorkflowError(f"fersnet: {e}") from None
 PROFILE = CFG["profile"]
 # The params of this run, resolved once now: every job reads this snapshot, so an edit of
 # params.yaml during the run reaches none of its jobs (checked again at the end, Snakefile).
@@ -48,8 +54,8 @@ MODELS = list(CFG["models"])
 FOLDS = list(range(CFG["n_folds"]))
 SEEDS = list(CFG["seeds"])
 # Models whose generator is scored (fes_da and fes_da_real share fersnet's generator; fersnet/cli.py `score`).
-SCORED = [m for m in MODELS if m in ("fersnet", "no_mtl", "no_convflu", "stargan")]
-TRACKED_MODELS = MODELS + ["judge"]
+SCORED = [m for m in MODELS if m in catalog.generators()]
+TRACKED_MODELS = catalog.tracked_models(MODELS)
 
 # Jobs call the `fersnet` CLI installed next to the Python running Snakemake (the project's venv),
 # found through PATH so that the interpreter's location is not a rerun-triggering rule param.

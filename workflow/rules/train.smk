@@ -63,7 +63,7 @@ for _group in FOLD_GROUPS:
         output:
             [scores_file("{db}", "{model}", k) for k in _group],
         wildcard_constraints:
-            model="fersnet|no_mtl|no_convflu|stargan",
+            model="|".join(catalog.generators()),
         log:
             f"logs/score/{{db}}_{{model}}_seed{{seed}}_{_tag}.log",
         benchmark:

@@ -159,16 +159,15 @@ class Reading:
 
 def read(cfg: dict, db: str, root, bad: BadInput) -> Reading:
     """Read database `db` under `root` with the configured protocol."""
-    from fersnet.data.readers import ckplus, mmi, oulu
-    readers = {"ckplus": ckplus.read, "oulu": oulu.read, "mmi": mmi.read}
-    if db not in readers:
-        raise DataError(f"unknown database {db!r}; allowed: {', '.join(readers)}")
+    from fersnet import catalog
+    if db not in catalog.DATABASES:
+        raise DataError(f"unknown database {db!r}; allowed: {', '.join(catalog.DATABASES)}")
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: database root not found (params data.{db}.root or --root)")
     if not root.is_dir():
         raise DataError(f"{root}: database root is not a folder")
-    return readers[db](cfg, root, bad)
+    return catalog.load(catalog.database(db).reader, f"database {db}")(cfg, root, bad)
 
 
 def is_junk(path: Path) -> bool:

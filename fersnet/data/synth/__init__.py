@@ -9,18 +9,17 @@ import shutil
 import time
 from pathlib import Path
 
-from fersnet import ownership
+from fersnet import catalog, ownership
 from fersnet.errors import DataError, writing
 
 HOW = "pick another --out (or params synth.out), or empty it"
 
 
 def _writer(db: str):
-    from fersnet.data.synth import ckplus, mmi, oulu
-    try:
-        return {"ckplus": ckplus.write, "oulu": oulu.write, "mmi": mmi.write}[db]
-    except KeyError:
-        raise DataError(f"synth: unknown database {db!r}; allowed: ckplus, oulu, mmi") from None
+    """The stand-in writer the catalogue names for `db`."""
+    if db not in catalog.DATABASES:
+        raise DataError(f"synth: unknown database {db!r}; allowed: {', '.join(catalog.DATABASES)}")
+    return catalog.load(catalog.database(db).writer, f"database {db}")
 
 
 def write_database(cfg: dict, db: str, out) -> dict:

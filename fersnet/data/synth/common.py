@@ -6,11 +6,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fersnet import catalog
 from fersnet.data.readers import opencv_path
 from fersnet.data.synth import render as R
 from fersnet.errors import DataError
 
-DB_CODES = {"ckplus": 1, "oulu": 2, "mmi": 3}
 
 # Magic bytes of the junk files the real archives carry (macOS Finder, Windows thumbnails).
 JUNK = {".DS_Store": b"\x00\x00\x00\x01Bud1" + bytes(26),
@@ -25,7 +25,7 @@ COMPONENTS = sorted({k for apex in R.APEX.values() for k in apex})
 def rng_for(seed: int, db: str, *ids: int) -> np.random.Generator:
     """An independent stream per (seed, database, subject, sequence, ...): the output of one
     subject does not depend on how many others are written before it."""
-    return np.random.default_rng([int(seed), DB_CODES[db], *map(int, ids)])
+    return np.random.default_rng([int(seed), catalog.database(db).synth_code, *map(int, ids)])
 
 
 def scaled(size_wh: tuple[int, int], scale: float, even: bool = False) -> tuple[int, int]:
