@@ -6,6 +6,7 @@ run, tests/test_preprocess.py); unexpected entries stop it with `data.check_coun
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,8 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fersnet import cli
-from fersnet.data import labels
+from fersnet import catalog, cli
 from fersnet.data.preprocess import preprocess
 from fersnet.data.readers import PassedOver
 from native_trees import emotion_xml, make_ckplus, make_mmi, make_oulu, shape68, write_landmarks
@@ -371,7 +371,8 @@ def test_check_counts_error_stops_on_an_unusable_face_crop_naming_it(test_cfg, t
     # counts as the protocol's, as a complete copy would pass it.
     test_cfg["data"]["check_counts"] = "error"
     db, root = build(tmp_path)
-    monkeypatch.setitem(labels.PROTOCOL_COUNTS, db, (3 if db == "ckplus" else 4, 3 if db == "ckplus" else 2))
+    counts = (3 if db == "ckplus" else 4, 3 if db == "ckplus" else 2)
+    monkeypatch.setitem(catalog.DATABASES, db, dataclasses.replace(catalog.DATABASES[db], protocol_counts=counts))
     with pytest.raises(PassedOver) as e:
         preprocess(test_cfg, db, root=root, out=tmp_path / "out")
     assert entry in str(e.value) and reason in str(e.value) and "data.check_counts is `error`" in str(e.value)
