@@ -96,6 +96,31 @@ def processed_hash(folder: Path) -> str:
     return hash_files(data_files(folder))[:16]
 
 
+def raw_manifest(root: Path) -> str:
+    """A cheap hash of a database root as it is now: the relative path, size and mtime (ns) of
+    every file under it, not their content (docs/decisions.md, "Raw data manifest").
+
+    preprocess records it (summary.json `raw_manifest`); `fersnet status` and the workflow compare it
+    with the root's manifest today, so replacing, adding or removing any file re-runs preprocess.
+    Every file counts, hidden ones included (a reader may report them as passed over).
+    """
+    root = Path(root)
+    h = hashlib.sha256()
+    n = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            f = Path(dirpath) / name
+            try:
+                st = f.stat()
+            except OSError:
+                continue                                  # a dangling link: no file to read
+            rel = f.relative_to(root).as_posix()
+            h.update(rel.encode("utf-8", "surrogateescape") + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            n += 1
+    return f"{n}:{h.hexdigest()[:16]}"
+
+
 # --- what each job reads ------------------------------------------------------------------------
 def _section(cfg: dict, name: str, keys) -> object:
     value = cfg[name]
@@ -164,6 +189,16 @@ def data_state(cfg: dict, db: str) -> str:
         summary = json.loads(summary_file.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise FersnetError(f"{summary_file}: unreadable ({e}); re-run `fersnet preprocess --db {db}`") from None
+    differ = data_settings_differ(cfg, db, summary)
+    if differ:
+        raise FersnetError(f"{folder} was made with other settings than params now give ({'; '.join(differ)}); "
+                           f"re-run `fersnet preprocess --db {db}` (the workflow does this itself)")
+    return summary.get("data_hash") or processed_hash(folder)
+
+
+def data_settings_differ(cfg: dict, db: str, summary: dict) -> list[str]:
+    """The `data.<db>` / `preprocess` / `n_folds` settings that differ between what the processed
+    data was made with (summary.json `protocol`) and what params give now, as `key: old -> new`."""
     made_with = summary.get("protocol") or {}
     wanted = {**{f"data.{db}.{k}": v for k, v in cfg["data"][db].items()},
               **{f"preprocess.{k}": cfg["preprocess"][k] for k in ("size", "margin", "grayscale", "no_face")},
@@ -171,12 +206,8 @@ def data_state(cfg: dict, db: str) -> str:
     recorded = {**{f"data.{db}.{k}": made_with.get(k) for k in cfg["data"][db]},
                 **{f"preprocess.{k}": made_with.get(k) for k in ("size", "margin", "grayscale", "no_face")},
                 "n_folds": made_with.get("n_folds")}
-    differ = [f"{k}: {recorded[k]!r} -> {wanted[k]!r}" for k in wanted
-              if k in recorded and recorded[k] is not None and _norm(recorded[k]) != _norm(wanted[k])]
-    if differ:
-        raise FersnetError(f"{folder} was made with other settings than params now give ({'; '.join(differ)}); "
-                           f"re-run `fersnet preprocess --db {db}` (the workflow does this itself)")
-    return summary.get("data_hash") or processed_hash(folder)
+    return [f"{k}: {recorded[k]!r} -> {wanted[k]!r}" for k in wanted
+            if k in recorded and recorded[k] is not None and _norm(recorded[k]) != _norm(wanted[k])]
 
 
 def _norm(value):
