@@ -61,7 +61,38 @@ def file_sha256(path: Path) -> str:
     """sha256 of a file's content; computed once per process for an unchanged file (same inode,
     size and mtime), since a batched job fingerprints the same checkpoints and weights per fold."""
     st = os.stat(path)
-    return _sha256_of(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    return KNOWN_HASHES.get(key) or _sha256_of(*key)
+
+
+# Hashes of files known without reading them: (resolved path, inode, size, mtime_ns) -> hash, filled
+# only for the duration of `known_hashes` (fersnet.status: a checkpoint not modified since a result
+# recorded its hash is the file it read).
+KNOWN_HASHES: dict = {}
+
+
+class known_hashes:
+    """`with known_hashes({path: hash}): ...`: file_sha256 answers these files' current state with
+    the given hashes instead of reading them."""
+
+    def __init__(self, hashes: dict):
+        self.keys = []
+        for path, value in hashes.items():
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+            KNOWN_HASHES[key] = value
+            self.keys.append(key)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for key in self.keys:
+            KNOWN_HASHES.pop(key, None)
+        return False
 
 
 @functools.lru_cache(maxsize=256)

@@ -18,6 +18,7 @@ No torch or pandas imports: the workflow runs this at every start.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +152,26 @@ def _upstream(r: Result, index: dict) -> list[Result]:
     return []
 
 
+def _unchanged_inputs(r: Result, old: dict | None) -> dict:
+    """The recorded hashes of the files `r` read (checkpoints) that were not modified after `r`'s done
+    file was written: those are the files it read, so they are not read again to be hashed (a
+    paper-scale grid's checkpoints are gigabytes, and the workflow runs this at every start). A
+    checkpoint replaced since (a re-made run) is newer, and is hashed."""
+    inputs = (old or {}).get("inputs") or {}
+    try:
+        made = r.done.stat().st_mtime_ns
+    except OSError:
+        return {}
+    out = {}
+    for path, value in inputs.items():
+        try:
+            if isinstance(value, str) and os.stat(path).st_mtime_ns <= made:
+                out[path] = value
+        except OSError:
+            continue
+    return out
+
+
 def _reasons(old: dict | None, fp: provenance.Fingerprint) -> list[str]:
     if not old:
         return ["params", "data"]                       # nothing recorded: nothing can be trusted
@@ -171,13 +192,14 @@ def _check_job(cfg: dict, r: Result, data: Result, index: dict, code_now: str) -
         r.state, r.reasons = STALE, ["data"]
         r.why = f"the processed data of {r.db} is {data.state}" + (f" ({', '.join(data.reasons)})" if data.reasons else "")
         return
+    old = _read(r.done.parent / provenance.PROVENANCE)
     try:
-        fp = fingerprint_of(cfg, r)
+        with provenance.known_hashes(_unchanged_inputs(r, old)):
+            fp = fingerprint_of(cfg, r)
     except FersnetError as e:
         r.state, r.reasons, r.why = STALE, ["data"], str(e)
         return
     if result.get("fingerprint") != fp.digest:
-        old = _read(r.done.parent / provenance.PROVENANCE)
         r.state, r.reasons = STALE, _reasons(old, fp)
         r.why = "; ".join(provenance.differences(old, fp.parts)) if old else "no fingerprint recorded"
         return
@@ -240,36 +262,46 @@ def main(cfg: dict, args) -> None:
 
 
 # --- the workflow's check before it plans -----------------------------------------------------
-def databases_reached(targets, databases) -> list[str]:
-    """The databases a Snakemake run's targets reach: a database rule (ckplus) or a file under a
-    database's folders names one; no target, or any other rule (all, all_folds), reaches all."""
-    reached = set()
-    for t in targets or ():
-        hit = [db for db in databases if db == t or db in Path(str(t)).parts]
-        if not hit:
-            return list(databases)
-        reached.update(hit)
-    return [db for db in databases if db in reached] if reached else list(databases)
+# Which kinds of result a workflow target rule makes; any other target (all, a database rule, a file)
+# may reach every kind.
+RULE_KINDS = {"all_folds": {"preprocess", "train", "judge"}}
 
 
-def workflow_forcerun(cfg: dict, targets=()) -> tuple[list[str], str | None]:
-    """The output files the workflow must re-make although Snakemake would keep them (a result whose
-    fingerprint is not the one params.yaml implies: made by hand with other params, from data or
-    raw files that changed, or by a CLI run that escaped Snakemake's own records), and a message
-    naming each of them with why; ([], None) when every existing result is current.
+def reached(r: Result, targets, databases) -> bool:
+    """Whether a Snakemake run of `targets` can need result `r`: a database rule (ckplus) or a file
+    under a database's folders names that database, `all_folds` makes no scores, and no target or
+    any other rule (all, all_scores) reaches everything."""
+    if not targets:
+        return True
+    for t in targets:
+        t = str(t)
+        dbs = [db for db in databases if db == t or db in Path(t).parts]
+        if dbs and r.db not in dbs:
+            continue
+        if r.kind in RULE_KINDS.get(t, {r.kind}):
+            return True
+    return False
 
-    They are given to Snakemake as `--forcerun` files: the job re-runs, and so does everything
-    that reads it (docs/decisions.md, "Stale results are re-made"). Code-only staleness is not
-    re-made (a new commit re-runs nothing by itself; docs/architecture.md).
-    """
-    results = check(cfg, databases_reached(targets, cfg["databases"]))
-    remake = [r for r in results if r.remake]
-    if not remake:
+
+def workflow_forcerun(stale: list[Result], targets, databases) -> tuple[list[str], str | None]:
+    """The done files of `stale` results a Snakemake run of `targets` must re-make (Snakemake's
+    `--forcerun` files: each job re-runs, and so does everything that reads it), and a message naming
+    each with why; ([], None) when there is none. docs/decisions.md, "Stale results are re-made"."""
+    chosen = [r for r in stale if reached(r, targets, databases)]
+    if not chosen:
         return [], None
-    lines = [f"fersnet: {len(remake)} result(s) on disk are not what params.yaml and the data make now; "
+    lines = [f"fersnet: {len(chosen)} result(s) on disk are not what params.yaml and the data make now; "
              "re-making them (and what reads them):"]
-    lines += [f"  {r.label}: {r.why}" for r in remake]
-    return [str(r.done) for r in remake], "\n".join(lines)
+    lines += [f"  {r.label}: {r.why}" for r in chosen]
+    return [str(r.done) for r in chosen], "\n".join(lines)
+
+
+def stale_for_workflow(cfg: dict) -> list[Result]:
+    """The results a workflow run re-makes although Snakemake would keep them: those whose
+    fingerprint is not the one params.yaml and the data imply now (made by hand with other params,
+    from data or raw files changed since, or by a CLI run that escaped Snakemake's own records).
+    Code-only staleness is not among them: a new commit re-runs nothing by itself."""
+    return [r for r in check(cfg) if r.remake]
 
 
 def not_current(cfg: dict) -> list[dict]:
@@ -291,25 +323,44 @@ def lock_file(folder) -> Path:
 
 class writer_lock:
     """Hold the writer lock of a result folder for a job's lifetime; a second writer (a CLI run
-    beside a workflow job of the same fold) is refused at once, naming the folder and the holder."""
+    beside a workflow job of the same fold) is refused at once, naming the folder.
+
+    An fcntl lock on `lock_file(folder)`, removed on release (while still held, so that a writer
+    that opened the old file sees it gone and tries again); a killed holder's lock is released by
+    the kernel and its file is taken over by the next writer.
+    """
 
     def __init__(self, folder, who: str):
         self.folder, self.who = Path(folder), who
-        self._lock = None
+        self.path = lock_file(folder)
+        self._fd = None
 
     def __enter__(self):
-        import filelock
-        path = lock_file(self.folder)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = filelock.FileLock(str(path), timeout=0)
-        try:
-            self._lock.acquire()
-        except filelock.Timeout:
-            raise FersnetError(f"{self.folder} is being written by another fersnet job now (it holds {path}); "
-                               f"{self.who} refused: wait for that job to end, then run again") from None
-        return self
+        import fcntl
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise FersnetError(f"{self.folder} is being written by another fersnet job now (it holds "
+                                   f"{self.path}); {self.who} refused: wait for that job to end, then run "
+                                   "again") from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return self
+            os.close(fd)                  # removed by the writer that held it: take the new file
 
     def __exit__(self, *exc):
-        self._lock.release()
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
         return False
-

@@ -78,12 +78,34 @@ def test_jobrun_without_a_command_prints_its_usage_and_fails(capsys):
     assert "usage" in capsys.readouterr().err
 
 
-def test_the_databases_a_workflow_target_reaches():
-    dbs = ["ckplus", "oulu", "mmi"]
-    assert status.databases_reached([], dbs) == dbs
-    assert status.databases_reached(["all_folds"], dbs) == dbs
-    assert status.databases_reached(["oulu"], dbs) == ["oulu"]
-    assert status.databases_reached(["results/mmi/fersnet/seed0/fold0/metrics.json", "ckplus"], dbs) == ["ckplus", "mmi"]
+def test_which_stale_results_a_workflow_target_reaches():
+    grid = status.expected({"databases": ["ckplus", "mmi"], "seeds": [0], "n_folds": 1, "models": ["fersnet"],
+                            "preprocess": {"out": "data/processed"}, "paths": {"results": "results"}})
+    def reached(*targets):
+        return sorted({(r.db, r.kind) for r in grid if status.reached(r, targets, ["ckplus", "mmi"])})
+    every = sorted({(r.db, r.kind) for r in grid})
+    assert reached() == reached("all") == reached("all_scores") == every
+    assert reached("mmi") == [("mmi", k) for k in ("judge", "preprocess", "score", "train")]
+    assert reached("all_folds") == [(db, k) for db in ("ckplus", "mmi") for k in ("judge", "preprocess", "train")]
+    assert reached("results/ckplus/fersnet/seed0/fold0/metrics.json") == [("ckplus", k) for k in ("judge", "preprocess", "score", "train")]
+    files, message = status.workflow_forcerun(grid[:2], ["mmi"], ["ckplus", "mmi"])
+    assert files == [] and message is None
+
+
+def test_a_second_writer_of_a_result_folder_is_refused_and_the_lock_goes_with_the_first(tmp_path):
+    folder = tmp_path / "results" / "ckplus" / "fersnet" / "seed0" / "fold0"
+    with status.writer_lock(folder, "fersnet train"):
+        assert status.lock_file(folder).is_file()
+        with pytest.raises(status.FersnetError, match="fold0 is being written by another fersnet job now"):
+            with status.writer_lock(folder, "fersnet train"):
+                pass
+        other = tmp_path / "results" / "ckplus" / "fersnet" / "seed0" / "fold1"
+        with status.writer_lock(other, "fersnet train"):           # another fold: its own lock
+            pass
+    assert not status.lock_file(folder).exists()
+    status.lock_file(folder).write_text("")                         # left by a killed writer: no lock held
+    with status.writer_lock(folder, "fersnet train"):
+        pass
 
 
 # --- fersnet status on a real grid ----------------------------------------------------------------

@@ -241,22 +241,28 @@ JOBRUN = f"{shlex.quote(sys.executable)} -m fersnet.jobrun"
 # --- stale results (fersnet/status.py; docs/decisions.md, "Stale results are re-made") -----------
 # Before Snakemake plans: every existing result whose fingerprint is not the one params.yaml and the
 # data imply now (made by hand with other params, from raw files or data that changed since, or by a
-# CLI run whose outputs Snakemake has no record of) is handed to Snakemake as a --forcerun file, so
-# that it and whatever reads it are re-made. Skipped inside a job of a remote executor.
+# CLI run whose outputs Snakemake has no record of) is added to --forcerun when the run's targets
+# reach it, so that it and whatever reads it are re-made. Skipped inside a job of a remote executor.
 from fersnet import status as fstatus  # noqa: E402
 
 
-def force_stale_results():
-    settings = getattr(workflow, "dag_settings", None)
-    if settings is None or workflow.remote_exec or workflow.subprocess_exec:
-        return
+def stale_results():
+    if workflow.remote_exec or workflow.subprocess_exec:
+        return []
     try:
-        files, message = fstatus.workflow_forcerun(CFG, settings.targets)
+        return fstatus.stale_for_workflow(CFG)
     except fconfig.FersnetError as e:
         raise WorkflowError(f"fersnet: {e}") from None
-    if files:
+
+
+STALE_RESULTS = stale_results()
+
+
+def forced_stale_files(settings):
+    files, message = fstatus.workflow_forcerun(STALE_RESULTS, settings.targets, DATABASES)
+    if message:
         print(message, file=sys.stderr)
-        settings.forcerun = frozenset(set(settings.forcerun) | set(files))
+    return files
 
 
-force_stale_results()
+fwork.force_when_planning(workflow, forced_stale_files)
