@@ -267,14 +267,32 @@ def main(cfg: dict, args) -> None:
 RULE_KINDS = {"all_folds": {"preprocess", "train", "judge"}}
 
 
-def reached(r: Result, targets, databases) -> bool:
-    """Whether a Snakemake run of `targets` can need result `r`: a database rule (ckplus) or a file
-    under a database's folders names that database, `all_folds` makes no scores, and no target or
-    any other rule (all, all_scores) reaches everything."""
+def _reads(t: Result, r: Result) -> bool:
+    """Whether result `t` is made from result `r` (directly or not)."""
+    if r.db != t.db:
+        return False
+    if r.kind == "preprocess":
+        return t.kind != "preprocess"
+    if (r.seed, r.fold) != (t.seed, t.fold):
+        return False
+    if t.kind == "score":
+        return r.kind == "judge" or (r.kind == "train" and r.model == t.model)
+    return t.kind == "train" and t.model in FINE_TUNED and r.kind == "train" and r.model == "fersnet"
+
+
+def reached(r: Result, targets, databases, grid=()) -> bool:
+    """Whether a Snakemake run of `targets` can need result `r`. A file target that is a result of
+    `grid` needs that result and what it is made from; another file (a pooled score, a processed
+    file) or a database rule (ckplus) needs that database's results; `all_folds` makes no scores;
+    no target or any other rule (all, all_scores) needs everything."""
     if not targets:
         return True
-    for t in targets:
-        t = str(t)
+    by_file = {str(x.done): x for x in grid}
+    for t in map(str, targets):
+        if t in by_file:
+            if by_file[t].label == r.label or _reads(by_file[t], r):
+                return True
+            continue
         dbs = [db for db in databases if db == t or db in Path(t).parts]
         if dbs and r.db not in dbs:
             continue
@@ -283,11 +301,12 @@ def reached(r: Result, targets, databases) -> bool:
     return False
 
 
-def workflow_forcerun(stale: list[Result], targets, databases) -> tuple[list[str], str | None]:
+def workflow_forcerun(cfg: dict, stale: list[Result], targets) -> tuple[list[str], str | None]:
     """The done files of `stale` results a Snakemake run of `targets` must re-make (Snakemake's
     `--forcerun` files: each job re-runs, and so does everything that reads it), and a message naming
     each with why; ([], None) when there is none. docs/decisions.md, "Stale results are re-made"."""
-    chosen = [r for r in stale if reached(r, targets, databases)]
+    grid = expected(cfg) if targets else ()
+    chosen = [r for r in stale if reached(r, targets, cfg["databases"], grid)]
     if not chosen:
         return [], None
     lines = [f"fersnet: {len(chosen)} result(s) on disk are not what params.yaml and the data make now; "

@@ -79,16 +79,24 @@ def test_jobrun_without_a_command_prints_its_usage_and_fails(capsys):
 
 
 def test_which_stale_results_a_workflow_target_reaches():
-    grid = status.expected({"databases": ["ckplus", "mmi"], "seeds": [0], "n_folds": 1, "models": ["fersnet"],
-                            "preprocess": {"out": "data/processed"}, "paths": {"results": "results"}})
+    cfg = {"databases": ["ckplus", "mmi"], "seeds": [0], "n_folds": 2, "models": ["fersnet", "fes_da"],
+           "preprocess": {"out": "data/processed"}, "paths": {"results": "results"}}
+    grid = status.expected(cfg)
+
     def reached(*targets):
-        return sorted({(r.db, r.kind) for r in grid if status.reached(r, targets, ["ckplus", "mmi"])})
-    every = sorted({(r.db, r.kind) for r in grid})
+        return sorted({r.label for r in grid if status.reached(r, targets, cfg["databases"], grid)})
+    every = sorted(r.label for r in grid)
     assert reached() == reached("all") == reached("all_scores") == every
-    assert reached("mmi") == [("mmi", k) for k in ("judge", "preprocess", "score", "train")]
-    assert reached("all_folds") == [(db, k) for db in ("ckplus", "mmi") for k in ("judge", "preprocess", "train")]
-    assert reached("results/ckplus/fersnet/seed0/fold0/metrics.json") == [("ckplus", k) for k in ("judge", "preprocess", "score", "train")]
-    files, message = status.workflow_forcerun(grid[:2], ["mmi"], ["ckplus", "mmi"])
+    assert reached("mmi") == sorted(r.label for r in grid if r.db == "mmi")
+    assert reached("all_folds") == sorted(r.label for r in grid if r.kind != "score")
+    # a result file: itself and what it is made from
+    assert reached("results/ckplus/fersnet/seed0/fold1/synthesis/scores.json") == sorted([
+        "preprocess ckplus", "train ckplus/fersnet/seed0/fold1", "judge ckplus/judge/seed0/fold1",
+        "score ckplus/fersnet/seed0/fold1"])
+    assert reached("results/ckplus/fes_da/seed0/fold0/metrics.json") == sorted([
+        "preprocess ckplus", "train ckplus/fersnet/seed0/fold0", "train ckplus/fes_da/seed0/fold0"])
+    assert reached("data/processed/ckplus/summary.json") == ["preprocess ckplus"]
+    files, message = status.workflow_forcerun(cfg, grid[:2], ["mmi"])
     assert files == [] and message is None
 
 

@@ -259,7 +259,7 @@ STALE_RESULTS = stale_results()
 
 
 def forced_stale_files(settings):
-    files, message = fstatus.workflow_forcerun(STALE_RESULTS, settings.targets, DATABASES)
+    files, message = fstatus.workflow_forcerun(CFG, STALE_RESULTS, settings.targets)
     if message:
         print(message, file=sys.stderr)
     return files
