@@ -25,11 +25,10 @@ from pathlib import Path
 from fersnet import paths, provenance
 from fersnet.config import FINE_TUNED, with_seed
 from fersnet.errors import FersnetError
+from fersnet.metrics.score import GENERATORS as SCORED   # the generators whose synthesis is scored
 
 CURRENT, STALE, MISSING = "current", "stale", "missing"
 REASONS = ("params", "data", "code")
-# The generators whose synthesis is scored (the workflow's SCORED; fersnet.metrics.score.GENERATORS).
-SCORED = ("fersnet", "no_mtl", "no_convflu", "stargan")
 
 
 @dataclass
