@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from fersnet import jobrun, provenance, status
-from test_workflow import BIN, _set_params, job_counts, make_project, run_cli, snakemake
+from test_workflow import BIN, _set_params, job_counts, make_project, run, run_cli, snakemake
 
 FOLD = "results/ckplus/fersnet/seed0/fold{}"
 
@@ -237,3 +237,24 @@ def test_a_workflow_job_on_a_fold_a_cli_run_is_writing_is_refused_and_its_log_sa
         cli.send_signal(signal.SIGKILL)
         cli.wait()
     assert not (proj / target).exists()
+
+
+@pytest.mark.slow
+def test_dvc_repro_reprocesses_a_replaced_raw_image_so_dvc_lock_records_what_was_processed(tmp_path):
+    proj = small_project(tmp_path)
+    dvc = [str(BIN / "dvc"), "repro", "preprocess@ckplus"]
+    first = run(dvc, proj, timeout=600)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    root = proj / "data/synthetic/ckplus"
+    summary = proj / "data/processed/ckplus/summary.json"
+    assert json.loads(summary.read_text())["raw_manifest"] == provenance.raw_manifest(root)
+    lock_before = (proj / "dvc.lock").read_text()
+
+    replace_one_raw_image(proj)
+    again = run(dvc, proj, timeout=600)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "preprocess ckplus: files under data/synthetic/ckplus changed since it was processed" in again.stderr + again.stdout
+    assert json.loads(summary.read_text())["raw_manifest"] == provenance.raw_manifest(root)   # processed now
+    assert (proj / "dvc.lock").read_text() != lock_before
+    status_now = run([str(BIN / "dvc"), "status", "preprocess@ckplus"], proj)
+    assert "up to date" in status_now.stdout, status_now.stdout
