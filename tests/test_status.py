@@ -143,6 +143,15 @@ def test_status_lists_current_stale_params_stale_data_and_missing_results(tmp_pa
     assert text.returncode == 0
     assert text.stdout.strip().splitlines()[-1] == "9 results: 2 current, 2 stale (params 1, data 1), 5 missing"
 
+    # made by another code version (what metrics.json records): stale (code), listed, not re-made
+    done = proj / FOLD.format(0) / "metrics.json"
+    done.write_text(json.dumps(dict(json.loads(done.read_text()), code_version="0123abc")))
+    code = states(proj)["train ckplus/fersnet/seed0/fold0"]
+    assert code["state"] == "stale" and code["reasons"] == ["code"] and "made by 0123abc" in code["why"], code
+    listed = run_cli(proj, "status", "--stale-only").stdout
+    line = next(x for x in listed.splitlines() if "train ckplus/fersnet/seed0/fold0" in x)
+    assert line.startswith("stale (code)") and "re-make" not in line, line
+
     # one raw image replaced: the processed data and everything made from it are stale (data)
     replace_one_raw_image(proj)
     got = states(proj)
