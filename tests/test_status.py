@@ -100,6 +100,26 @@ def test_which_stale_results_a_workflow_target_reaches():
     assert files == [] and message is None
 
 
+def test_the_stale_files_join_forcerun_when_snakemake_assigns_its_settings():
+    from dataclasses import dataclass as dc
+
+    from snakemake.settings.types import DAGSettings
+
+    from fersnet.workflow import force_when_planning
+
+    @dc
+    class Workflow:                    # as snakemake.workflow.Workflow: a dataclass field, None at parse time
+        dag_settings: DAGSettings | None = None
+
+    wf = Workflow()
+    seen = []
+    force_when_planning(wf, lambda settings: seen.append(set(settings.targets)) or ["results/a/metrics.json"])
+    force_when_planning(wf, lambda settings: ["never"])                # installed once
+    wf.dag_settings = DAGSettings(targets=frozenset({"ckplus"}), forcerun=frozenset({"preprocess"}))
+    assert wf.dag_settings.forcerun == {"preprocess", "results/a/metrics.json"}
+    assert seen == [{"ckplus"}] and isinstance(wf, Workflow)
+
+
 def test_a_second_writer_of_a_result_folder_is_refused_and_the_lock_goes_with_the_first(tmp_path):
     folder = tmp_path / "results" / "ckplus" / "fersnet" / "seed0" / "fold0"
     with status.writer_lock(folder, "fersnet train"):
