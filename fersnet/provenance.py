@@ -133,12 +133,23 @@ def raw_manifest(root: Path) -> str:
 
     preprocess records it (summary.json `raw_manifest`); `fersnet status` and the workflow compare it
     with the root's manifest today, so replacing, adding or removing any file re-runs preprocess.
-    Every file counts, hidden ones included (a reader may report them as passed over).
+    Every file counts, hidden ones included (a reader may report them as passed over); linked
+    folders are followed, each folder once (a link loop ends).
     """
     root = Path(root)
     h = hashlib.sha256()
     n = 0
+    seen = set()                                          # linked folders are followed, each once
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames.sort()
         for name in sorted(filenames):
             f = Path(dirpath) / name

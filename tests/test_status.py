@@ -54,7 +54,14 @@ def test_raw_manifest_changes_with_any_file_under_the_root_and_not_otherwise(tmp
     touched = provenance.raw_manifest(root)
     assert touched != first
     (root / "S1" / "001" / "b.png").write_bytes(b"two")                       # a file added
-    assert provenance.raw_manifest(root) not in (first, touched)
+    added = provenance.raw_manifest(root)
+    assert added not in (first, touched) and added.startswith("2:")
+    (root / "S1" / "loop").symlink_to(root)                                  # a link loop: each folder once
+    assert provenance.raw_manifest(root).startswith("2:")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "c.png").write_bytes(b"three")
+    (root / "S2").symlink_to(tmp_path / "elsewhere")                         # a linked folder: followed
+    assert provenance.raw_manifest(root).startswith("3:")
 
 
 @pytest.mark.parametrize("code, last", [
