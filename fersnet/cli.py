@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="compile tables, figures, summary.json and report.pdf from results on disk")
     _common(p)
 
+    p = sub.add_parser("status", help="list every result of the grid as current, stale (params, data, code) "
+                                      "or missing, with a summary line; run it before trusting a table")
+    _common(p); _db(p, multi=True)
+    p.add_argument("--stale-only", action="store_true", help="list only the results that are not current")
+    p.add_argument("--json", action="store_true", help="print the states as JSON")
+
     p = sub.add_parser("compare", help="compare models per database from MLflow (mean +- std over folds, and over seeds when there are several)")
     _common(p)
     p.add_argument("--experiment", help="only this experiment (database key)")
@@ -163,6 +169,7 @@ VERBS = {
     "score": ("fersnet.metrics.score", "main"),
     "pool": ("fersnet.metrics.score", "pool_main"),
     "report": ("fersnet.reports.report", "main"),
+    "status": ("fersnet.status", "main"),
     "compare": ("fersnet.tracking.compare", "main"),
     "track": ("fersnet.tracking.mlflow_log", "main"),
     "count-params": ("fersnet.models.registry", "count_params_main"),
@@ -171,6 +178,29 @@ VERBS = {
 
 TRACKED = ("train", "judge", "score")
 GPU_VERBS = ("train", "judge", "score")
+LOCKED = ("preprocess", "train", "judge", "score")      # one writer per result folder at a time
+
+
+def _result_folder(cfg: dict, args):
+    """The folder a job of a writing verb writes (its writer lock, fersnet.status.writer_lock)."""
+    from fersnet import paths
+    if getattr(args, "out", None):
+        return args.out
+    if args.verb == "preprocess":
+        return paths.processed_dir(cfg, args.db)
+    if args.verb == "judge":
+        return paths.judge_dir(cfg, args.db, args.fold)
+    if args.verb == "score":
+        return paths.synthesis_dir(cfg, args.db, args.model, args.fold)
+    return paths.run_dir(cfg, args.db, args.model, args.fold)
+
+
+def _call(fn, cfg: dict, args):
+    if args.verb not in LOCKED:
+        return fn(cfg, args)
+    from fersnet.status import writer_lock
+    with writer_lock(_result_folder(cfg, args), f"fersnet {args.verb}"):
+        return fn(cfg, args)
 
 
 def _track(cfg: dict, args) -> None:
@@ -188,14 +218,14 @@ def _run(fn, cfg: dict, args):
     """Run a verb; a verb given several folds runs once per fold (args.fold is one int inside)."""
     folds = getattr(args, "fold", None)
     if not isinstance(folds, list):
-        out = fn(cfg, args)
+        out = _call(fn, cfg, args)
         if args.verb in TRACKED and cfg["mlflow"]["enabled"]:
             _track(cfg, args)
         return out
     outs = {}
     for k in folds:
         one = argparse.Namespace(**{**vars(args), "fold": k})
-        outs[f"fold{k}"] = fn(cfg, one)
+        outs[f"fold{k}"] = _call(fn, cfg, one)
         if args.verb in TRACKED and cfg["mlflow"]["enabled"]:
             _track(cfg, one)
     return outs if len(folds) > 1 else outs[f"fold{folds[0]}"]

@@ -60,7 +60,38 @@ def file_sha256(path: Path) -> str:
     """sha256 of a file's content; computed once per process for an unchanged file (same inode,
     size and mtime), since a batched job fingerprints the same checkpoints and weights per fold."""
     st = os.stat(path)
-    return _sha256_of(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    return KNOWN_HASHES.get(key) or _sha256_of(*key)
+
+
+# Hashes of files known without reading them: (resolved path, inode, size, mtime_ns) -> hash, filled
+# only for the duration of `known_hashes` (fersnet.status: a checkpoint not modified since a result
+# recorded its hash is the file it read).
+KNOWN_HASHES: dict = {}
+
+
+class known_hashes:
+    """`with known_hashes({path: hash}): ...`: file_sha256 answers these files' current state with
+    the given hashes instead of reading them."""
+
+    def __init__(self, hashes: dict):
+        self.keys = []
+        for path, value in hashes.items():
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+            KNOWN_HASHES[key] = value
+            self.keys.append(key)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for key in self.keys:
+            KNOWN_HASHES.pop(key, None)
+        return False
 
 
 @functools.lru_cache(maxsize=256)
@@ -93,6 +124,42 @@ def data_files(folder: Path) -> list[Path]:
 def processed_hash(folder: Path) -> str:
     """Content hash of a processed database (written into summary.json by preprocess)."""
     return hash_files(data_files(folder))[:16]
+
+
+def raw_manifest(root: Path) -> str:
+    """A cheap hash of a database root as it is now: the relative path, size and mtime (ns) of
+    every file under it, not their content (docs/decisions.md, "Raw data manifest").
+
+    preprocess records it (summary.json `raw_manifest`); `fersnet status` and the workflow compare it
+    with the root's manifest today, so replacing, adding or removing any file re-runs preprocess.
+    Every file counts, hidden ones included (a reader may report them as passed over); linked
+    folders are followed, each folder once (a link loop ends).
+    """
+    root = Path(root)
+    h = hashlib.sha256()
+    n = 0
+    seen = set()                                          # linked folders are followed, each once
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        for name in sorted(filenames):
+            f = Path(dirpath) / name
+            try:
+                st = f.stat()
+            except OSError:
+                continue                                  # a dangling link: no file to read
+            rel = f.relative_to(root).as_posix()
+            h.update(rel.encode("utf-8", "surrogateescape") + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            n += 1
+    return f"{n}:{h.hexdigest()[:16]}"
 
 
 # --- what each job reads ------------------------------------------------------------------------
@@ -165,6 +232,16 @@ def data_state(cfg: dict, db: str) -> str:
         summary = json.loads(summary_file.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise FersnetError(f"{summary_file}: unreadable ({e}); re-run `fersnet preprocess --db {db}`") from None
+    differ = data_settings_differ(cfg, db, summary)
+    if differ:
+        raise FersnetError(f"{folder} was made with other settings than params now give ({'; '.join(differ)}); "
+                           f"re-run `fersnet preprocess --db {db}` (the workflow does this itself)")
+    return summary.get("data_hash") or processed_hash(folder)
+
+
+def data_settings_differ(cfg: dict, db: str, summary: dict) -> list[str]:
+    """The `data.<db>` / `preprocess` / `n_folds` settings that differ between what the processed
+    data was made with (summary.json `protocol`) and what params give now, as `key: old -> new`."""
     made_with = summary.get("protocol") or {}
     wanted = {**{f"data.{db}.{k}": v for k, v in cfg["data"][db].items()},
               **{f"preprocess.{k}": cfg["preprocess"][k] for k in ("size", "margin", "grayscale", "no_face")},
@@ -174,12 +251,8 @@ def data_state(cfg: dict, db: str) -> str:
                 "n_folds": made_with.get("n_folds"),
                 # data processed before `folds.rule` existed was cut round-robin (its `fold_rule` text says so)
                 "folds.rule": made_with.get("folds_rule") or ("round_robin" if made_with.get("fold_rule") else None)}
-    differ = [f"{k}: {recorded[k]!r} -> {wanted[k]!r}" for k in wanted
-              if k in recorded and recorded[k] is not None and _norm(recorded[k]) != _norm(wanted[k])]
-    if differ:
-        raise FersnetError(f"{folder} was made with other settings than params now give ({'; '.join(differ)}); "
-                           f"re-run `fersnet preprocess --db {db}` (the workflow does this itself)")
-    return summary.get("data_hash") or processed_hash(folder)
+    return [f"{k}: {recorded[k]!r} -> {wanted[k]!r}" for k in wanted
+            if k in recorded and recorded[k] is not None and _norm(recorded[k]) != _norm(wanted[k])]
 
 
 def _norm(value):

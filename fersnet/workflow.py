@@ -128,3 +128,32 @@ def write_manifest(inputs, output) -> None:
     tmp = ownership.temp_path(out)
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(out)
+
+
+# --- adding to Snakemake's --forcerun ---------------------------------------------------------------
+def force_when_planning(workflow, files_for) -> None:
+    """Make Snakemake re-run the jobs of `files_for(dag_settings)` as if they were `--forcerun` files.
+
+    Snakemake reads the Snakefile before it receives its DAG settings (the targets, --forcerun): the
+    API assigns `workflow.dag_settings` afterwards. This gives the workflow object a `dag_settings`
+    property whose setter adds the files to `forcerun` at that assignment, so the plan (a dry run too)
+    shows them as forced. `files_for` gets the settings (their `targets`) and returns file paths.
+    """
+    base = type(workflow)
+    if getattr(base, "_fersnet_forcing", False):
+        return
+
+    def get(self):
+        return self.__dict__.get("_fersnet_dag_settings")
+
+    def put(self, settings):
+        if settings is not None:
+            extra = set(map(str, files_for(settings))) - set(settings.forcerun)
+            if extra:
+                settings.forcerun = frozenset(set(settings.forcerun) | extra)
+        self.__dict__["_fersnet_dag_settings"] = settings
+
+    current = workflow.__dict__.pop("dag_settings", None)
+    workflow.__class__ = type(base.__name__, (base,), {"dag_settings": property(get, put), "_fersnet_forcing": True})
+    if current is not None:
+        workflow.dag_settings = current

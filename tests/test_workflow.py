@@ -77,8 +77,10 @@ def test_lint_reports_only_the_accepted_no_conda_warning(tmp_path):
     # One venv for the whole project (requirements.lock) instead of a conda env per rule; the
     # params snapshot of a run reaches the jobs as a global ({COMMON_ARGS}), not as a rule param,
     # because its name changes with every params edit and a param would re-run every job.
+    # The same holds for the job wrapper ({JOBRUN}), which is the interpreter running Snakemake.
     assert lints == {"* Specify a conda environment or container for each rule.:",
-                     "* Shell command directly uses variable COMMON_ARGS from outside of the rule:"}
+                     "* Shell command directly uses variable COMMON_ARGS from outside of the rule:",
+                     "* Shell command directly uses variable JOBRUN from outside of the rule:"}
 
 
 def test_dry_run_plans_every_fold_model_judge_score_and_report(tmp_path):

@@ -21,7 +21,7 @@ import numpy as np
 from fersnet import catalog, ownership, paths
 from fersnet.data import faces, labels, readers
 from fersnet.data.folds import RULE_TEXT, assign_folds
-from fersnet.provenance import processed_hash
+from fersnet.provenance import code_label, code_version, processed_hash, raw_manifest
 from fersnet.data.readers import BadFile, BadInput, FrameRecord, Reading
 from fersnet.errors import DataError, writing
 from fersnet.names import DATABASE
@@ -52,6 +52,7 @@ def preprocess(cfg: dict, db: str, root=None, out=None) -> dict:
     ownership.check_replaceable(out, ownership.step("preprocess", db), HOW)   # before the work, not after it
     ownership.clean_temps(out)
     bad = BadInput(cfg["preprocess"]["on_bad_file"])
+    manifest = raw_manifest(root)          # before reading: a file changed meanwhile leaves it stale
     reading = readers.read(cfg, db, root, bad)
     if not reading.records:
         raise DataError(f"{root}: no frame of the {DATABASE[db]} protocol found"
@@ -70,6 +71,8 @@ def preprocess(cfg: dict, db: str, root=None, out=None) -> dict:
                                        "source", "face"])
     summary = _summary(cfg, db, root, reading, meta, bad, no_face, warning)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
+    summary["raw_manifest"] = manifest      # compared with the root's today by `fersnet status`
+    summary["code_version"] = code_label(code_version())
     _write_atomically(out, ownership.step("preprocess", db), lambda tmp: _write_outputs(tmp, np.stack(images), meta, summary, reading))
     return {"db": db, "out": str(out), "n_images": summary["n_images"],
             "n_sequences": summary["n_sequences"], "n_subjects": summary["n_subjects"],

@@ -19,7 +19,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from fersnet import catalog, names, ownership, paths, provenance
+from fersnet import catalog, names, ownership, paths, provenance, status
 from fersnet.errors import DataError, FersnetError, writing
 from fersnet.reports import aggregate as agg
 from fersnet.reports import contents, figures, html_tables, published, tables, tuning
@@ -125,6 +125,7 @@ def write_contents(cfg: dict, col: agg.Collected, root: Path) -> tuple[dict, dic
     write_confusion_plots(cfg, col, root)
     write_curve_plots(cfg, root)
     prov = provenance.results_provenance(cfg)
+    prov["not_current"] = status.not_current(cfg)      # results whose fingerprint is not today's
     summary = build_summary(cfg, col, tests, synthesis_numbers, prov["data"])
     summary["provenance"] = prov
     context["provenance"] = provenance_context(prov)
@@ -137,6 +138,9 @@ def provenance_context(prov: dict) -> dict:
     kinds = ("training", "judge", "scores")
     return dict(
         report_code=esc(prov["report_code"]), mixed=prov["mixed"], report_differs=prov["report_differs"],
+        not_current=[dict(result=esc(r["result"]), why=esc(r["why"])) for r in prov.get("not_current", [])[:12]]
+        + ([dict(result=f"and {n - 12} more", why="listed in summary.json")]
+           if (n := len(prov.get("not_current", []))) > 12 else []),
         code=[dict(label=esc(label), counts=", ".join(f"{n} {k}" for k in kinds if (n := c.get(k))))
               for label, c in sorted(prov["code"].items())],
         torch=esc(", ".join(prov["torch"]) or "unrecorded"), device=esc(", ".join(prov["device"]) or "unrecorded"),

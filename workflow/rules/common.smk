@@ -2,6 +2,7 @@
 # the CLI command line and the GPU resource of a job (docs/orchestration.md). Decisions live in
 # fersnet/workflow.py (tested); this file only adapts them to Snakemake.
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -236,3 +237,40 @@ def fold_outputs(wildcards):
     if model in SCORED:
         files += [scores_file(db, model, k, s) for s in SEEDS for k in FOLDS]
     return files
+
+
+# --- job logs (fersnet/jobrun.py) ------------------------------------------------------------------
+# Each shell command is written `{JOBRUN} {log} -- <command>`. The output goes to the log, whose
+# last line then says how the job ended (exit code or signal). `-m` finds the project's fersnet
+# from the folder Snakemake runs in.
+JOBRUN = f"{shlex.quote(sys.executable)} -m fersnet.jobrun"
+
+
+# --- stale results (fersnet/status.py; docs/decisions.md, "Stale results are re-made") -----------
+# Before Snakemake plans: every existing result whose fingerprint is not the one params.yaml and the
+# data imply now (made by hand with other params, from raw files or data that changed since, or by a
+# CLI run whose outputs Snakemake has no record of) is added to --forcerun when the run's targets
+# reach it, so that it and whatever reads it are re-made. Skipped inside a job of a remote executor.
+from fersnet import status as fstatus  # noqa: E402
+
+
+def stale_results():
+    if workflow.remote_exec or workflow.subprocess_exec:
+        return []
+    try:
+        return fstatus.stale_for_workflow(CFG)
+    except fconfig.FersnetError as e:
+        raise WorkflowError(f"fersnet: {e}") from None
+
+
+STALE_RESULTS = stale_results()
+
+
+def forced_stale_files(settings):
+    files, message = fstatus.workflow_forcerun(CFG, STALE_RESULTS, settings.targets)
+    if message:
+        print(message, file=sys.stderr)
+    return files
+
+
+fwork.force_when_planning(workflow, forced_stale_files)

@@ -9,7 +9,7 @@ rule synth:
     params:
         settings=synth_params,
     shell:
-        "fersnet synth {COMMON_ARGS} --db {wildcards.db} > {log} 2>&1"
+        "{JOBRUN} {log} -- fersnet synth {COMMON_ARGS} --db {wildcards.db}"
 
 
 rule preprocess:
@@ -22,4 +22,4 @@ rule preprocess:
     params:
         settings=preprocess_params,
     shell:
-        "fersnet preprocess {COMMON_ARGS} --db {wildcards.db} > {log} 2>&1"
+        "{JOBRUN} {log} -- fersnet preprocess {COMMON_ARGS} --db {wildcards.db}"

@@ -24,4 +24,4 @@ rule report:
     params:
         settings=report_params,
     shell:
-        "fersnet report {COMMON_ARGS} > {log} 2>&1"
+        "{JOBRUN} {log} -- fersnet report {COMMON_ARGS}"

@@ -12,7 +12,7 @@ rule pool:
     params:
         settings=pool_params,
     shell:
-        "fersnet pool {COMMON_ARGS} --db {wildcards.db} --seed {wildcards.seed} > {log} 2>&1"
+        "{JOBRUN} {log} -- fersnet pool {COMMON_ARGS} --db {wildcards.db} --seed {wildcards.seed}"
 
 
 localrules:

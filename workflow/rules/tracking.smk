@@ -26,7 +26,7 @@ rule track_init:
     log:
         "logs/track/init.log",
     shell:
-        "fersnet track {COMMON_ARGS} --init > {log} 2>&1"
+        "{JOBRUN} {log} -- fersnet track {COMMON_ARGS} --init"
 
 
 rule track_parent:
@@ -38,4 +38,4 @@ rule track_parent:
     log:
         "logs/track/parent_{db}_{tracked}.log",
     shell:
-        "fersnet track {COMMON_ARGS} --parent {wildcards.db} {wildcards.tracked} > {log} 2>&1"
+        "{JOBRUN} {log} -- fersnet track {COMMON_ARGS} --parent {wildcards.db} {wildcards.tracked}"

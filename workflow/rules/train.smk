@@ -29,8 +29,8 @@ for _group in FOLD_GROUPS:
             gpu=GPU_COUNT,
             gpu_share=GPU_SHARE,
         shell:
-            "fersnet train {COMMON_ARGS} --db {wildcards.db} --model {wildcards.model}"
-            " --fold {params.folds} --seed {wildcards.seed} > {log} 2>&1"
+            "{JOBRUN} {log} -- fersnet train {COMMON_ARGS} --db {wildcards.db} --model {wildcards.model}"
+            " --fold {params.folds} --seed {wildcards.seed}"
 
     rule:
         name:
@@ -52,7 +52,7 @@ for _group in FOLD_GROUPS:
             gpu=GPU_COUNT,
             gpu_share=GPU_SHARE,
         shell:
-            "fersnet judge {COMMON_ARGS} --db {wildcards.db} --fold {params.folds} --seed {wildcards.seed} > {log} 2>&1"
+            "{JOBRUN} {log} -- fersnet judge {COMMON_ARGS} --db {wildcards.db} --fold {params.folds} --seed {wildcards.seed}"
 
     rule:
         name:
@@ -76,8 +76,8 @@ for _group in FOLD_GROUPS:
             gpu=GPU_COUNT,
             gpu_share=GPU_SHARE,
         shell:
-            "fersnet score {COMMON_ARGS} --db {wildcards.db} --model {wildcards.model}"
-            " --fold {params.folds} --seed {wildcards.seed} > {log} 2>&1"
+            "{JOBRUN} {log} -- fersnet score {COMMON_ARGS} --db {wildcards.db} --model {wildcards.model}"
+            " --fold {params.folds} --seed {wildcards.seed}"
 
 
 localrules:

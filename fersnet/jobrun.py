@@ -1,0 +1,66 @@
+"""Run one workflow job's command with its output in its log, and end the log with how it ended.
+
+    python -m fersnet.jobrun LOG -- fersnet train --db ckplus ...
+
+The command's stdout and stderr go to LOG (created, parent folders too); when the command ends the
+last line of LOG says how: `fersnet job: exit code 0 after 12.3 s` or `fersnet job: ended by signal
+SIGKILL (9) after 3.1 s`. A job that fails therefore always leaves something to read, even when it
+died before printing a line. SIGTERM and SIGINT received by this wrapper (Snakemake cancelling a
+job, Ctrl-C) are passed on to the command, and the wrapper exits as the command did.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+USAGE = "usage: python -m fersnet.jobrun LOG -- COMMAND [ARG ...]"
+
+
+def ending(returncode: int) -> str:
+    """How a process ended, in words: `exit code 2`, `signal SIGKILL (9)`."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"ended by signal {name} ({-returncode})"
+    return f"exit code {returncode}"
+
+
+def run(log: Path, cmd: list[str]) -> int:
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with open(log, "wb", buffering=0) as out:
+        try:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        except OSError as e:
+            out.write(f"fersnet job: could not start {cmd[0]!r}: {e}\n".encode())
+            out.write(f"fersnet job: exit code 127 after {time.monotonic() - t0:.1f} s\n".encode())
+            return 127
+
+        def forward(signum, frame):
+            proc.send_signal(signum)
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, forward)
+        returncode = proc.wait()
+        out.write(f"\nfersnet job: {ending(returncode)} after {time.monotonic() - t0:.1f} s\n".encode())
+        os.fsync(out.fileno())
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 3 or argv[1] != "--":
+        print(USAGE, file=sys.stderr)
+        return 2
+    return run(Path(argv[0]), argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
