@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import re
 from contextlib import contextmanager
 
 
@@ -35,9 +36,14 @@ class DiskFull(FersnetError):
 FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
+# numpy's tofile reports a short write without an errno: "5184 requested and 3968 written"
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
 def disk_full(e: BaseException) -> bool:
-    """True for an OSError that says the disk (or the quota) is full."""
-    return isinstance(e, OSError) and e.errno in FULL
+    """True for an OSError that says the disk (or the quota) is full, or a short write (numpy's
+    `array.tofile` on a full disk raises one without an errno)."""
+    return isinstance(e, OSError) and (e.errno in FULL or (e.errno is None and bool(_SHORT_WRITE.search(str(e)))))
 
 
 @contextmanager

@@ -138,3 +138,13 @@ def test_preprocess_on_a_full_disk_is_one_line_keeps_nothing_and_completes_once_
     filler.unlink()
     assert cli.main(argv) == 0
     assert (out / paths.IMAGES).is_file() and (out / paths.PREP_REPORT).is_file()
+
+
+def test_a_short_write_without_an_errno_is_a_full_disk_too(tmp_path):
+    """numpy's tofile on a full disk raises OSError('5184 requested and 3968 written') with no errno."""
+    from fersnet.errors import DiskFull, disk_full, writing
+    assert disk_full(OSError("5184 requested and 3968 written"))
+    assert not disk_full(OSError("something else")) and not disk_full(ValueError("5 requested and 3 written"))
+    with pytest.raises(DiskFull, match=str(tmp_path)):
+        with writing(tmp_path):
+            raise OSError("5184 requested and 3968 written")
