@@ -1,4 +1,4 @@
-"""CK+ in its native layout (docs/datasets.md §1, the official Phase-1 ReadMe).
+"""CK+ in its native layout (docs/datasets/ckplus.md; the official Phase-1 ReadMe).
 
 cohn-kanade-images/S005/001/S005_001_00000001.png   every frame, neutral -> peak
 Landmarks/S005/001/S005_001_00000001_landmarks.txt  68 points per frame ("   x   y", %.7e)

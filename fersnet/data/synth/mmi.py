@@ -1,4 +1,4 @@
-"""MMI in its download layout (docs/datasets.md §3).
+"""MMI in its download layout (docs/datasets/mmi.md).
 
 Sessions/<numeric id>/S001-002.avi            MJPG, 24 fps, onset -> apex -> offset
 Sessions/<numeric id>/session.xml             <track view="0|1|2"> + <annotation filename=...>

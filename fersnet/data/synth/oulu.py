@@ -1,4 +1,4 @@
-"""Oulu-CASIA NIR&VIS in its native layout (docs/datasets.md §2, set B "OriginalImg").
+"""Oulu-CASIA NIR&VIS in its native layout (docs/datasets/oulu.md; set B "OriginalImg").
 
 OriginalImg/{VL,NI}/Strong/P001/{Anger,...,Surprise}/000.jpeg, 001.jpeg, ...
 
