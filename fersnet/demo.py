@@ -12,13 +12,14 @@ it (`snakemake --unlock`) and says so, then resumes.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from fersnet import config, paths
+from fersnet import config, names, paths
 from fersnet.errors import FersnetError
 from fersnet.tracking.mlflow_log import tracking_uri
 
@@ -105,8 +106,45 @@ def snakemake_command(args, cfg: dict) -> list[str]:
     return cmd + ["--config", f"profile={cfg['profile']}"]
 
 
+def pdf_state(cfg: dict) -> str | None:
+    """None when reports/report.pdf was compiled, else why not and how to build it."""
+    reports = paths.reports_dir(cfg)
+    try:
+        said = json.loads((reports / "summary.json").read_text()).get("pdf", "")
+    except (OSError, ValueError):
+        said = "no report yet"
+    if said == "compiled" and (reports / "report.pdf").is_file():
+        return None
+    return (f"{reports}/report.pdf was NOT built ({said}); install LaTeX (docs/reports.md, \"LaTeX\"), "
+            "then run the same command again: it builds the PDF alone")
+
+
+def headline_table(cfg: dict) -> str | None:
+    """reports/headline.json as a few terminal lines: FER accuracy per database and model, and the
+    judged synthesis of each generator (%)."""
+    try:
+        headline = json.loads((paths.reports_dir(cfg) / "headline.json").read_text())
+    except (OSError, ValueError):
+        return None
+    dbs = [db for db in headline if headline[db]]
+    models = list(dict.fromkeys(m for db in dbs for m in headline[db]))
+    if not dbs:
+        return None
+
+    def cell(db, model, key):
+        value = headline[db].get(model, {}).get(key)
+        return f"{value:6.1f}" if isinstance(value, (int, float)) else "     -"
+    width = max(len(names.MODEL.get(m, m)) for m in models)
+    head = " " * (width + 2) + "  ".join(f"{names.DATABASE.get(db, db)[:13]:>13s}" for db in dbs)
+    lines = ["fersnet demo: headline (%; FER accuracy / judged synthesis, mean over folds)", head]
+    for m in models:
+        cells = "  ".join(f"{cell(db, m, 'accuracy')} /{cell(db, m, 'judged_synthesis').strip():>5s}" for db in dbs)
+        lines.append(f"  {names.MODEL.get(m, m):<{width}s}{cells}")
+    return "\n".join(lines)
+
+
 def where_outputs_are(cfg: dict) -> str:
-    """The closing message: the folders and files a user opens next."""
+    """The closing message: the folders and files a user opens next, and what was not built."""
     reports = paths.reports_dir(cfg)
     lines = [
         "fersnet demo: outputs",
@@ -123,6 +161,9 @@ def where_outputs_are(cfg: dict) -> str:
                   "  compare models    fersnet compare   (or --experiment ckplus --filter profile="
                   f"{cfg['profile']})",
                   f"  MLflow UI         mlflow ui --backend-store-uri {uri} --host 127.0.0.1"]
+    missing = pdf_state(cfg)
+    if missing:
+        lines += ["  not built         " + missing]
     return "\n".join(lines)
 
 
@@ -155,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if not args.dry_run:
         print(f"fersnet demo: done in {minutes:.1f} min (profile {cfg['profile']})")
+        table = headline_table(cfg)
+        if table:
+            print(table)
         print(where_outputs_are(cfg))
     return 0
 

@@ -88,3 +88,28 @@ def test_command_line_config_is_read_as_yaml_like_params():
     cfg = config.resolve(config.deep_merge(config.read_yaml((ROOT / "params.yaml").read_text(), "params.yaml"),
                                            workflow.command_line_config(["seeds=[3,1]"])))
     assert cfg["seeds"] == [3, 1] and cfg["seed"] == 3
+
+
+def test_the_demos_closing_message_names_a_pdf_that_was_not_built_and_prints_the_headline(test_cfg, tmp_path):
+    """Without pdflatex the report has no PDF: the closing message says so and how to build it; the
+    headline numbers (reports/headline.json) are printed as a table."""
+    import json
+
+    from fersnet import demo
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    test_cfg["paths"]["reports"] = str(reports)
+    (reports / "summary.json").write_text(json.dumps({"pdf": "skipped: pdflatex not installed"}))
+    (reports / "headline.json").write_text(json.dumps({
+        "ckplus": {"fersnet": {"accuracy": 72.91, "judged_synthesis": 37.8}, "stargan": {"judged_synthesis": 17.0}},
+        "oulu": {"fersnet": {"accuracy": 76.9, "judged_synthesis": 33.6}}}))
+    message = demo.where_outputs_are(test_cfg)
+    assert "report.pdf was NOT built (skipped: pdflatex not installed)" in message
+    assert "install LaTeX" in message and "run the same command again" in message
+    table = demo.headline_table(test_cfg)
+    fersnet_line = next(line for line in table.splitlines() if line.strip().startswith("FERSNet "))
+    assert "72.9 / 37.8" in fersnet_line and "76.9 / 33.6" in fersnet_line
+    assert "- / 17.0" in next(line for line in table.splitlines() if "StarGAN" in line)
+    (reports / "summary.json").write_text(json.dumps({"pdf": "compiled"}))
+    (reports / "report.pdf").write_bytes(b"%PDF-1.5")
+    assert "NOT built" not in demo.where_outputs_are(test_cfg)

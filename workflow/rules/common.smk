@@ -219,13 +219,19 @@ def parent_targets(dbs=None):
     return [str(markers.parent_marker(CFG, db, m)) for db in dbs for m in TRACKED_MODELS]
 
 
+HAVE_PDFLATEX = shutil.which("pdflatex") is not None
+
+
 def report_targets():
-    return [str(paths.reports_dir(CFG) / name) for name in (report_contents.SUMMARY, report_contents.HEADLINE)]
+    """summary.json and headline.json, and report.pdf where pdflatex is installed: a report built
+    without LaTeX is re-built once LaTeX is there."""
+    names = [report_contents.SUMMARY, report_contents.HEADLINE] + ([report_contents.PDF] if HAVE_PDFLATEX else [])
+    return [str(paths.reports_dir(CFG) / name) for name in names]
 
 
 # The report's figures, tables (HTML) and PDF, flagged for `snakemake --report` by the report
 # rule; the PDF only where pdflatex is there to compile it (fersnet/reports/contents.py).
-REPORT_ITEMS = report_contents.report_items(CFG, pdf=shutil.which("pdflatex") is not None)
+REPORT_ITEMS = report_contents.report_items(CFG, pdf=HAVE_PDFLATEX)
 
 
 def fold_outputs(wildcards):
