@@ -81,7 +81,8 @@ class ModelSpec:
 class DatabaseSpec:
     """One database: its names, reader and stand-in writer, classes and label codes, protocol.
 
-    `reader` names `read(cfg, root, bad) -> Reading` (fersnet.data.readers), `writer`
+    `reader` names `read(cfg, root, bad) -> Reading` (fersnet.data.readers; one with the attribute
+    `shared = True` serves several databases and is also given `db=`), `writer`
     `write(cfg, folder) -> dict` (fersnet.data.synth). `params` is the schema of its
     `data.<key>` section. `neutral_option` names the `data.<key>` switch that puts `neutral`
     first among the classes, where the database has one.
@@ -95,8 +96,8 @@ class DatabaseSpec:
     label_codes: dict
     frames: str                       # which frames of a sequence: "last" or "middle"
     alignment: str                    # "landmarks" (the database's own) or "detector"
-    protocol_counts: tuple            # (labelled sequences, subjects) of the published protocol
-    synth_code: int                   # its stream in the stand-in's random generator (never reuse one)
+    protocol_counts: tuple | None     # (labelled sequences, subjects) of the published protocol (None: unchecked)
+    synth_code: int                   # its stream in the stand-in's random generator (never reuse one; -1: no stand-in)
     params: dict = field(default_factory=dict)
     neutral_option: str | None = None
     turned_views: bool = False        # sessions may be stored rotated or as two views side by side

@@ -231,8 +231,22 @@ def _run(fn, cfg: dict, args):
     return outs if len(folds) > 1 else outs[f"fold{folds[0]}"]
 
 
+def _params_databases(argv: list[str] | None) -> None:
+    """Register the databases the params file defines (`data.<key>.layout`, fersnet.data.generic)
+    before the parser is built, so that `--db` offers them."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--params", default="params.yaml")
+    pre.add_argument("--set", action="append", dest="sets")
+    known, _ = pre.parse_known_args(argv)
+    if Path(known.params).is_file():
+        from fersnet.data import generic
+        raw = config_mod.read_params(known.params)
+        generic.register(config_mod.deep_merge(raw, config_mod.parse_sets(known.sets)))
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
+        _params_databases(argv)
         parser = build_parser()            # the choices come from the catalogue, plugins included
     except FersnetError as e:
         print(f"fersnet: error: {e}", file=sys.stderr)

@@ -344,7 +344,8 @@ def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") 
     """Validate a raw params mapping and return the resolved config of one profile."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
-    raw = dict(raw)
+    from fersnet.data import generic
+    raw = generic.register(raw)        # databases defined in params alone (`data.<key>.layout`)
     profiles = raw.pop("profiles", {}) or {}
     if not isinstance(profiles, dict):
         raise ConfigError(f"{source}: `profiles` must be a mapping of profile name -> overrides")

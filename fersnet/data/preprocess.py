@@ -58,7 +58,7 @@ def preprocess(cfg: dict, db: str, root=None, out=None) -> dict:
         raise DataError(f"{root}: no frame of the {DATABASE[db]} protocol found"
                         + (f" ({len(bad.skipped)} bad file(s) skipped, first: {bad.skipped[0]['file']}: "
                            f"{bad.skipped[0]['reason']})" if bad.skipped else "")
-                        + f"; see docs/datasets/{db}.md for the expected layout")
+                        + f"; see {layout_doc(db)} for the expected layout")
     warning = count_check(cfg, db, root, reading.n_sequences, len(reading.subjects), reading)
     folds = assign_folds(reading.subjects, cfg["n_folds"], cfg["folds"]["rule"])
     images, rows, no_face = _faces(cfg, db, reading, folds, bad)
@@ -94,9 +94,10 @@ def count_check(cfg: dict, db: str, root: Path, n_sequences: int, n_subjects: in
 
     The message says what the reader passed over, by reason, so that a difference can be traced.
     """
-    want_seq, want_subj = catalog.database(db).protocol_counts
-    if (n_sequences, n_subjects) == (want_seq, want_subj):
-        return None
+    counts = catalog.database(db).protocol_counts
+    if counts is None or (n_sequences, n_subjects) == tuple(counts):
+        return None                 # a database defined in params without `counts`: nothing to compare
+    want_seq, want_subj = counts
     msg = (f"{DATABASE[db]}: found {n_sequences} protocol sequences from {n_subjects} subjects under "
            f"{readers.shown(root)}; the published protocol has {want_seq} sequences from {want_subj} subjects.")
     if reading is not None and reading.passed:
@@ -106,11 +107,17 @@ def count_check(cfg: dict, db: str, root: Path, n_sequences: int, n_subjects: in
                 f"synth.out = {readers.shown(cfg['synth']['out'])}), which is smaller by design.")
     else:
         msg += (" If this is a copy of the synthetic stand-in, that is expected; otherwise check that the "
-                f"root holds the complete database in its native layout (docs/datasets/{db}.md).")
+                f"root holds the complete database in its native layout ({layout_doc(db)}).")
     if cfg["data"]["check_counts"] == "error":
         raise DataError(msg + " Stopping because data.check_counts is `error`.")
     print(f"WARNING: {msg}", file=sys.stderr)
     return msg
+
+
+def layout_doc(db: str) -> str:
+    """The page that describes database `db`'s layout."""
+    from fersnet.data import generic
+    return "docs/datasets/generic.md" if catalog.database(db).reader == generic.READER else f"docs/datasets/{db}.md"
 
 
 def _passed_over_counts(reading: Reading) -> str:
@@ -221,7 +228,7 @@ def _summary(cfg, db, root, reading, meta, bad, no_face, warning) -> dict:
     # (the same orientation as DataFrame.to_dict() of that table, as in tests/conftest.py)
     counts = {str(k): {c: int(((meta.expression == c) & (meta.fold == k)).sum()) for c in classes}
               for k in range(n_folds)}
-    want_seq, want_subj = catalog.database(db).protocol_counts
+    want_seq, want_subj = catalog.database(db).protocol_counts or (None, None)
     return {
         "db": db, "classes": classes, "n_images": int(len(meta)),
         "n_sequences": int(meta[["subject", "sequence"]].drop_duplicates().shape[0]),
@@ -244,7 +251,8 @@ def _protocol(cfg: dict, db: str, root: Path, reading: Reading) -> dict:
     pp = cfg["preprocess"]
     data = {k: v for k, v in cfg["data"][db].items() if k != "root"}
     spec = catalog.database(db)
-    return {"root": readers.shown(root), "base": readers.shown(reading.base), "selection": f"{spec.frames} {data['frames']} frames",
+    selection = f"{spec.frames} {data['frames']} frames" if data.get("frames") else "every image"
+    return {"root": readers.shown(root), "base": readers.shown(reading.base), "selection": selection,
             **data, "alignment": spec.alignment, "size": pp["size"], "margin": pp["margin"],
             "grayscale": pp["grayscale"], "no_face": pp["no_face"], "on_bad_file": pp["on_bad_file"],
             "n_folds": cfg["n_folds"], "folds_rule": cfg["folds"]["rule"],
@@ -291,10 +299,11 @@ def report_markdown(summary: dict, reading: Reading) -> str:
                                           if k not in ("root", "base")),
              f"- time: {summary.get('seconds', 0):.1f} s", "", "## Count check", ""]
     exp, found = summary["expected_counts"], summary["found_counts"]
-    lines.append(f"Found {found['sequences']} sequences / {found['subjects']} subjects; the published "
-                 f"protocol has {exp['sequences']} / {exp['subjects']}.")
+    lines.append(f"Found {found['sequences']} sequences / {found['subjects']} subjects; "
+                 + (f"the published protocol has {exp['sequences']} / {exp['subjects']}."
+                    if exp["sequences"] is not None else f"no counts to compare with (params data.{db}.counts)."))
     warning = summary["count_warning"]
-    lines += ["", f"**WARNING: {warning}**" if warning else "Counts match.", ""]
+    lines += ["", f"**WARNING: {warning}**" if warning else "Counts match." if exp["sequences"] is not None else "", ""]
     lines += ["## Images per class x fold", "",
               "| class | " + " | ".join(folds) + " | total |",
               "|---|" + "---:|" * (len(folds) + 1)]

@@ -167,7 +167,10 @@ def read(cfg: dict, db: str, root, bad: BadInput) -> Reading:
         raise DataError(f"{root}: database root not found (params data.{db}.root or --root)")
     if not root.is_dir():
         raise DataError(f"{root}: database root is not a folder")
-    return catalog.load(catalog.database(db).reader, f"database {db}")(cfg, root, bad)
+    reader = catalog.load(catalog.database(db).reader, f"database {db}")
+    if getattr(reader, "shared", False):       # one reader for several databases (readers/generic.py)
+        return reader(cfg, root, bad, db=db)
+    return reader(cfg, root, bad)
 
 
 def is_junk(path: Path) -> bool:
