@@ -141,14 +141,23 @@ def test_a_manifest_database_is_read_with_the_last_frames_of_each_sequence_and_o
 
 def test_every_row_of_a_manifest_without_sequences_is_one_sample(tmp_path, standin, capsys):
     root = as_manifest(standin, tmp_path / "listed")
+    import cv2
+    import numpy as np
     rows = list(csv.reader(open(root / "list.csv")))
+    # one image as 16-bit gray at twice the size: converted like the other readers' input
+    face = cv2.cvtColor(cv2.imread(str(root / rows[-1][0])), cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(root / "images/gray16.png"), cv2.resize(face, None, fx=2, fy=2).astype(np.uint16) * 257)
     with open(root / "stills.csv", "w", newline="") as f:
-        csv.writer(f).writerows(r[:3] for r in rows)
+        csv.writer(f).writerows([r[:3] for r in rows] + [["images/gray16.png", "P999", "happy"]])
     p = params(tmp_path, {"layout": "manifest", "root": str(root), "manifest": "stills.csv", "classes": CLASSES})
     code, _, err = fersnet(["preprocess", "--params", str(p), "--profile", "test", "--db", "mydb"], capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "processed/mydb/summary.json").read_text())
-    assert summary["n_images"] == summary["n_sequences"] == len(rows) - 1
+    assert summary["n_images"] == summary["n_sequences"] == len(rows)
+    import pandas as pd
+    meta = pd.read_csv(tmp_path / "processed/mydb/meta.csv")
+    assert meta.source.iloc[-1] == "images/gray16.png" and meta.subject.iloc[-1] == "P999"
+    assert np.load(tmp_path / "processed/mydb/images.npy")[-1].std() > 0
     assert "no counts to compare with" in (tmp_path / "processed/mydb/report.md").read_text()
 
 
@@ -188,7 +197,25 @@ def test_bad_data_is_one_line_naming_the_file(tmp_path, standin, capsys):
     assert code == 2 and f"{listed / 'bad.csv'}: manifest lacks column(s) subject" in err
     assert len(err.strip().splitlines()) == 1
 
+    with open(listed / "outside.csv", "w", newline="") as f:
+        csv.writer(f).writerows([rows[0], [str(listed / rows[1][0])] + rows[1][1:]])
+    p = params(tmp_path, {"layout": "manifest", "root": str(listed), "manifest": "outside.csv", "classes": CLASSES})
+    code, _, err = fersnet(["preprocess", "--params", str(p), "--profile", "test", "--db", "mydb"], capsys)
+    assert code == 2 and "outside.csv line 2: path" in err and "must be relative to the root" in err
+
     p = params(tmp_path, {"layout": "manifest", "root": str(listed), "manifest": "stills.csv", "classes": CLASSES,
                           "frames": 2})
     code, _, err = fersnet(["preprocess", "--params", str(p), "--profile", "test", "--db", "mydb"], capsys)
     assert code == 2 and "stills.csv: manifest not found (params data.mydb.manifest" in err
+
+
+def test_the_papers_reported_rows_have_a_dash_in_the_column_of_a_database_defined_in_params(tmp_path):
+    from fersnet.reports import aggregate, tables
+    p = params(tmp_path, {"layout": "folders", "root": str(tmp_path), "classes": CLASSES, "name": "My DB"},
+               models=["fersnet"])
+    cfg = config.load(p, "test", {"databases": ["ckplus", "mydb"], "paths": {"results": str(tmp_path / "results"),
+                                                                            "reports": str(tmp_path / "reports")}})
+    tex = tables.fer_accuracy(cfg, aggregate.collect(cfg)).splitlines()
+    assert any(line.startswith(" &  & Pre-train & Setting & CK+ & My DB") for line in tex)
+    reported = [line for line in tex if line.startswith("Reported")]
+    assert reported and all(line.rstrip(" \\").endswith("& ---") for line in reported)

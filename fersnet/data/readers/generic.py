@@ -125,6 +125,9 @@ def _manifest(root: Path, key: str, opts: dict, reading: Reading, bad: BadInput)
                        f"{', '.join(classes)}")
             continue
         file = root / row["path"]
+        if Path(row["path"]).is_absolute() or ".." in Path(row["path"]).parts:
+            bad(where, f"path {row['path']!r} must be relative to the root, inside it")
+            continue
         if not file.is_file():
             bad(file, f"listed on manifest line {line} but not found under the root")
             continue
@@ -144,7 +147,7 @@ def _manifest(root: Path, key: str, opts: dict, reading: Reading, bad: BadInput)
         seen[ident] = line
         groups.setdefault((row["subject"], sequence), []).append(
             FrameRecord(subject=row["subject"], sequence=sequence, frame=frame, expression=row["expression"],
-                        source=file.relative_to(root).as_posix(), path=file))
+                        source=Path(row["path"]).as_posix(), path=file))
     for (subject, sequence), recs in sorted(groups.items(), key=lambda kv: (natural_key(kv[0][0]), kv[0])):
         labels = {r.expression for r in recs}
         if len(labels) > 1:
