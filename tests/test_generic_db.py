@@ -14,6 +14,7 @@ import yaml
 
 from conftest import ROOT
 from fersnet import catalog, cli, config, names
+from fersnet.data import generic
 from test_workflow import BIN, job_counts, make_project, run, snakemake
 
 CLASSES = ["anger", "disgust", "fear", "happy", "sadness", "surprise"]
@@ -73,6 +74,7 @@ def params(folder: Path, section: dict, **top) -> Path:
     raw.update(databases=["mydb"], **top)
     raw["profiles"]["test"]["n_folds"] = 2
     raw["preprocess"]["out"] = str(folder / "processed")
+    raw["synth"]["out"] = str(folder / "synthetic")
     raw["data"]["mydb"] = section
     (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return folder / "params.yaml"
@@ -99,6 +101,9 @@ def test_a_folder_layout_database_in_params_runs_preprocess_train_and_report_thr
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert job_counts(dry.stdout)["train"] == 2 and "synth" not in job_counts(dry.stdout)
     assert "results/mydb/no_mtl/seed0/fold1/metrics.json" in dry.stdout
+    rules = snakemake(proj, "--list-rules").stdout.split()   # a database key may be none of the workflow's
+    assert "mydb" in rules and all(r in (*catalog.database_keys(), "mydb", *generic.WORKFLOW_RULES)
+                                   or r.startswith(generic.WORKFLOW_RULE_PREFIXES) for r in rules), rules
     per_db = snakemake(proj, "-n", "mydb")                 # the catalogue's per-database target
     assert per_db.returncode == 0 and job_counts(per_db.stdout)["preprocess"] == 1, per_db.stderr[-2000:]
 
@@ -167,6 +172,8 @@ def test_every_row_of_a_manifest_without_sequences_is_one_sample(tmp_path, stand
     ({"layout": "folders", "root": "x", "classes": ["happy"]}, "`data.mydb.classes` is ['happy']; allowed: a list of at least two"),
     ({"layout": "manifest", "root": "x", "classes": CLASSES}, "`data.mydb.manifest` is missing; layout `manifest` needs"),
     ({"layout": "folders", "root": "x", "classes": CLASSES, "color": 1}, "unknown key `data.mydb.color`"),
+    ({"layout": "folders", "root": "x", "classes": CLASSES, "manifest": "a.csv"},
+     "`data.mydb.manifest` is set but `data.mydb.layout` is `folders`"),
 ])
 def test_a_bad_definition_is_one_line_naming_the_key(tmp_path, section, message, capsys):
     p = params(tmp_path, section)
@@ -177,6 +184,14 @@ def test_a_bad_definition_is_one_line_naming_the_key(tmp_path, section, message,
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_database_key_that_names_a_workflow_step_is_refused(tmp_path):
+    raw = yaml.safe_load(params(tmp_path, {"layout": "folders", "root": "x", "classes": CLASSES}).read_text())
+    raw["data"]["report"] = raw["data"].pop("mydb")
+    raw["databases"] = ["report"]
+    with pytest.raises(config.ConfigError, match=r"`data.report`: 'report' is the name of a workflow step"):
+        config.resolve(raw, "test")
+
+
 def test_bad_data_is_one_line_naming_the_file(tmp_path, standin, capsys):
     p = params(tmp_path, {"layout": "folders", "root": str(tmp_path / "absent"), "classes": CLASSES})
     code, _, err = fersnet(["preprocess", "--params", str(p), "--profile", "test", "--db", "mydb"], capsys)
@@ -185,6 +200,8 @@ def test_bad_data_is_one_line_naming_the_file(tmp_path, standin, capsys):
     root = as_folders(standin, tmp_path / "MyDB")
     (root / "P001" / "happy").rename(root / "P001" / "joy")
     p = params(tmp_path, {"layout": "folders", "root": str(root), "classes": CLASSES})
+    code, _, err = fersnet(["synth", "--params", str(p), "--profile", "test", "--db", "mydb"], capsys)
+    assert code == 2 and "has no synthetic stand-in" in err and not (tmp_path / "synthetic" / "mydb").exists()
     code, _, err = fersnet(["preprocess", "--params", str(p), "--profile", "test", "--db", "mydb"], capsys)
     assert code == 2 and f"{root / 'P001' / 'joy'}: unknown expression folder 'joy'; params data.mydb.classes" in err
 

@@ -36,6 +36,11 @@ PARAMS = {
     "counts": Spec("list", item=Int(1), length=2, nullable=True),   # [sequences, subjects] to check against
 }
 DEFAULTS = {"manifest": None, "frames": None, "name": None, "counts": None}
+# The workflow's own rule names (Snakefile, workflow/rules/*.smk): a database key is also a rule
+# (`snakemake <key>`), so it must not be one of these (tests/test_generic_db.py keeps the list whole).
+WORKFLOW_RULES = ("all", "all_folds", "all_reports", "all_scores", "folds_manifest", "pool", "preprocess",
+                  "report", "scores_manifest", "synth", "track_init", "track_parent")
+WORKFLOW_RULE_PREFIXES = ("train_fold", "judge_fold", "score_fold")
 
 
 def is_generic(key, section) -> bool:
@@ -70,6 +75,9 @@ def spec(key, section: dict) -> catalog.DatabaseSpec:
     if not isinstance(key, str) or not key.isidentifier() or not key.islower():
         raise ConfigError(f"params: `{where}`: a database key must be a lower-case Python identifier "
                           "(letters, digits, underscores), e.g. mydb")
+    if key in WORKFLOW_RULES or key.startswith(WORKFLOW_RULE_PREFIXES):
+        raise ConfigError(f"params: `{where}`: {key!r} is the name of a workflow step (`snakemake {key}`); "
+                          "pick another database key")
     classes = section.get("classes")
     if (not isinstance(classes, list) or len(classes) < 2
             or not all(isinstance(c, str) and c.strip() == c and c for c in classes)):

@@ -39,8 +39,8 @@ read.shared = True       # one reader for every database defined in params: read
 
 def no_stand_in(cfg: dict, folder) -> dict:
     """`fersnet synth` for a database defined in params: there is none to write."""
-    raise DataError("this database is defined in params (data.<key>.layout) and has no synthetic stand-in; "
-                    "point its data.<key>.root at your copy and run `fersnet preprocess`")
+    raise DataError("a database defined in params.yaml (a `data` section with a `layout`) has no synthetic "
+                    "stand-in; set that section's `root` to your copy and run `fersnet preprocess`")
 
 
 def _is_image(path: Path) -> bool:
