@@ -184,6 +184,13 @@ def test_a_bad_definition_is_one_line_naming_the_key(tmp_path, section, message,
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
+def test_params_without_the_section_resolve_in_the_same_process_after_params_with_it(tmp_path):
+    config.load(params(tmp_path, {"layout": "folders", "root": "x", "classes": CLASSES}), "test")
+    assert "mydb" in catalog.database_keys()
+    plain = config.load(ROOT / "params.yaml", "test")
+    assert "mydb" not in catalog.database_keys() and "mydb" not in plain["data"]
+
+
 def test_a_database_key_that_names_a_workflow_step_is_refused(tmp_path):
     raw = yaml.safe_load(params(tmp_path, {"layout": "folders", "root": "x", "classes": CLASSES}).read_text())
     raw["data"]["report"] = raw["data"].pop("mydb")

@@ -50,13 +50,15 @@ def is_generic(key, section) -> bool:
 
 
 def register(raw: dict) -> dict:
-    """Register every generic database `raw["data"]` (and each profile's `data`) defines; returns
-    `raw` with their optional keys filled in (a copy; `raw` itself is not changed)."""
+    """Register every generic database `raw["data"]` (and each profile's `data`) defines, and forget
+    those an earlier params file of this process defined and this one does not; returns `raw` with
+    their optional keys filled in (a copy; `raw` itself is not changed)."""
     raw = dict(raw)
     parts = [raw]
     if isinstance(raw.get("profiles"), dict):
         raw["profiles"] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw["profiles"].items()}
         parts += [p for p in raw["profiles"].values() if isinstance(p, dict)]
+    defined = set()
     for part in parts:
         if not isinstance(part.get("data"), dict):
             continue
@@ -66,6 +68,9 @@ def register(raw: dict) -> dict:
                 for k, v in DEFAULTS.items():
                     section.setdefault(k, v)
                 catalog.register_database(spec(key, section))
+                defined.add(key)
+    for key in [k for k, s in catalog.DATABASES.items() if s.reader == READER and k not in defined]:
+        del catalog.DATABASES[key]
     return raw
 
 
