@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from fersnet import ownership
+from fersnet.device import resolve
 from fersnet.errors import writing
 
 
@@ -36,16 +37,8 @@ def to_uint8(x) -> np.ndarray:
 
 
 def resolve_device(cfg: dict, override: str | None = None) -> str:
-    """`train.device` (or a CLI override) -> a torch device string; auto picks cuda, mps, cpu."""
-    import torch
-    want = override or cfg["train"]["device"]
-    if want != "auto":
-        return want
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    """`train.device` (or a `--device` override) -> a torch device string (fersnet.device.resolve)."""
+    return str(resolve(cfg["train"]["device"], override))
 
 
 def write_json(path: Path, obj) -> None:
