@@ -207,7 +207,7 @@ def _call(fn, cfg: dict, args):
 def _track(cfg: dict, args) -> None:
     """Mirror a finished job into MLflow. Never fails the job: the files on disk are the truth."""
     try:
-        from fersnet.tracking.mlflow_log import log_job
+        from fersnet.tracking.folds import log_job
         log_job(cfg, args.verb, args)
     except Exception as e:  # noqa: BLE001 - any tracking failure is only a warning
         print(f"fersnet {args.verb}: warning: MLflow logging failed ({type(e).__name__}: {e}); "
