@@ -1,4 +1,4 @@
-"""Small helpers shared by the scoring modules: crops, tensors, devices, atomic folders."""
+"""Small helpers shared by the scoring modules: crops, tensors, atomic folders."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from fersnet import ownership
-from fersnet.device import resolve
 from fersnet.errors import writing
 
 
@@ -34,11 +33,6 @@ def to_uint8(x) -> np.ndarray:
     """float (N, C, H, W) in [0, 1] -> uint8 (N, H, W, C), rounded."""
     arr = x.detach().clamp(0, 1).mul(255.0).round().to("cpu").numpy().astype(np.uint8)
     return arr.transpose(0, 2, 3, 1)
-
-
-def resolve_device(cfg: dict, override: str | None = None) -> str:
-    """`train.device` (or a `--device` override) -> a torch device string (fersnet.device.resolve)."""
-    return str(resolve(cfg["train"]["device"], override))
 
 
 def write_json(path: Path, obj) -> None:
