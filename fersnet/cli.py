@@ -16,6 +16,7 @@ from pathlib import Path
 from fersnet import config as config_mod
 from fersnet import catalog
 from fersnet.config import PROFILES
+from fersnet.device import CHOICES as DEVICES, may_use_cuda
 from fersnet.errors import DiskFull, FersnetError, disk_full
 
 
@@ -112,20 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p); _db(p)
     p.add_argument("--model", choices=catalog.model_keys(), required=True)
     _fold(p); _seed(p)
-    p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), help="override train.device")
+    p.add_argument("--device", choices=DEVICES, help="override train.device")
     p.add_argument("--out", help="run folder (default: results/<db>/<model>/seed<s>/fold<k>)")
     _force(p)
 
     p = sub.add_parser("judge", help="train the standard FER model (judge) of one fold on real training images")
     _common(p); _db(p); _fold(p); _seed(p)
-    p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"))
+    p.add_argument("--device", choices=DEVICES)
     _force(p)
 
     p = sub.add_parser("score", help="synthesize every test face into every other expression and score it")
     _common(p); _db(p)
     p.add_argument("--model", choices=catalog.generators(), required=True)
     _fold(p); _seed(p)
-    p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"))
+    p.add_argument("--device", choices=DEVICES)
     _force(p)
 
     p = sub.add_parser("pool", help="pool synthesis scores (FID/KID) over the folds of each model (one seed)")
@@ -206,7 +207,7 @@ def _call(fn, cfg: dict, args):
 def _track(cfg: dict, args) -> None:
     """Mirror a finished job into MLflow. Never fails the job: the files on disk are the truth."""
     try:
-        from fersnet.tracking.mlflow_log import log_job
+        from fersnet.tracking.folds import log_job
         log_job(cfg, args.verb, args)
     except Exception as e:  # noqa: BLE001 - any tracking failure is only a warning
         print(f"fersnet {args.verb}: warning: MLflow logging failed ({type(e).__name__}: {e}); "
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb in ("train", "score") and catalog.model(args.model).origin:
             from fersnet.models import registry
             registry.check_plugins({**cfg, "models": [args.model]})     # a broken plugin: one line, no job
-        if args.verb in GPU_VERBS and getattr(args, "device", None) in (None, "auto", "cuda"):
+        if args.verb in GPU_VERBS and may_use_cuda(getattr(args, "device", None)):
             from fersnet import gpu_slots
             gpu_slots.claim_for_job(cfg)        # before torch is imported: one device per job
         module, func = VERBS[args.verb]

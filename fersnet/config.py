@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from fersnet.device import CHOICES as DEVICES
 from fersnet.errors import FersnetError
 
 PROFILES = ("demo", "paper", "test")
@@ -183,7 +184,7 @@ BASE_SCHEMA: dict[str, Any] = {
         "lambda_cyc": WEIGHT, "lambda_expr": WEIGHT, "lambda_id": WEIGHT,
         "identity_net": OPT_PATH, "selection": Choice("last", "val"),
         "val_subjects": Float(0.0, 0.5, lo_open=True), "checkpoint_every": Int(1),
-        "device": Choice("auto", "cuda", "mps", "cpu"), "threads": Int(1, 256),
+        "device": Choice(*DEVICES), "threads": Int(1, 256),
         "fused_adam": Choice("auto", "yes", "no"), "compile": Choice("auto", "yes", "no"),
         "fast_ops": Choice("auto", "yes", "no"), "compile_backend": Choice("inductor", "aot_eager", "eager"),
     },

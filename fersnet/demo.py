@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fersnet import config, names, paths
 from fersnet.errors import FersnetError
-from fersnet.tracking.mlflow_log import tracking_uri
+from fersnet.tracking.store import tracking_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCKS = Path(".snakemake") / "locks"

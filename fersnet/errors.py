@@ -18,6 +18,10 @@ class TrainingError(FersnetError):
     """A training job that cannot go on (e.g. a non-finite loss)."""
 
 
+class DeviceError(FersnetError):
+    """A device was asked for that this machine does not have (names `train.device` or `--device`)."""
+
+
 class CheckpointError(FersnetError):
     """A checkpoint that cannot be used: corrupt, truncated, or not one fersnet wrote (names the file)."""
 

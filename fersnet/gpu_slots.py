@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fersnet.device import may_use_cuda
+
 ENV_DEVICES = "FERSNET_GPUS"            # overrides the device list (e.g. "0,1,2,3"); "" = none
 ENV_SLOTS_DIR = "FERSNET_GPU_SLOTS_DIR"
 
@@ -118,7 +120,7 @@ def claim_for_job(cfg: dict, log=None) -> str | None:
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if _held is not None:
         return _held.device
-    if cfg["train"]["device"] not in ("auto", "cuda") or os.environ.get("SLURM_JOB_ID"):
+    if not may_use_cuda(cfg["train"]["device"]) or os.environ.get("SLURM_JOB_ID"):
         return None
     devs = devices()
     if not devs:

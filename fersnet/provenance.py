@@ -187,14 +187,14 @@ def job_params(cfg: dict, verb: str, model: str | None = None) -> dict:
     return out
 
 
-def flatten(tree, prefix: str = "") -> dict:
-    """{"train": {"lr": 1}} -> {"train.lr": 1}."""
+def flatten(tree, prefix: str = "", sep: str = ".") -> dict:
+    """{"train": {"lr": 1}} -> {"train.lr": 1} (`sep` between the levels); an empty dict stays a value."""
     if not isinstance(tree, dict):
         return {prefix: tree}
     out = {}
     for k, v in tree.items():
-        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
-    return {k.rstrip("."): v for k, v in out.items()}
+        out.update(flatten(v, f"{prefix}{k}{sep}", sep) if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return {k.rstrip(sep): v for k, v in out.items()}
 
 
 @dataclass

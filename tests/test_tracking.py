@@ -60,7 +60,7 @@ def fake_fold(cfg: dict, db: str, model: str, fold: int, accuracy: float, epochs
 
 
 def store_runs(cfg: dict, db: str, kind: str = "fold") -> list:
-    from fersnet.tracking.mlflow_log import client_for, experiment_name, search_all
+    from fersnet.tracking.store import client_for, experiment_name, search_all
     client = client_for(cfg)
     exp = client.get_experiment_by_name(experiment_name(cfg, db))
     return [] if exp is None else search_all(client, [exp.experiment_id], f"tags.kind = '{kind}'")
@@ -83,7 +83,7 @@ def forget_open_stores():
 WRITER = """
 import json, sys
 from argparse import Namespace
-from fersnet.tracking.mlflow_log import log_job
+from fersnet.tracking.folds import log_job
 cfg = json.load(open(sys.argv[1]))
 print(log_job(cfg, "train", Namespace(db="ckplus", model="fersnet", fold=int(sys.argv[2]))))
 """
@@ -112,7 +112,7 @@ def test_eight_concurrent_jobs_lose_no_run_and_no_metric(mlflow_cfg, tmp_path):
         assert run.data.metrics["recall/fear"] == pytest.approx(0.5 + 0.01 * k)
         assert run.data.tags["mlflow.parentRunId"]
         assert run.data.tags["git_commit"] == "abc123"
-    from fersnet.tracking.mlflow_log import client_for
+    from fersnet.tracking.store import client_for
     history = client_for(mlflow_cfg).get_metric_history(runs[0].info.run_id, "curve/G/loss_adv")
     assert sorted(m.step for m in history) == [1, 2, 3]
     assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
@@ -162,7 +162,8 @@ def test_experiments_open_as_classic_ml_experiments_and_parents_carry_params_and
     opens its GenAI view), parent runs with the model's settings as params and only the headline
     metrics' means, fold runs that last as long as their jobs, with `accuracy` listed before the
     per-epoch curves."""
-    from fersnet.tracking.mlflow_log import client_for, main
+    from fersnet.tracking.mlflow_log import main
+    from fersnet.tracking.store import client_for
     for k, acc in enumerate([0.5, 0.7]):
         folder = fake_fold(mlflow_cfg, "oulu", "fersnet", k, accuracy=acc, scores=fold_scores(36, 3.0))
         config = json.loads((folder / paths.CONFIG).read_text())
@@ -304,7 +305,8 @@ def test_compare_puts_two_models_of_a_real_store_in_one_row_each_and_filters_by_
 
 
 def test_deferred_job_logging_leaves_the_folds_to_the_parent_step(mlflow_cfg):
-    from fersnet.tracking.mlflow_log import log_job, log_parent
+    from fersnet.tracking.folds import log_job
+    from fersnet.tracking.parents import log_parent
     mlflow_cfg["mlflow"]["log_jobs"] = False
     fake_fold(mlflow_cfg, "mmi", "stargan", 0, accuracy=0.3)
     assert log_job(mlflow_cfg, "train", Namespace(db="mmi", model="stargan", fold=0)) == "deferred"
@@ -363,20 +365,20 @@ def track(params: Path, *flags: str) -> int:
 
 @pytest.mark.slow
 def test_a_store_locked_for_longer_than_sqlites_5s_wait_is_waited_for(mlflow_cfg, tmp_path):
-    from fersnet.tracking import mlflow_log
+    from fersnet.tracking import folds, mlflow_log
     params = write_params(mlflow_cfg, tmp_path / "params.yaml")
     assert track(params, "--init") == 0
     fake_fold(mlflow_cfg, "ckplus", "fersnet", 0, accuracy=0.6)
     forget_open_stores()
     with exclusive_lock(store_file(mlflow_cfg), seconds=8):
         t0 = time.monotonic()
-        assert mlflow_log.log_job(mlflow_cfg, "train", Namespace(db="ckplus", model="fersnet", fold=0)) == "created"
+        assert folds.log_job(mlflow_cfg, "train", Namespace(db="ckplus", model="fersnet", fold=0)) == "created"
         assert time.monotonic() - t0 > 5.0             # it outwaited SQLite's own 5 s
     markers.init_marker(mlflow_cfg).unlink()
     with exclusive_lock(store_file(mlflow_cfg), seconds=7):
         assert track(params, "--init") == 0
     assert markers.init_marker(mlflow_cfg).is_file()
-    assert mlflow_log.recorded_failures(mlflow_cfg) == []
+    assert folds.recorded_failures(mlflow_cfg) == []
     st = mlflow_log.status(mlflow_cfg)
     assert (st["logged"], st["total"], st["missing"]) == (1, 1, [])
     assert mlflow_log.summary_line(st).startswith("MLflow: 1 of 1 fold runs logged, none failed")
@@ -387,11 +389,11 @@ def test_a_store_locked_past_the_wait_keeps_the_job_fails_init_loudly_and_sync_r
         mlflow_cfg, tmp_path, capsys, monkeypatch):
     from conftest import write_processed
     from fersnet.cli import main as cli
-    from fersnet.tracking import mlflow_log
+    from fersnet.tracking import folds, mlflow_log, store as tracking_store
     write_processed(Path(mlflow_cfg["preprocess"]["out"]) / "ckplus", size=mlflow_cfg["preprocess"]["size"])
     params = write_params(mlflow_cfg, tmp_path / "params.yaml")
     assert track(params, "--init") == 0 and markers.init_marker(mlflow_cfg).is_file()
-    monkeypatch.setattr(mlflow_log, "LOCK_WAIT_S", 1.0)     # give up after one SQLite wait (5 s)
+    monkeypatch.setattr(tracking_store, "LOCK_WAIT_S", 1.0)     # give up after one SQLite wait (5 s)
     capsys.readouterr()
     with exclusive_lock(store_file(mlflow_cfg)):
         forget_open_stores()
@@ -399,7 +401,7 @@ def test_a_store_locked_past_the_wait_keeps_the_job_fails_init_loudly_and_sync_r
         assert rc == 0 and "warning: MLflow logging failed" in capsys.readouterr().err
         judge = paths.judge_dir(mlflow_cfg, "ckplus", 0)
         assert all((judge / f).is_file() for f in (paths.METRICS, paths.CHECKPOINT, paths.CONFIG, paths.HISTORY))
-        (record,) = mlflow_log.recorded_failures(mlflow_cfg)
+        (record,) = folds.recorded_failures(mlflow_cfg)
         assert (record["database"], record["model"], record["seed"], record["fold"]) == ("ckplus", "judge", 0, 0)
         assert Path(record["file"]).name == "ckplus_judge_seed0_fold0.json"
         assert "database is locked" in record["error"] and record["relog"] == "fersnet track --sync"
@@ -415,14 +417,14 @@ def test_a_store_locked_past_the_wait_keeps_the_job_fails_init_loudly_and_sync_r
     assert track(params, "--sync") == 0
     (run,) = store_runs(mlflow_cfg, "ckplus")
     assert run.data.tags["model"] == "judge" and "accuracy" in run.data.metrics
-    assert mlflow_log.recorded_failures(mlflow_cfg) == []
+    assert folds.recorded_failures(mlflow_cfg) == []
     assert mlflow_log.summary_line(mlflow_log.status(mlflow_cfg)).startswith("MLflow: 1 of 1 fold runs logged, none")
 
 
 def test_an_unwritable_store_keeps_the_job_fails_init_loudly_and_sync_recovers(mlflow_cfg, tmp_path, capsys):
     from conftest import write_processed
     from fersnet.cli import main as cli
-    from fersnet.tracking import mlflow_log
+    from fersnet.tracking import folds, mlflow_log
     write_processed(Path(mlflow_cfg["preprocess"]["out"]) / "ckplus", size=mlflow_cfg["preprocess"]["size"])
     blocker = tmp_path / "blocked"                       # a file where the store's folder should be
     blocker.write_text("not a folder")
@@ -444,7 +446,7 @@ def test_an_unwritable_store_keeps_the_job_fails_init_loudly_and_sync_recovers(m
     blocker.unlink()                                     # the researcher makes the store usable
     assert track(params, "--sync") == 0
     assert [r.data.tags["model"] for r in store_runs(mlflow_cfg, "ckplus")] == ["judge"]
-    assert mlflow_log.recorded_failures(mlflow_cfg) == []
+    assert folds.recorded_failures(mlflow_cfg) == []
     assert mlflow_log.status(mlflow_cfg)["logged"] == 1
 
 
@@ -462,7 +464,7 @@ SAME_FOLD = """
 import json, sys, time
 from pathlib import Path
 import mlflow  # noqa: F401  imported before the barrier, so that the processes log at the same moment
-from fersnet.tracking.mlflow_log import log_fold
+from fersnet.tracking.folds import log_fold
 cfg = json.load(open(sys.argv[1]))
 barrier, n, deadline = Path(sys.argv[2]), int(sys.argv[3]), time.time() + 120
 (barrier / sys.argv[4]).touch()
@@ -499,7 +501,7 @@ def test_jobs_sharing_a_judge_the_data_and_the_store_run_at_once_and_all_are_log
     longer than SQLite's 5 s wait just as a scoring job starts to log."""
     from conftest import write_processed
     from fersnet.metrics.judge import train_judge
-    from fersnet.tracking import mlflow_log
+    from fersnet.tracking import folds, mlflow_log
     from fersnet.training.train import train_job
     cfg = mlflow_cfg
     write_processed(Path(cfg["preprocess"]["out"]) / "ckplus", classes=["happy", "sadness", "surprise"],
@@ -532,7 +534,7 @@ def test_jobs_sharing_a_judge_the_data_and_the_store_run_at_once_and_all_are_log
     for model in ("fersnet", "no_convflu"):
         assert json.loads((paths.synthesis_dir(cfg, "ckplus", model, 0) / paths.SCORES).read_text())["n_synthetic"] > 0
     assert (paths.judge_dir(cfg, "ckplus", 1) / paths.METRICS).is_file()
-    assert mlflow_log.recorded_failures(cfg) == []
+    assert folds.recorded_failures(cfg) == []
     st = mlflow_log.status(cfg)
     assert (st["logged"], st["total"], st["missing"]) == (4, 4, [])   # judges 0, 1 and both generators
     runs = store_runs(cfg, "ckplus")
@@ -543,12 +545,14 @@ def test_jobs_sharing_a_judge_the_data_and_the_store_run_at_once_and_all_are_log
 
 # --- checkpoints and per-job time and memory ------------------------------------------------------
 def artifacts(cfg: dict, run_id: str, path: str = "") -> set[str]:
-    from fersnet.tracking.mlflow_log import client_for
+    from fersnet.tracking.store import client_for
     return {a.path for a in client_for(cfg).list_artifacts(run_id, path)}
 
 
 def test_a_fold_run_stores_its_checkpoint_only_when_asked_and_an_earlier_run_gets_it_later(mlflow_cfg, tmp_path):
-    from fersnet.tracking.mlflow_log import client_for, log_fold, main
+    from fersnet.tracking.folds import log_fold
+    from fersnet.tracking.mlflow_log import main
+    from fersnet.tracking.store import client_for
     folder = fake_fold(mlflow_cfg, "ckplus", "fersnet", 0, accuracy=0.8)
     (folder / paths.CHECKPOINT).write_bytes(b"trained networks and optimizer state")
     assert log_fold(mlflow_cfg, "ckplus", "fersnet", 0, "train") == "created"
@@ -588,7 +592,7 @@ def write_benchmark(step: str, db: str, model: str | None, group: str, seconds: 
 
 
 def parent_run(cfg: dict, db: str, model: str):
-    from fersnet.tracking.mlflow_log import client_for
+    from fersnet.tracking.store import client_for
     (parent,) = [r for r in store_runs(cfg, db, kind="parent") if r.data.tags["model"] == model]
 
     def history(name: str) -> list[tuple[int, float]]:
@@ -645,7 +649,9 @@ def test_two_seeds_are_two_runs_per_fold_and_the_parent_has_both_spreads(mlflow_
     from statistics import mean, stdev
     from fersnet import config
     from fersnet.tracking import compare
-    from fersnet.tracking.mlflow_log import client_for, log_job, main, status, sync_all
+    from fersnet.tracking.folds import log_job
+    from fersnet.tracking.mlflow_log import main, status, sync_all
+    from fersnet.tracking.store import client_for
     monkeypatch.chdir(tmp_path)
     cfg = mlflow_cfg
     cfg["seeds"], cfg["n_folds"], cfg["orchestration"]["folds_per_job"] = [0, 1], 2, 1
@@ -657,7 +663,7 @@ def test_two_seeds_are_two_runs_per_fold_and_the_parent_has_both_spreads(mlflow_
     # a run of fold 1 from before runs had a seed (results/<db>/<model>/fold1): the first seed's
     # run of fold 1 to be logged replaces it
     client = client_for(cfg)
-    from fersnet.tracking.mlflow_log import ensure_experiment
+    from fersnet.tracking.store import ensure_experiment
     exp_id = ensure_experiment(client, cfg, "ckplus")
     old = client.create_run(exp_id, run_name="fersnet/fold1", tags={
         "kind": "fold", "database": "ckplus", "model": "fersnet", "fold": "1", "profile": "test"}).info.run_id
@@ -712,3 +718,23 @@ def test_two_seeds_are_two_runs_per_fold_and_the_parent_has_both_spreads(mlflow_
     assert row[1:5] == ["test", "2", "2", "4"]                              # profile, seeds, folds, runs
     assert " ".join(row[5:10]) == (f"{mean(acc.values()):.4g} ± {stdev(fold_means):.2g} "
                                    f"[± {stdev(seed_means):.2g}]")
+
+
+# --- the fold runs' params and which folds count ------------------------------------------------
+def test_fold_params_are_provenances_flattening_without_empty_sections():
+    from fersnet import provenance
+    from fersnet.tracking.folds import flat_params
+    tree = {"train": {"lr": 0.1, "milestones": [0.3, 0.8], "plugins": {}}, "seed": 0, "a": {"b": {"c": "x"}}}
+    assert flat_params(tree) == {"train.lr": 0.1, "train.milestones": [0.3, 0.8], "seed": 0, "a.b.c": "x"}
+    assert provenance.flatten(tree)["train.plugins"] == {}          # fingerprints keep an empty section
+    assert provenance.flatten({"fid": {"real": 1.5, "n": 3}, "kid": 2}, sep="/") == {"fid/real": 1.5, "fid/n": 3, "kid": 2}
+
+
+def test_finished_folds_are_the_configured_folds_of_the_configured_seeds(mlflow_cfg):
+    from fersnet.tracking.folds import finished_folds
+    mlflow_cfg["seeds"], mlflow_cfg["n_folds"] = [0, 2], 3
+    for seed, fold in [(0, 0), (0, 2), (2, 1), (0, 3), (1, 0)]:      # fold 3 and seed 1: not configured
+        fake_fold(mlflow_cfg, "ckplus", "fersnet", fold, accuracy=0.5, seed=seed)
+    unfinished = fake_fold(mlflow_cfg, "ckplus", "fersnet", 1, accuracy=0.5, seed=0)
+    (unfinished / paths.METRICS).unlink()
+    assert finished_folds(mlflow_cfg, "ckplus", "fersnet") == [(0, 0), (0, 2), (2, 1)]

@@ -1,4 +1,4 @@
-"""Small helpers shared by the scoring modules: crops, tensors, devices, atomic folders."""
+"""Small helpers shared by the scoring modules: crops, tensors, atomic folders."""
 from __future__ import annotations
 
 import json
@@ -33,19 +33,6 @@ def to_uint8(x) -> np.ndarray:
     """float (N, C, H, W) in [0, 1] -> uint8 (N, H, W, C), rounded."""
     arr = x.detach().clamp(0, 1).mul(255.0).round().to("cpu").numpy().astype(np.uint8)
     return arr.transpose(0, 2, 3, 1)
-
-
-def resolve_device(cfg: dict, override: str | None = None) -> str:
-    """`train.device` (or a CLI override) -> a torch device string; auto picks cuda, mps, cpu."""
-    import torch
-    want = override or cfg["train"]["device"]
-    if want != "auto":
-        return want
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def write_json(path: Path, obj) -> None:

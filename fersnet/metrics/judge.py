@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from fersnet import ownership, paths, provenance
+from fersnet.device import resolve as resolve_device
 from fersnet.errors import CheckpointError, DataError, FersnetError
-from fersnet.metrics.common import centre_crop, resolve_device, staged_outputs, to_tensor, write_json
+from fersnet.metrics.common import centre_crop, staged_outputs, to_tensor, write_json
 from fersnet.models.registry import read_checkpoint
 
 
@@ -257,7 +258,7 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
     if crop > data.images.shape[1]:
         raise DataError(f"{paths.processed_dir(cfg, db)}: images are {data.images.shape[1]} px, smaller "
                         f"than `train.crop` ({crop}); re-run `fersnet preprocess --db {db}`")
-    device = resolve_device(cfg, device)
+    device = str(resolve_device(cfg["train"]["device"], device))     # a torch device string
     torch.set_num_threads(int(cfg["train"]["threads"]))
     seed = int(cfg["seed"]) * 1000 + int(fold)
     torch.manual_seed(seed)

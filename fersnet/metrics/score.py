@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from fersnet import catalog, ownership, paths, provenance
+from fersnet.device import resolve as resolve_device
 from fersnet.errors import DataError, FersnetError
 from fersnet.metrics import fid as fidlib
-from fersnet.metrics.common import centre_crop, resolve_device, staged_outputs, to_tensor, to_uint8, write_json
+from fersnet.metrics.common import centre_crop, staged_outputs, to_tensor, to_uint8, write_json
 
 FEATURES = "features.npz"
 POOLED = "synthesis_pooled.json"
@@ -265,7 +266,7 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
     from fersnet.metrics.similarity import paired_similarity, real_target_positions
 
     t_start = time.perf_counter()
-    device = resolve_device(cfg, device)
+    device = str(resolve_device(cfg["train"]["device"], device))     # a torch device string
     torch.set_num_threads(int(cfg["train"]["threads"]))
     torch.manual_seed(int(cfg["seed"]) * 1000 + int(fold))
 

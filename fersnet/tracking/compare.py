@@ -4,7 +4,7 @@ Reads the fold runs (tag kind=fold, one per seed and fold) that `fersnet track` 
 as one pandas frame per database (`mlflow.search_runs(output_format="pandas")`: a column per
 `metrics.*` and `tags.*`); rows are grouped by model and profile so that demo and paper runs never
 share a mean. Each cell is the mean over the runs, the std over folds and, with several seeds, the
-std over seeds (mlflow_log.seed_fold_stats, as the parent runs).
+std over seeds (parents.seed_fold_stats, as the parent runs).
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import pandas as pd
 from fersnet import names
 from fersnet import catalog
 from fersnet.errors import FersnetError
-from fersnet.tracking.mlflow_log import (HEADLINE_METRICS, client_for, experiment_name, retry, seed_fold_stats,
-                                         store_error, tracking_uri)
+from fersnet.tracking.parents import HEADLINE_METRICS, seed_fold_stats
+from fersnet.tracking.store import client_for, experiment_name, retry, store_error, tracking_uri
 
-# The columns, in order, when any run has them (mlflow_log.HEADLINE_METRICS).
+# The columns, in order, when any run has them (parents.HEADLINE_METRICS).
 HEADLINE = HEADLINE_METRICS
 GROUP = ("tags.model", "tags.profile")
 

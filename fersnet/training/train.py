@@ -15,6 +15,7 @@ import numpy as np
 
 from fersnet import catalog, ownership, paths, provenance
 from fersnet.config import wanted
+from fersnet.device import resolve as resolve_device
 from fersnet.errors import FersnetError, TrainingError, writing
 
 def main(cfg: dict, args) -> dict:
@@ -22,24 +23,6 @@ def main(cfg: dict, args) -> dict:
     metrics = train_job(cfg, args.db, args.model, args.fold, out=getattr(args, "out", None),
                         device=getattr(args, "device", None), force=getattr(args, "force", False))
     return {k: metrics.get(k) for k in ("db", "model", "fold", "accuracy", "selected_epoch", "seconds", "device")}
-
-
-def resolve_device(name: str | None):
-    """train.device: auto picks CUDA, then MPS, then CPU; an unavailable explicit choice is an error."""
-    import torch
-
-    name = name or "auto"
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("`train.device` is cuda but no CUDA device is available")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise TrainingError("`train.device` is mps but MPS is not available")
-    return torch.device(name)
 
 
 def set_deterministic(torch, mode: bool) -> None:
@@ -143,7 +126,7 @@ def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
     from fersnet.training.loop import Hooks, LoopSpec, lr_schedule_factor, predict, run
 
     tr = cfg["train"]
-    dev = resolve_device(device or tr["device"])
+    dev = resolve_device(tr["device"], device)
     if dev.type == "cpu":
         torch.set_num_threads(tr["threads"])
     set_deterministic(torch, dev.type == "cpu")

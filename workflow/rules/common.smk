@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 
 from fersnet import catalog  # noqa: E402
 from fersnet import config as fconfig  # noqa: E402
-from fersnet import gpu_slots, paths  # noqa: E402
+from fersnet import device as fdevice  # noqa: E402
+from fersnet import paths  # noqa: E402
 from fersnet import workflow as fwork  # noqa: E402
 from fersnet.models import registry  # noqa: E402
 from fersnet.reports import contents as report_contents  # noqa: E402
@@ -68,8 +69,8 @@ COMMON_ARGS = f"--params {PARAMS}"
 
 # GPUs are found without importing torch (seconds per Snakemake start): CUDA_VISIBLE_DEVICES or
 # `nvidia-smi -L`. Each job takes a slot on one device itself (fersnet/gpu_slots.py).
-GPU_DEVICES = gpu_slots.devices() if CFG["train"]["device"] in ("auto", "cuda") else []
-USES_GPU = CFG["train"]["device"] in ("cuda", "mps") or bool(GPU_DEVICES)
+GPU_DEVICES = fdevice.workflow_gpus(CFG["train"]["device"])
+USES_GPU = fdevice.uses_gpu(CFG["train"]["device"], GPU_DEVICES)
 # `gpu_share`: all devices together = 100 (the default profile's limit), so at most
 # orchestration.gpu_jobs_per_device jobs per device run at once. CPU-only runs take no share.
 GPU_SHARE = fwork.gpu_share(CFG["orchestration"]["gpu_jobs_per_device"], max(1, len(GPU_DEVICES))) if USES_GPU else 0
