@@ -199,8 +199,12 @@ def _result_folder(cfg: dict, args):
 def _call(fn, cfg: dict, args):
     if args.verb not in LOCKED:
         return fn(cfg, args)
+    from fersnet import ownership
     from fersnet.status import writer_lock
-    with writer_lock(_result_folder(cfg, args), f"fersnet {args.verb}"):
+    # the folders above a training run, judge or processed data are that step's (as the job marks
+    # them); a score's lies in its training run, which the lock never creates or marks
+    made_by = None if args.verb == "score" else ownership.step(args.verb)
+    with writer_lock(_result_folder(cfg, args), f"fersnet {args.verb}", made_by):
         return fn(cfg, args)
 
 

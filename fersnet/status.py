@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fersnet import catalog, paths, provenance
+from fersnet import catalog, ownership, paths, provenance
 from fersnet.config import with_seed
 from fersnet.errors import FersnetError
 
@@ -349,14 +349,19 @@ class writer_lock:
     the kernel and its file is taken over by the next writer.
     """
 
-    def __init__(self, folder, who: str):
-        self.folder, self.who = Path(folder), who
+    def __init__(self, folder, who: str, made_by: str | None = None):
+        """`made_by` (fersnet.ownership.step): the step that marks the folders above the result
+        the lock has to create, as the job itself would mark them; None: left unmarked."""
+        self.folder, self.who, self.made_by = Path(folder), who, made_by
         self.path = lock_file(folder)
         self._fd = None
 
     def __enter__(self):
         import fcntl
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.made_by:
+            ownership.create_dirs(self.path.parent, self.made_by)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:

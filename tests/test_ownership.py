@@ -344,7 +344,7 @@ def test_report_killed_during_its_install_then_rerun(tiny, tmp_path):
     assert json.loads((out / "summary.json").read_text())["measured"]["ckplus"] == first
     assert cli.main(["report", "--params", str(params)]) == 0
     assert {p.name for p in out.iterdir()} - {"report.pdf"} == {      # the PDF where pdflatex is installed
-        ownership.MARKER, "summary.json", "report.tex", "tables", "figures", "plots"}
+        ownership.MARKER, "summary.json", "headline.json", "report.tex", "tables", "figures", "plots"}
     assert temporaries(tmp_path) == []
 
 
