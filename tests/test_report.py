@@ -656,3 +656,20 @@ def test_the_short_caption_is_the_first_sentence_outside_math_and_abbreviations(
     assert tables.short_caption("Paired tests, e.g. Wilcoxon vs. t. More.") == "Paired tests, e.g. Wilcoxon vs. t."
     assert tables.short_caption("Mean $x. Y$ of runs. Rest.") == "Mean $x. Y$ of runs."
     assert tables.short_caption("One sentence only.") == "One sentence only."
+
+
+def test_a_generator_no_better_than_copying_its_input_is_named_as_untrained(tmp_path):
+    """A generator whose judge FD is above the Copy input row's and whose faces the judge reads at or
+    below chance compares nothing: the synthesis table's note says so, naming it and no other."""
+    cfg = small_cfg(tmp_path, dbs=("ckplus",))
+    write_grid(cfg, dbs=("ckplus",))
+    for k in range(cfg["n_folds"]):
+        path = paths.synthesis_dir(cfg, "ckplus", "stargan", k) / paths.SCORES
+        scores = json.loads(path.read_text())
+        scores.update(judge_accuracy=0.1, judge_fid_n240=100.0 + k)          # copy input: 60 + k
+        path.write_text(json.dumps(scores))
+    report.build_report(cfg)
+    tex = (paths.reports_dir(cfg) / "tables" / "synthesis_ckplus.tex").read_text()
+    note = tex.split("\\smallskip", 1)[1]
+    assert "StarGAN is farther from the target expressions than the unchanged input" in note
+    assert "FERSNet" not in note.split("compares nothing")[0]

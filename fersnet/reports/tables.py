@@ -554,6 +554,15 @@ def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
                "synthesis); \\emph{Real test faces}: the judge's accuracy on the real test faces, the ceiling for "
                "judge accuracy. " + _fold_note(cfg) + " " + _losses_caption(losses))
     notes = []
+    untrained = _worse_than_copying(numbers, len(catalog.database(db).class_list(cfg)))
+    if untrained:
+        notes.append(", ".join(names.GENERATOR.get(m, names.MODEL.get(m, m)) for m in untrained)
+                     + (" is" if len(untrained) == 1 else " are") + " farther from the target expressions than the "
+                     "unchanged input (Judge FD above \\emph{Copy input}'s) and read by the judge at or below "
+                     "chance: at this run's training length "
+                     + ("it has" if len(untrained) == 1 else "they have") + " not learned to synthesize "
+                     "faces, so " + ("its row compares" if len(untrained) == 1 else "their rows compare")
+                     + " nothing (docs/training.md, \"Demo synthesis\").")
     if any_dagger:
         notes.append(r"$^{\dagger}$ No pooled file (\texttt{fersnet pool}): mean $\pm$ std of the per-fold values"
                      + (" (as the other columns, seed spread in brackets)." if _multi(cfg) else "."))
@@ -566,6 +575,23 @@ def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
     tex = render(display, caption, f"tab:synthesis_{db}", bold=bold, note=" ".join(notes) or None,
                  column_format="lp{1.2cm}" + "c" * (len(columns) - 1), font="\\footnotesize", colsep="2.5pt")
     return _rule_before_row(tex, len(display), n_generators), numbers
+
+
+def _worse_than_copying(numbers: dict, n_classes: int) -> list[str]:
+    """The generators of a synthesis table that did no better than copying the input: a judge FD above
+    the Copy input row's and a judge accuracy at or below chance (100 / n_classes %)."""
+    copy = numbers.get("copy_input") or {}
+    copy_fd, chance = copy.get("judge_fd_mean"), 100.0 / max(n_classes, 1)
+    if not isinstance(copy_fd, float) or not math.isfinite(copy_fd):
+        return []
+    out = []
+    for model, n in numbers.items():
+        if model in agg.SYNTHESIS_REFERENCES:
+            continue
+        fd, acc = n.get("judge_fd_mean"), n.get("judge_accuracy_mean")
+        if isinstance(fd, float) and isinstance(acc, float) and fd > copy_fd and acc <= chance:
+            out.append(model)
+    return out
 
 
 def _rule_before_row(tex: str, n_rows: int, first: int) -> str:
