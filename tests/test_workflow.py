@@ -290,8 +290,7 @@ def test_dvc_repro_runs_everything_a_second_repro_is_a_no_op_and_experiments_kee
     assert plots.returncode == 0 and "confusion/ckplus.csv" in plots.stdout, plots.stderr[-3000:]
     # titles in words; the confusion matrix with the true expressions as rows, as in the report
     assert "FERSNet confusion matrix" in plots.stdout and "fraction of training" in plots.stdout
-    assert '"field": "actual", "type": "nominal", "sort": "ascending", "title": "true expression"' in plots.stdout \
-        or "true expression" in plots.stdout
+    assert "true expression" in plots.stdout and "predicted expression" in plots.stdout
 
     # experiments need Git: commit the project. A scoring-only param re-runs scoring and the report alone;
     # a training param retrains. The report's metrics and plot data are cached by DVC (dvc.yaml), so each
