@@ -554,7 +554,9 @@ def synthesis(cfg: dict, col: agg.Collected, db: str) -> tuple[str, dict]:
                "synthesis); \\emph{Real test faces}: the judge's accuracy on the real test faces, the ceiling for "
                "judge accuracy. " + _fold_note(cfg) + " " + _losses_caption(losses))
     notes = []
-    untrained = _worse_than_copying(numbers, len(catalog.database(db).class_list(cfg)))
+    # chance: one class in n, the classes the runs of this database recorded (metrics.json)
+    recorded = [c for c in col.folds[col.folds.db == db].classes if isinstance(c, list) and c]
+    untrained = _worse_than_copying(numbers, len(recorded[0])) if recorded else []
     if untrained:
         notes.append(", ".join(names.GENERATOR.get(m, names.MODEL.get(m, m)) for m in untrained)
                      + (" is" if len(untrained) == 1 else " are") + " farther from the target expressions than the "
