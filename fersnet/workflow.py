@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import yaml
@@ -116,8 +117,27 @@ def gpu_share(jobs_per_device: int, n_devices: int) -> int:
 
 
 # --- manifests ------------------------------------------------------------------------------------
-def write_manifest(inputs, output) -> None:
-    """A stamp for DVC: one line per input with its size and content hash (mtime-free)."""
+def write_manifest(inputs, output, log=None) -> None:
+    """A stamp for DVC: one line per input with its size and content hash (mtime-free). `log`: the
+    rule's log, which ends, like every job's (fersnet.jobrun), with a line saying how it ended."""
+    t0, inputs = time.monotonic(), list(inputs)
+    try:
+        _write_manifest(inputs, output)
+    except BaseException as e:
+        if log:
+            _log_end(log, f"failed ({type(e).__name__}: {e}) after {time.monotonic() - t0:.1f} s")
+        raise
+    if log:
+        _log_end(log, f"exit code 0 after {time.monotonic() - t0:.1f} s ({len(inputs)} files listed)")
+
+
+def _log_end(log, how: str) -> None:
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(f"fersnet job: {how}\n")
+
+
+def _write_manifest(inputs, output) -> None:
     lines = []
     for f in sorted(map(str, inputs)):
         data = Path(f).read_bytes()

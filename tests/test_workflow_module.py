@@ -5,6 +5,7 @@ import copy
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from fersnet import config, workflow
@@ -80,6 +81,17 @@ def test_manifest_lists_content_hashes(tmp_path):
     workflow.write_manifest([tmp_path / "a.json"], tmp_path / "m" / "x.manifest")
     line = (tmp_path / "m" / "x.manifest").read_text().split()
     assert line[0] == "bf21a9e8fbc5a3846fb05b4fa0859e0917b2202f" and line[1] == "2"
+
+
+def test_the_manifest_rules_log_ends_saying_how_it_ended(tmp_path):
+    (tmp_path / "a.json").write_text("{}")
+    log = tmp_path / "logs" / "folds.log"
+    workflow.write_manifest([tmp_path / "a.json"], tmp_path / "m" / "x.manifest", log)
+    assert log.read_text().splitlines()[-1].startswith("fersnet job: exit code 0 after ")
+    with pytest.raises(FileNotFoundError):
+        workflow.write_manifest([tmp_path / "missing.json"], tmp_path / "m" / "y.manifest", log)
+    assert log.read_text().splitlines()[-1].startswith("fersnet job: failed (FileNotFoundError")
+    assert not (tmp_path / "m" / "y.manifest").exists()
 
 
 def test_command_line_config_is_read_as_yaml_like_params():

@@ -27,4 +27,4 @@ rule scores_manifest:
     log:
         "logs/manifest/scores.log",
     run:
-        fwork.write_manifest(input, output[0])
+        fwork.write_manifest(input, output[0], log[0])

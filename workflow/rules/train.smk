@@ -92,4 +92,4 @@ rule folds_manifest:
     log:
         "logs/manifest/folds.log",
     run:
-        fwork.write_manifest(input, output[0])
+        fwork.write_manifest(input, output[0], log[0])
