@@ -196,12 +196,7 @@ def test_required_but_missing_inception_is_a_clear_error_and_writes_nothing(smal
 
 def test_local_weights_give_fid_kid_per_fold_and_pooled_over_folds(small, tmp_path):
     cfg = small
-    weights = tmp_path / "fid_inception_random.pth"
-    torch.manual_seed(0)
-    torch.save(fidlib.fid_inception_architecture().state_dict(), weights)
-    cfg["fid"]["inception_weights"] = str(weights)
-    cfg["fid"]["require_inception"] = True
-    cfg["fid"]["kid_subsets"] = 5
+    random_inception(cfg, tmp_path)
     cfg["models"] = ["fersnet"]
     train_judge(cfg, "ckplus", 1, **QUIET)
     per_fold = [score_job(cfg, "ckplus", "fersnet", k, generator=class_mean_generator(cfg), **QUIET)
