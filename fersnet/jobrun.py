@@ -31,6 +31,11 @@ def ending(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
+def end_line(how: str, seconds: float) -> str:
+    """The last line of a job's log: `fersnet job: <how> after <seconds> s`."""
+    return f"fersnet job: {how} after {seconds:.1f} s\n"
+
+
 def run(log: Path, cmd: list[str]) -> int:
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +45,7 @@ def run(log: Path, cmd: list[str]) -> int:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         except OSError as e:
             out.write(f"fersnet job: could not start {cmd[0]!r}: {e}\n".encode())
-            out.write(f"fersnet job: exit code 127 after {time.monotonic() - t0:.1f} s\n".encode())
+            out.write(end_line("exit code 127", time.monotonic() - t0).encode())
             return 127
 
         def forward(signum, frame):
@@ -49,7 +54,7 @@ def run(log: Path, cmd: list[str]) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, forward)
         returncode = proc.wait()
-        out.write(f"\nfersnet job: {ending(returncode)} after {time.monotonic() - t0:.1f} s\n".encode())
+        out.write(("\n" + end_line(ending(returncode), time.monotonic() - t0)).encode())
         os.fsync(out.fileno())
     return returncode if returncode >= 0 else 128 - returncode
 

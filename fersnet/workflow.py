@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from fersnet import catalog, ownership, provenance
+from fersnet import catalog, jobrun, ownership, provenance
 from fersnet.config import fold_groups, params_view, read_yaml, with_seed  # noqa: F401 - the workflow's names for them
 from fersnet.paths import group_tag  # noqa: F401 - the workflow's name for it
 
@@ -120,21 +120,21 @@ def gpu_share(jobs_per_device: int, n_devices: int) -> int:
 def write_manifest(inputs, output, log=None) -> None:
     """A stamp for DVC: one line per input with its size and content hash (mtime-free). `log`: the
     rule's log, which ends, like every job's (fersnet.jobrun), with a line saying how it ended."""
-    t0, inputs = time.monotonic(), list(inputs)
+    t0 = time.monotonic()
     try:
         _write_manifest(inputs, output)
     except BaseException as e:
         if log:
-            _log_end(log, f"failed ({type(e).__name__}: {e}) after {time.monotonic() - t0:.1f} s")
+            _log_end(log, f"failed ({type(e).__name__}: {e})", t0)
         raise
     if log:
-        _log_end(log, f"exit code 0 after {time.monotonic() - t0:.1f} s ({len(inputs)} files listed)")
+        _log_end(log, "exit code 0", t0)
 
 
-def _log_end(log, how: str) -> None:
+def _log_end(log, how: str, t0: float) -> None:
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
-        f.write(f"fersnet job: {how}\n")
+        f.write(jobrun.end_line(how, time.monotonic() - t0))
 
 
 def _write_manifest(inputs, output) -> None:
