@@ -7,10 +7,13 @@ is empty or carries the marker of the same step; any other folder, a folder made
 step included, stops it with an error that names the folder and what made it
 (docs/architecture.md, "Ownership and crashes").
 
-Crash hygiene: outputs are written under temporary names and renamed into place, so a kill
-at any moment leaves the old complete output or the new one, plus at most temporaries named
-`.<name>.tmp-<pid>-<host>-<random>` (or `.old-`). `clean_temps` removes those whose process
-is no longer running; every verb calls it over the folders it works in.
+Safe writes: every output is written by one of two primitives here, so that a kill at any
+moment leaves the old complete output or the new one, never part of one: `write_bytes`,
+`write_text` and `write_json` for a file (a temporary sibling, fsync, rename), `build_aside` for
+a folder (built in a marked staging sibling, then swapped in whole). Their temporaries have one
+name pattern, `.<name>.tmp-<pid>-<host>-<random>` (or `.old-`, `temp_name`); `clean_temps`
+removes those whose process is no longer running; every verb calls it over the folders it
+works in.
 
 This module imports only the standard library: the CLI and the Snakefile use it at start.
 """
@@ -27,28 +30,22 @@ import shutil
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fersnet.errors import FersnetError
+from fersnet.errors import FersnetError, writing
 
 MARKER = ".fersnet"
 PAUSE_ENV = "FERSNET_PAUSE_AT"      # debugging aid for crash tests (pause_point)
 PAUSE_SECONDS_ENV = "FERSNET_PAUSE_S"
-# A temporary made on another machine (shared file system), or with no PID in its name (older
-# fersnet versions), cannot be checked for a live process: it is removed once it is this old.
+# A temporary made on another machine (shared file system) cannot be checked for a live
+# process: it is removed once it is this old.
 STALE_S = 24 * 3600
 HOW = "pick another --out, or empty it"
 
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<host>[0-9a-f]{6})-[0-9a-f]+$")
-# names written by fersnet versions before this module; same host assumed where a PID is given
-_LEGACY = (
-    re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-?(?P<pid>\d+)$"),     # .x.tmp123, .x.tmp-123, .x.old-123
-    re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp)-[a-z0-9_]{8}$"),          # tempfile.mkdtemp(prefix=".x.tmp-")
-    re.compile(r"^\.(?P<name>.+\.json)\.(?P<kind>)[a-z0-9_]{8}$"),        # tempfile.mkstemp(prefix=".x.json.")
-    re.compile(r"^\.(?P<name>build)-(?P<kind>)[a-z0-9_]{8}$"),            # the report's .build-XXXXXXXX
-)
 
 
 class ForeignFolder(FersnetError):
@@ -300,17 +297,90 @@ def swap_in(staging, final, made_by: str, how: str = HOW) -> None:
     shutil.rmtree(leftover, ignore_errors=True)
 
 
+# --- safe writes: the one way fersnet writes an output file or folder ----------------------------
+def write_bytes(path, data: bytes, made_by: str | None = None) -> None:
+    """Write the file `path` so that a reader, a kill or a power cut finds the old file or the
+    new one, never part of one: `data` goes to a temporary sibling (`temp_path`), is forced to
+    disk (fsync), is renamed over `path`, and the rename is forced to disk too (fsync of the folder).
+
+    With `made_by` (a `step`), the folders above `path` are created (and marked) as needed;
+    without it they must exist. A full disk is one line naming the folder (errors.DiskFull). The
+    temporary is removed on every way out; a killed process's is removed by `clean_temps`.
+    """
+    path = Path(path)
+    with writing(path.parent):
+        if made_by is not None:
+            create_dirs(path.parent, made_by)
+        tmp = temp_path(path)
+        try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            pause_point(f"write:{path.name}")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _sync_folder(path.parent)
+
+
+def write_text(path, text: str, made_by: str | None = None) -> None:
+    """`write_bytes` of `text` in UTF-8."""
+    write_bytes(path, text.encode(), made_by)
+
+
+def write_json(path, obj, made_by: str | None = None, *, allow_nan: bool = True) -> None:
+    """`write_text` of `obj` as JSON, indented by 2, keys in their order, with a final newline;
+    `allow_nan=False` refuses NaN and infinities (ValueError) instead of writing `NaN`."""
+    write_text(path, json.dumps(obj, indent=2, allow_nan=allow_nan) + "\n", made_by)
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, which makes a rename in it durable; a file system that cannot is let be."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP, errno.EPERM, errno.EACCES):
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def build_aside(final, made_by: str, how: str = HOW, done: str | None = None):
+    """Build the folder `final` aside and install it whole: yields a new marked staging sibling
+    (`.<name>.tmp-...`, `make_temp_dir`) to write into. When the block ends without an error
+    (and, given `done`, with the file `done` written in the staging folder), the staging folder
+    is swapped in for `final` (`swap_in`); otherwise it is removed and `final` stays as it was.
+
+    `final` must be absent, empty, or made by the same step `made_by`: any other folder is
+    refused before any work (`check_replaceable`, ForeignFolder; `how` ends the message). A full
+    disk is one line naming `final`, never its staging copy (errors.DiskFull).
+
+    The files written into the staging folder are not forced to disk one by one (a stand-in is
+    thousands of files): the swap guards against a kill, not against a power cut in the seconds
+    after it (docs/decisions.md, "Safe writes").
+    """
+    final = Path(final)
+    check_replaceable(final, made_by, how)
+    with writing(final):
+        tmp = make_temp_dir(final.parent, final.name, made_by)
+        try:
+            yield tmp
+            if done is None or (tmp / done).is_file():
+                swap_in(tmp, final, made_by, how)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _parse(name: str):
-    """(name, kind, pid or None, host or None) of a temporary's file name, or None."""
+    """(name, kind, pid, host) of a temporary's file name (`temp_name`), or None."""
     m = _TEMP.match(name)
-    if m:
-        return m["name"], m["kind"], int(m["pid"]), m["host"]
-    for pattern in _LEGACY:
-        m = pattern.match(name)
-        if m:
-            pid = m.groupdict().get("pid")
-            return m["name"], m["kind"] or "tmp", int(pid) if pid else None, _HOST if pid else None
-    return None
+    return (m["name"], m["kind"], int(m["pid"]), m["host"]) if m else None
 
 
 def _alive(pid: int) -> bool:
@@ -327,8 +397,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _in_use(path: Path, pid: int | None, host: str | None) -> bool:
-    if pid is None or host != _HOST:
+def _in_use(path: Path, pid: int, host: str) -> bool:
+    if host != _HOST:
         try:
             return time.time() - path.lstat().st_mtime < STALE_S
         except FileNotFoundError:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -33,9 +32,8 @@ def snapshot(cfg: dict, folder: Path = SNAPSHOT_DIR) -> str:
     out = Path(folder) / f"params-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-        tmp.write_text("# The resolved params of one workflow run (written by the Snakefile at its start).\n" + text)
-        tmp.replace(out)
+        ownership.write_text(out, "# The resolved params of one workflow run (written by the Snakefile at its start).\n"
+                             + text)
     return str(out)
 
 
@@ -145,9 +143,7 @@ def _write_manifest(inputs, output) -> None:
     out = Path(output)
     ownership.create_dirs(out.parent, ownership.step("workflow"))
     ownership.clean_temps(out.parent)
-    tmp = ownership.temp_path(out)
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
+    ownership.write_text(out, "\n".join(lines) + "\n")
 
 
 # --- adding to Snakemake's --forcerun ---------------------------------------------------------------

@@ -105,8 +105,8 @@ def test_swap_in_without_an_atomic_exchange_also_keeps_the_old_folder_until_the_
 
 def test_clean_temps_removes_dead_processes_leftovers_whatever_their_pid(tmp_path):
     run = ownership.claim_folder(tmp_path / "results" / "fold0", STEP)
-    pid = dead_pid()
-    names = [leftover_name("checkpoint.pt", "tmp", pid), f".checkpoint.pt.tmp{pid}", f".history.csv.tmp-{pid}"]
+    pid, other = dead_pid(), dead_pid()
+    names = [leftover_name("checkpoint.pt", "tmp", pid), leftover_name("history.csv", "tmp", other)]
     for n in names:
         (run / n).write_bytes(b"partial")
     staging = run.parent / leftover_name("fold1", "tmp", pid)
@@ -148,6 +148,109 @@ def test_clean_temps_puts_back_an_old_folder_when_the_new_one_never_arrived(tmp_
     ownership.clean_temps(parent / "ckplus")
     assert (parent / "ckplus" / "images.npy").read_text() == "complete"
     assert sorted(p.name for p in parent.iterdir()) == [ownership.MARKER, "ckplus"]
+
+
+def test_only_the_one_temp_name_pattern_counts_as_a_temporary(tmp_path):
+    run = ownership.claim_folder(tmp_path / "fold0", STEP)
+    pid = dead_pid()
+    other = [f".checkpoint.pt.tmp{pid}", f".history.csv.tmp-{pid}", ".build-a1b2c3d4", ".scores.json.a1b2c3d4"]
+    for n in other:
+        (run / n).write_bytes(b"not named by ownership.temp_name")
+    assert [n for n in other if ownership._parse(n)] == []
+    assert ownership._parse(ownership.temp_name("checkpoint.pt"))[:3] == ("checkpoint.pt", "tmp", os.getpid())
+    assert ownership.clean_temps(run) == []
+    assert sorted(p.name for p in run.iterdir()) == sorted([ownership.MARKER] + other)
+
+
+# The safe-write primitives: a file (write_bytes/write_text/write_json) and a folder (build_aside).
+
+def test_write_bytes_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+    ownership.write_bytes(target, b"new \x00 bytes")
+    assert target.read_bytes() == b"new \x00 bytes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_write_json_and_write_text_write_exactly_the_text(tmp_path):
+    obj = {"b": 1, "a": [0.5, None, "é"], "nan": float("nan")}
+    ownership.write_json(tmp_path / "x.json", obj)
+    assert (tmp_path / "x.json").read_text() == json.dumps(obj, indent=2) + "\n"
+    ownership.write_text(tmp_path / "t.txt", "line ü\n")
+    assert (tmp_path / "t.txt").read_bytes() == "line ü\n".encode()
+
+
+def test_a_write_that_fails_midway_keeps_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "scores.json"
+    target.write_text('{"old": true}\n')
+    with pytest.raises(ValueError, match="JSON compliant"):
+        ownership.write_json(target, {"fid": float("nan")}, allow_nan=False)
+    with pytest.raises(TypeError):
+        ownership.write_bytes(target, "text where bytes were due")     # fails inside the open temporary
+    assert target.read_text() == '{"old": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.json"]
+
+
+def test_a_write_creates_marked_folders_only_when_told_what_makes_them(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        ownership.write_text(tmp_path / "a" / "b.txt", "x")
+    assert list(tmp_path.iterdir()) == []
+    ownership.write_text(tmp_path / "a" / "b.txt", "x", STEP)
+    assert (tmp_path / "a" / "b.txt").read_text() == "x" and ownership.maker(tmp_path / "a") == STEP
+
+
+def test_a_write_killed_before_its_rename_leaves_the_old_file_then_its_temporary_is_cleaned(tmp_path):
+    folder = ownership.claim_folder(tmp_path / "run", STEP)
+    target = folder / "checkpoint.pt"
+    target.write_bytes(b"epoch 1")
+    code = f"from fersnet import ownership; ownership.write_bytes({str(target)!r}, b'epoch 2 ' * 1000)"
+    env = {**os.environ, ownership.PAUSE_ENV: "write:checkpoint.pt", ownership.PAUSE_SECONDS_ENV: "120"}
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True, env=env)
+    assert "paused at write:checkpoint.pt" in proc.stderr.readline()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    (tmp,) = [p for p in folder.iterdir() if ownership._parse(p.name)]
+    assert tmp.read_bytes() == b"epoch 2 " * 1000 and target.read_bytes() == b"epoch 1"
+    assert ownership.clean_temps(folder) == [tmp]
+    assert sorted(p.name for p in folder.iterdir()) == [ownership.MARKER, "checkpoint.pt"]
+
+
+def test_build_aside_swaps_the_new_folder_in_whole(tmp_path):
+    final = ownership.claim_folder(tmp_path / "out", STEP)
+    (final / "old.txt").write_text("old")
+    with ownership.build_aside(final, STEP) as staging:
+        assert staging.parent == tmp_path and ownership._parse(staging.name)[:2] == ("out", "tmp")
+        (staging / "new.txt").write_text("new")
+        assert (final / "old.txt").read_text() == "old"        # the old one stays until the end
+    assert sorted(p.name for p in final.iterdir()) == [ownership.MARKER, "new.txt"]
+    assert ownership.maker(final) == STEP and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_build_aside_refuses_a_foreign_or_other_steps_folder_before_any_work(tmp_path):
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("mine")
+    other = ownership.claim_folder(tmp_path / "run", ownership.step("train", "ckplus", "fersnet", "seed0", "fold0"))
+    (other / "metrics.json").write_text("{}")
+    before = snapshot(tmp_path)
+    for folder, why in ((foreign, "holds files fersnet did not create"), (other, "output of `fersnet train")):
+        with pytest.raises(ownership.ForeignFolder, match=why):
+            with ownership.build_aside(folder, STEP):
+                raise AssertionError("the block must not run")
+    assert snapshot(tmp_path) == before
+
+
+def test_build_aside_keeps_the_old_folder_when_the_build_fails_or_is_not_done(tmp_path):
+    final = ownership.claim_folder(tmp_path / "out", STEP)
+    (final / "metrics.json").write_text("old")
+    with pytest.raises(RuntimeError, match="the build failed"):
+        with ownership.build_aside(final, STEP) as staging:
+            (staging / "metrics.json").write_text("half")
+            raise RuntimeError("the build failed")
+    with ownership.build_aside(final, STEP, done="metrics.json") as staging:
+        (staging / "checkpoint.pt").write_text("stopped before metrics.json")
+    assert (final / "metrics.json").read_text() == "old" and not (final / "checkpoint.pt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 # Through the real CLI: foreign folders, configured data roots, and SIGKILL at named points.

@@ -361,7 +361,7 @@ def test_report_writes_every_figure_and_table(built):
             assert (out / "figures" / fig).stat().st_size > 0, fig
         assert (out / "tables" / f"synthesis_{db}.tex").is_file()
     assert (out / "figures" / "fold_accuracy.png").stat().st_size > 0
-    assert not list(out.glob(".build-*"))          # the temporary build folder is gone
+    assert not [p for p in out.parent.iterdir() if ownership._parse(p.name)]   # the staging folder is gone
 
 
 @needs_latex
@@ -607,7 +607,7 @@ def test_latex_error_keeps_the_previous_report_and_names_the_log(tmp_path, monke
         report.build_report(cfg)
     assert json.loads((out / "summary.json").read_text()) == {"previous": True}
     assert "Undefined control sequence" in (out / "report.log").read_text()
-    assert not (out / "tables").exists() and not list(out.glob(".build-*"))
+    assert not (out / "tables").exists() and not [p for p in out.parent.iterdir() if ownership._parse(p.name)]
 
 
 PAPER_PREAMBLE = ("\\documentclass[10pt,twocolumn]{article}\n"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from fersnet.data import faces, labels, readers
 from fersnet.data.folds import RULE_TEXT, assign_folds
 from fersnet.provenance import code_label, code_version, processed_hash, raw_manifest
 from fersnet.data.readers import BadFile, BadInput, FrameRecord, Reading
-from fersnet.errors import DataError, writing
+from fersnet.errors import DataError
 from fersnet.names import DATABASE
 
 SHEET_PER_CLASS = 8
@@ -73,7 +72,8 @@ def preprocess(cfg: dict, db: str, root=None, out=None) -> dict:
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     summary["raw_manifest"] = manifest      # compared with the root's today by `fersnet status`
     summary["code_version"] = code_label(code_version())
-    _write_atomically(out, ownership.step("preprocess", db), lambda tmp: _write_outputs(tmp, np.stack(images), meta, summary, reading))
+    with ownership.build_aside(out, ownership.step("preprocess", db), HOW) as tmp:   # swapped in whole
+        _write_outputs(tmp, np.stack(images), meta, summary, reading)
     return {"db": db, "out": str(out), "n_images": summary["n_images"],
             "n_sequences": summary["n_sequences"], "n_subjects": summary["n_subjects"],
             "skipped": len(summary["skipped"]), "no_face": len(no_face),
@@ -258,18 +258,6 @@ def _protocol(cfg: dict, db: str, root: Path, reading: Reading) -> dict:
             "n_folds": cfg["n_folds"], "folds_rule": cfg["folds"]["rule"],
             "fold_rule": RULE_TEXT[cfg["folds"]["rule"]],
             "check_counts": cfg["data"]["check_counts"]}
-
-
-def _write_atomically(out: Path, made_by: str, write) -> None:
-    """Run write(tmp) on a marked temporary sibling folder, then swap it in for `out`
-    (fersnet.ownership.swap_in: only an empty `out`, or one made by the same step, is replaced)."""
-    with writing(out):                 # a full disk: one line naming `out` (errors.DiskFull)
-        tmp = ownership.make_temp_dir(out.parent, out.name, made_by)
-        try:
-            write(tmp)
-            ownership.swap_in(tmp, out, made_by, HOW)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_outputs(folder: Path, images: np.ndarray, meta, summary: dict, reading: Reading) -> None:

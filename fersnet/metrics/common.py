@@ -1,16 +1,12 @@
-"""Small helpers shared by the scoring modules: crops, tensors, atomic folders."""
+"""Small helpers shared by the scoring modules: crops, tensors, strict JSON, staged result folders."""
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from fersnet import ownership
-from fersnet.errors import writing
 
 
 def centre_crop(images: np.ndarray, crop: int) -> np.ndarray:
@@ -36,39 +32,21 @@ def to_uint8(x) -> np.ndarray:
 
 
 def write_json(path: Path, obj) -> None:
-    """Write JSON through a temporary sibling and rename (never a half-written file)."""
-    path = Path(path)
-    tmp = ownership.temp_path(path)
-    with writing(path.parent):        # a full disk: one line naming the folder (errors.DiskFull)
-        try:
-            with open(tmp, "x") as f:
-                json.dump(obj, f, indent=2, sort_keys=False, allow_nan=False)
-                f.write("\n")
-            ownership.pause_point(f"write:{path.name}")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    """Write a scoring file (fersnet.ownership.write_json) as strict JSON: a NaN or an infinity
+    is an error (ValueError), never a `NaN` that other JSON readers refuse."""
+    ownership.write_json(path, obj, allow_nan=False)
 
 
 @contextmanager
 def staged_outputs(final: Path, done_name: str, made_by: str):
-    """Yield a marked temporary sibling folder to write into; on success swap it in for `final`.
-
-    The whole folder is installed in one step (fersnet.ownership.swap_in), so `final` holds
-    either the old result or the new complete one (with `done_name`, metrics.json or
-    scores.json), never a mix; on error the temporary folder is removed and `final` is left as
-    it was. A `final` that holds files fersnet did not create, or the output of another step
-    than `made_by` (fersnet.ownership.step), is refused before any work. A full disk while writing
-    is one line naming `final` (errors.DiskFull).
+    """Yield a marked staging folder to write `final` into; on success it is swapped in whole
+    (fersnet.ownership.build_aside), so `final` holds either the old result or the new complete
+    one (with `done_name`, metrics.json or scores.json), never a mix; a job that wrote no
+    `done_name` is an error and leaves `final` as it was. A `final` that holds files fersnet did
+    not create, or the output of another step than `made_by` (fersnet.ownership.step), is refused
+    before any work. A full disk while writing is one line naming `final` (errors.DiskFull).
     """
-    final = Path(final)
-    ownership.check_replaceable(final, made_by)
-    with writing(final):
-        tmp = ownership.make_temp_dir(final.parent, final.name, made_by)
-        try:
-            yield tmp
-            if not (tmp / done_name).is_file():
-                raise FileNotFoundError(f"{tmp / done_name}: the job wrote no {done_name}")
-            ownership.swap_in(tmp, final, made_by)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with ownership.build_aside(final, made_by) as tmp:
+        yield tmp
+        if not (tmp / done_name).is_file():
+            raise FileNotFoundError(f"{tmp / done_name}: the job wrote no {done_name}")

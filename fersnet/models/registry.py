@@ -9,7 +9,7 @@ import json
 import warnings
 from pathlib import Path
 
-from fersnet import catalog, paths
+from fersnet import catalog, ownership, paths
 from fersnet.config import wanted
 from fersnet.errors import CheckpointError, FersnetError
 
@@ -312,7 +312,5 @@ def count_params_main(cfg: dict, args) -> dict:
     if getattr(args, "write", None):
         out = Path(args.write)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(table)
-        tmp.replace(out)
+        ownership.write_text(out, table)
     return {}

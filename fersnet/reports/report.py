@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from fersnet import catalog, names, ownership, paths, provenance, status
-from fersnet.errors import DataError, FersnetError, writing
+from fersnet.errors import DataError, FersnetError
 from fersnet.reports import aggregate as agg
 from fersnet.reports import contents, figures, html_tables, published, tables, tuning
 
@@ -51,17 +51,14 @@ def build_report(cfg: dict) -> dict:
     ownership.check_data_roots(cfg, out, "fersnet report")
     ownership.check_replaceable(out, MADE_BY, HOW)
     ownership.clean_temps(out)
-    with writing(out):                 # a full disk: one line naming the folder (errors.DiskFull)
-        tmp = ownership.make_temp_dir(out.parent, out.name, MADE_BY)
-        try:
-            context, summary = write_contents(cfg, col, tmp)
-            (tmp / "report.tex").write_text(render_template(context))
-            summary["pdf"] = compile_pdf(tmp, out)
-            (tmp / HEADLINE).write_text(json.dumps(_json_safe(headline(summary)), indent=2) + "\n")
-            (tmp / SUMMARY).write_text(json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
-            install(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    # built aside and swapped in whole; a full disk is one line naming `out` (errors.DiskFull)
+    with ownership.build_aside(out, MADE_BY, HOW) as tmp:
+        context, summary = write_contents(cfg, col, tmp)
+        (tmp / "report.tex").write_text(render_template(context))
+        summary["pdf"] = compile_pdf(tmp, out)
+        (tmp / HEADLINE).write_text(json.dumps(_json_safe(headline(summary)), indent=2) + "\n")
+        (tmp / SUMMARY).write_text(json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
+        keep_outputs_only(tmp)
     return summary
 
 
@@ -362,11 +359,10 @@ def compile_pdf(folder: Path, out: Path) -> str:
     return "compiled"
 
 
-def install(tmp: Path, out: Path) -> None:
-    """Swap the built folder `tmp` in for `out` in one step, keeping only the outputs (LaTeX's
-    auxiliary files and a stale report.log go with the old report)."""
+def keep_outputs_only(tmp: Path) -> None:
+    """Remove from the built folder `tmp`, before it is swapped in, all but the outputs (LaTeX's
+    auxiliary files go; a stale report.log goes with the old report)."""
     keep = set(OUTPUTS) | {SUMMARY, ownership.MARKER}
     for p in tmp.iterdir():
         if p.name not in keep:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-    ownership.swap_in(tmp, out, MADE_BY, HOW)

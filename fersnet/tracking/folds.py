@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fersnet import ownership, paths, provenance
-from fersnet.errors import FersnetError
+from fersnet.errors import DiskFull, FersnetError
 from fersnet.tracking import markers
 from fersnet.tracking.store import (SYNC_COMMAND, client_for, ensure_experiment, ensure_parent, log_batches,
                                     one_line, retry, search_all, store_lock, tag_filter, tracking_uri)
@@ -258,13 +258,7 @@ def _job_target(cfg: dict, verb: str, args) -> tuple[str, str, int, int]:
 
 
 def write_record(path: Path, payload: dict) -> None:
-    ownership.create_dirs(path.parent, ownership.step("track"))
-    tmp = ownership.temp_path(path)
-    try:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    ownership.write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str), ownership.step("track"))
 
 
 def record_failure(cfg: dict, db: str, model: str, fold: int | None, step: str, e: BaseException,
@@ -279,9 +273,9 @@ def record_failure(cfg: dict, db: str, model: str, fold: int | None, step: str, 
                "relog": SYNC_COMMAND}
     try:
         write_record(path, payload)
-    except OSError as err:
-        print(f"fersnet: warning: could not record the MLflow failure in {path} ({err.strerror or err})",
-              file=sys.stderr)
+    except (OSError, DiskFull) as err:
+        print(f"fersnet: warning: could not record the MLflow failure in {path} "
+              f"({getattr(err, 'strerror', None) or err})", file=sys.stderr)
         return None
     return path
 

@@ -1,4 +1,4 @@
-"""Atomic file writes and checkpoints that load with `torch.load(weights_only=True)`.
+"""Checkpoints that load with `torch.load(weights_only=True)`, and the run's CSV files.
 
 A checkpoint holds only tensors and plain Python values: `epoch`, `meta`, `fingerprint`,
 `model` (task state dict), `optimizers` (state dicts), `history` (list of dicts of numbers),
@@ -14,49 +14,19 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import os
 from pathlib import Path
 
 import torch
 
 from fersnet import ownership
-from fersnet.errors import TrainingError, writing
+from fersnet.errors import TrainingError
 
 WALL_TIMES = ("seconds",)      # keys of a history row that measure time, not the result
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling, then rename: readers never see half a file.
-
-    The temporary is named by fersnet.ownership.temp_path, so the next run removes it should
-    this process be killed while writing (ownership.clean_temps).
-    """
-    path = Path(path)
-    with writing(path.parent):        # a full disk: one line naming the folder (errors.DiskFull)
-        ownership.create_dirs(path.parent, ownership.step("train"))   # the run folder exists
-        tmp = ownership.temp_path(path)
-        try:
-            with open(tmp, "xb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            ownership.pause_point(f"write:{path.name}")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
 def atomic_write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
-    """rows -> CSV with the union of keys as columns (first-seen order); missing cells empty."""
+    """rows -> CSV with the union of keys as columns (first-seen order); missing cells empty;
+    written safely (fersnet.ownership.write_text)."""
     if columns is None:
         columns = []
         for r in rows:
@@ -65,7 +35,7 @@ def atomic_write_csv(path: Path, rows: list[dict], columns: list[str] | None = N
     w = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+    ownership.write_text(path, buf.getvalue(), ownership.step("train"))
 
 
 def without_wall_times(state: dict) -> dict:
@@ -77,10 +47,10 @@ def without_wall_times(state: dict) -> dict:
 
 
 def save(path: Path, state: dict) -> None:
-    """torch.save to a temporary sibling, then rename; no wall-clock time is saved."""
+    """torch.save, written safely (fersnet.ownership.write_bytes); no wall-clock time is saved."""
     buf = io.BytesIO()
     torch.save(without_wall_times(state), buf)
-    atomic_write_bytes(path, buf.getvalue())
+    ownership.write_bytes(path, buf.getvalue(), ownership.step("train"))
 
 
 def restore_wall_times(state: dict, history_csv: Path) -> dict:

@@ -107,13 +107,11 @@ def train_job(cfg: dict, db: str, model: str, fold: int, out=None, device=None, 
         return done
     replacing = (final_dir / paths.METRICS).is_file()
     with writing(final_dir):                 # a full disk: one line naming the run folder (errors.DiskFull)
+        if not replacing:
+            return _train(cfg, db, model, fold, ownership.claim_folder(final_dir, made_by), fp, device, hooks, log)
         # --force over a finished run: train in a staging folder, the old run stays until the new one is complete
-        run_dir = (ownership.make_temp_dir(final_dir.parent, final_dir.name, made_by) if replacing
-                   else ownership.claim_folder(final_dir, made_by))
-        metrics = _train(cfg, db, model, fold, run_dir, fp, device, hooks, log)
-        if replacing and metrics:
-            ownership.swap_in(run_dir, final_dir, made_by)
-    return metrics
+        with ownership.build_aside(final_dir, made_by, done=paths.METRICS) as run_dir:
+            return _train(cfg, db, model, fold, run_dir, fp, device, hooks, log)
 
 
 def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
@@ -196,8 +194,8 @@ def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
     metrics.update(extra)
     metrics["steps"] = int(state["epoch"]) * n_batches(len(spec.pairs.rows), tr["batch_size"])
     metrics.update(provenance.stamp(fp))
-    ck.atomic_write_json(run_dir / provenance.PROVENANCE, provenance.record(fp, cfg, str(dev)))
-    ck.atomic_write_json(run_dir / paths.METRICS, metrics)
+    ownership.write_json(run_dir / provenance.PROVENANCE, provenance.record(fp, cfg, str(dev)))
+    ownership.write_json(run_dir / paths.METRICS, metrics)
     return metrics
 
 
@@ -231,7 +229,7 @@ def _write_config(run_dir: Path, cfg: dict, db: str, model: str, fold: int, dev,
            "git_commit": provenance.code_version()["git_commit"],
            "code_version": provenance.code_label(provenance.code_version()),
            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    ck.atomic_write_json(run_dir / paths.CONFIG, {**cfg, "job": job})
+    ownership.write_json(run_dir / paths.CONFIG, {**cfg, "job": job})
 
 
 def _write_predictions(run_dir: Path, data_all, test_rows, probs, ck) -> None:

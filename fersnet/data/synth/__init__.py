@@ -5,12 +5,11 @@ unchanged. What is drawn and which MMI sessions are special: docs/synthetic.md.
 """
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 from fersnet import catalog, ownership
-from fersnet.errors import DataError, writing
+from fersnet.errors import DataError
 
 HOW = "pick another --out (or params synth.out), or empty it"
 
@@ -39,20 +38,15 @@ def write_database(cfg: dict, db: str, out) -> dict:
     ownership.check_data_roots(cfg, final, "fersnet synth")
     ownership.check_replaceable(final, made_by, HOW)
     ownership.clean_temps(final)
-    try:
-        with writing(final):             # a full disk: one line naming the folder (errors.DiskFull)
-            tmp = ownership.make_temp_dir(out, db, made_by)
-    except OSError as e:
-        raise DataError(f"synth: cannot create output folder {out}: {e.strerror}") from None
     t0 = time.perf_counter()
+    tmp = None
     try:
-        with writing(final):
+        with ownership.build_aside(final, made_by, HOW) as tmp:   # a full disk: one line naming `final`
             summary = writer(cfg, tmp)
-            ownership.swap_in(tmp, final, made_by, HOW)
     except OSError as e:
+        if tmp is None:                  # the staging folder could not be made
+            raise DataError(f"synth: cannot create output folder {out}: {e.strerror}") from None
         raise DataError(f"synth: writing {db} under {out} failed: {e}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {"db": db, "root": str(final), **summary, "seconds": round(time.perf_counter() - t0, 2)}
 
 
