@@ -148,3 +148,30 @@ def test_a_short_write_without_an_errno_is_a_full_disk_too(tmp_path):
     with pytest.raises(DiskFull, match=str(tmp_path)):
         with writing(tmp_path):
             raise OSError("5184 requested and 3968 written")
+
+
+def test_the_safe_writes_on_a_full_disk_name_the_folder_and_keep_the_old_output(small_disk):
+    folder = ownership.claim_folder(small_disk / "run", ownership.step("train", "ckplus", "fersnet", "seed0", "fold0"))
+    target = folder / paths.CHECKPOINT
+    target.write_bytes(b"the previous checkpoint")
+    (folder / paths.METRICS).write_text("{}")
+    filler = fill(small_disk, leave=64 * 1024)
+    with pytest.raises(DiskFull, match=f"^{folder}: the disk is full"):
+        ownership.write_bytes(target, b"x" * (1 << 20))
+    with pytest.raises(DiskFull, match=f"^{folder}: the disk is full"):
+        with ownership.build_aside(folder, ownership.maker(folder)) as staging:
+            (staging / paths.CHECKPOINT).write_bytes(b"x" * (1 << 20))
+    assert target.read_bytes() == b"the previous checkpoint" and (folder / paths.METRICS).read_text() == "{}"
+    assert not leftovers(small_disk)
+    filler.unlink()
+    ownership.write_bytes(target, b"x" * (1 << 20))
+    assert target.stat().st_size == 1 << 20 and not leftovers(small_disk)
+
+
+def test_a_tracking_failure_record_on_a_full_disk_is_a_warning_not_an_error(test_cfg, small_disk, capsys):
+    from fersnet.tracking.folds import record_failure
+    test_cfg["paths"]["results"] = str(small_disk / "results")
+    ownership.create_dirs(small_disk / "results", ownership.step("track"))
+    fill(small_disk, leave=1024)
+    assert record_failure(test_cfg, "ckplus", "fersnet", 0, "log", RuntimeError("store locked")) is None
+    assert "could not record the MLflow failure" in capsys.readouterr().err and not leftovers(small_disk)
