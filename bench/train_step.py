@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fersnet import catalog, config  # noqa: E402
+from fersnet import catalog, config, ownership  # noqa: E402
 from fersnet.models import registry  # noqa: E402
 from fersnet.training import batches as B  # noqa: E402
 
@@ -249,12 +249,10 @@ def main(argv=None) -> dict:
 
 
 def save(result: dict, path) -> None:
-    """A benchmark's JSON, written through a temporary sibling (never half a file)."""
+    """A benchmark's JSON, written safely (fersnet.ownership.write_text: never half a file)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(p)
+    ownership.write_text(p, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
