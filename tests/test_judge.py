@@ -40,6 +40,8 @@ def test_judge_trains_on_training_subjects_and_beats_chance_on_real_test_faces(p
     assert m["n_train"] == int((meta["fold"] != 0).sum()) and m["n_test"] == int((meta["fold"] == 0).sum())
     assert m["accuracy"] > 2 / len(m["classes"])           # chance is 1/6
     assert np.array(m["confusion"]).sum() == m["n_test"]
+    history = (out / "history.csv").read_bytes()                 # written like a model's history.csv
+    assert history.startswith(b"epoch,loss,train_acc,lr,seconds\n") and b"\r" not in history
     assert len(pd.read_csv(out / "history.csv")) == 2
 
     judge = load_judge(out)
@@ -157,3 +159,26 @@ def test_min_steps_raises_the_judges_epochs_to_reach_them(processed):
     m = train_judge(cfg, "ckplus", 4, log=lambda msg: None)
     history = pd.read_csv(paths.judge_dir(cfg, "ckplus", 4) / "history.csv")
     assert m["epochs"] == len(history) == 3
+
+
+@pytest.mark.parametrize("n, batch_size", [(0, 4), (1, 4), (9, 4), (8, 4), (17, 8), (6, 16), (33, 16)])
+def test_the_judges_step_count_is_the_number_of_batches_its_epochs_yield(n, batch_size):
+    from fersnet.metrics.judge import JudgeEpochs
+    source = JudgeEpochs(torch.rand(n, 1, 6, 6), torch.arange(n), batch_size, 4, torch.Generator().manual_seed(0))
+    batches = list(source.batches(1))
+    assert source.steps == len(batches)
+    assert all(2 <= len(b["x"]) <= batch_size and b["x"].shape[1:] == (1, 4, 4) for b in batches)
+    used = torch.cat([b["y"] for b in batches]) if batches else torch.zeros(0, dtype=torch.long)
+    assert len(set(used.tolist())) == len(used) == (n - 1 if n % batch_size == 1 else n)  # only a 1-face batch left out
+
+
+def test_the_judges_epoch_row_is_the_mean_over_faces_not_over_steps():
+    from fersnet.training.loop import SampleMeans, StepMeans
+    steps = [({"loss": torch.tensor(1.0), "train_acc": torch.tensor(1)}, {"x": torch.zeros(3)}),
+             ({"loss": torch.tensor(2.0), "train_acc": torch.tensor(2)}, {"x": torch.zeros(2)})]
+    faces, per_step = SampleMeans(), StepMeans()
+    for out, batch in steps:
+        faces.add(out, batch)
+        per_step.add({"loss": out["loss"]}, batch)
+    assert faces.means() == {"loss": (3 * 1.0 + 2 * 2.0) / 5, "train_acc": 3 / 5}
+    assert per_step.means() == {"loss": 1.5}

@@ -23,6 +23,7 @@ import numpy as np
 
 from fersnet.errors import FersnetError
 from fersnet.provenance import file_sha256
+from fersnet.seeds import stream
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_SHA256_PREFIX = "6726825d"     # pytorch-fid's file name carries its hash prefix
@@ -264,6 +265,9 @@ def class_conditional(f_syn: np.ndarray, syn_targets: np.ndarray, f_ref: np.ndar
     generator that returns its input unchanged has the real faces' class mix and scores ~0. Per
     class, its faces (all of other expressions) are far from the target's real faces.
 
+    `seed` is the job's seed: the KID subsets of class k draw from the seed stream `kid` of (seed, k)
+    (fersnet.seeds), the same in every fold.
+
     Returns `fd` (mean over the usable classes, None if none), `fd_per_target`, and with KID `kid`
     (mean of the per-class means), `kid_std` (std of that mean: sqrt(sum of per-class variances) / C,
     the subsets being drawn independently per class), `kid_per_target`, `kid_subset_size` (the
@@ -280,7 +284,7 @@ def class_conditional(f_syn: np.ndarray, syn_targets: np.ndarray, f_ref: np.ndar
         used.append(name)
         fd[name] = fid_from_features(f_syn[rs], f_ref[rr])
         if kid_subset:
-            r = kid(f_syn[rs], f_ref[rr], kid_subset, kid_subsets, seed=seed * 1000 + k)
+            r = kid(f_syn[rs], f_ref[rr], kid_subset, kid_subsets, seed=stream("kid", seed, k))
             kid_mean[name], kid_sd[name] = r["mean"], r["std"]
             sizes.append(r["subset_size"])
     out = {"fd": float(np.mean([fd[c] for c in used])) if used else None, "fd_per_target": fd,

@@ -6,15 +6,15 @@ training images only, with random crop + horizontal flip, Adam under a one-cycle
 rate (`judge.schedule`), label smoothing (`judge.label_smoothing`) and, at test time, the
 average of the face and its mirror image (`judge.tta_flip`). `judge.width` scales the
 64-128-256-512 channels so that the CPU demo stays at seconds per fold; at 1.0 the
-network is exactly torchvision's ResNet-18 with the adapted stem.
+network is exactly torchvision's ResNet-18 with the adapted stem. The judge trains through
+the models' loop (fersnet.training.loop) as a task of its own (`JudgeTask`, `JudgeEpochs`) and
+writes its checkpoint and history with the models' writers (fersnet.training.checkpoint).
 
     fersnet judge --db <db> --fold <k>  ->  results/<db>/judge/fold<k>/
         config.json, checkpoint.pt, history.csv, metrics.json (written last)
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 import time
@@ -28,6 +28,7 @@ from fersnet.device import resolve as resolve_device
 from fersnet.errors import CheckpointError, DataError, FersnetError
 from fersnet.metrics.common import centre_crop, staged_outputs, to_tensor, write_json
 from fersnet.models.registry import read_checkpoint
+from fersnet.seeds import stream
 
 
 def build_judge(in_channels: int, n_classes: int, width: float = 1.0):
@@ -87,16 +88,6 @@ def _augment(batch, crop: int, gen):
                  rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def _batches(n: int, batch_size: int, gen):
-    """Shuffled index batches; a trailing batch of one is dropped (BatchNorm needs two)."""
-    import torch
-    order = torch.randperm(n, generator=gen)
-    for i in range(0, n, batch_size):
-        idx = order[i:i + batch_size]
-        if len(idx) >= 2:
-            yield idx
-
-
 def _logits(model, x):
     """Logits of a float batch; with the model's `tta_flip`, the mean over the batch and its mirror."""
     if getattr(model, "tta_flip", False):
@@ -144,61 +135,97 @@ def predict_and_features(model, images: np.ndarray, device: str = "cpu", batch_s
     return lg, ft
 
 
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Optimizer steps in one judge epoch: a batch of one face is not a step (_batches skips it)."""
-    return sum(1 for i in range(0, n_train, int(batch_size)) if n_train - i >= 2)
-
-
 def judge_epochs(jcfg: dict, n_train: int) -> int:
-    """`judge.epochs`, raised to reach at least `judge.min_steps` optimizer steps when that is set."""
-    per_epoch = steps_per_epoch(n_train, jcfg["batch_size"])
-    epochs, min_steps = int(jcfg["epochs"]), jcfg.get("min_steps")
-    if min_steps and per_epoch:
-        epochs = max(epochs, -(-int(min_steps) // per_epoch))
-    return epochs
+    """`judge.epochs`, raised to reach at least `judge.min_steps` optimizer steps when that is set
+    (the models' rule, fersnet.training.batches.epochs_for_steps; a batch of one face is no step)."""
+    from fersnet.training.batches import epochs_for_steps, n_batches
+    per_epoch = n_batches(n_train, int(jcfg["batch_size"]), keep_partial=True)
+    return epochs_for_steps(jcfg["epochs"], jcfg.get("min_steps"), per_epoch)
 
 
-def _train_epochs(model, x_train, y_train, cfg: dict, crop: int, gen, log):
-    import torch
-    from torch import nn
-    jcfg = dict(cfg["judge"])
-    jcfg["epochs"] = judge_epochs(jcfg, len(x_train))
-    opt = torch.optim.Adam(model.parameters(), lr=jcfg["lr"], weight_decay=jcfg["weight_decay"])
-    sched = None
-    if jcfg["schedule"] == "onecycle":
-        per_epoch = steps_per_epoch(len(x_train), jcfg["batch_size"])
-        # torch's OneCycleLR: warm up to `judge.lr` over the first 30 % of the steps, then cosine
-        # annealing to lr / 2.5e5 at the last one (its defaults; no momentum cycling, Adam)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=jcfg["lr"], total_steps=max(1, per_epoch * jcfg["epochs"]),
-                                                    cycle_momentum=False)
-    smoothing = float(jcfg["label_smoothing"])
-    history = []
-    for epoch in range(1, jcfg["epochs"] + 1):
-        t0 = time.perf_counter()
-        model.train()
-        loss_sum, correct, seen, lr_used = 0.0, 0, 0, opt.param_groups[0]["lr"]
-        for idx in _batches(len(x_train), jcfg["batch_size"], gen):
-            x = _augment(x_train[idx], crop, gen)
-            y = y_train[idx]
-            logits = model(x)
-            loss = nn.functional.cross_entropy(logits, y, label_smoothing=smoothing)
-            if not torch.isfinite(loss):
-                from fersnet.errors import TrainingError
-                raise TrainingError(f"judge: non-finite loss at epoch {epoch}; lower `judge.lr`")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            lr_used = opt.param_groups[0]["lr"]
-            opt.step()
-            if sched is not None:
-                sched.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(idx)
-        row = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-               "lr": lr_used, "seconds": round(time.perf_counter() - t0, 3)}
-        history.append(row)
+class JudgeEpochs:
+    """The judge's epochs for the training loop (fersnet.training.loop): shuffled batches of the
+    training faces, a trailing batch of one dropped (`index_batches`), each randomly cropped and
+    flipped (`_augment`); one generator draws them all, epoch after epoch."""
+
+    def __init__(self, x_train, y_train, batch_size: int, crop: int, generator):
+        self.x, self.y, self.batch_size, self.crop, self.gen = x_train, y_train, int(batch_size), crop, generator
+
+    @property
+    def steps(self) -> int:
+        from fersnet.training.batches import n_batches
+        return n_batches(len(self.x), self.batch_size, keep_partial=True)
+
+    def batches(self, epoch: int):
+        from fersnet.training.batches import index_batches
+        for idx in index_batches(len(self.x), self.batch_size, self.gen):
+            yield {"x": _augment(self.x[idx], self.crop, self.gen), "y": self.y[idx]}
+
+
+class JudgeTask:
+    """The judge as a task of the training loop: its network, its loss (cross-entropy with
+    `judge.label_smoothing`) and its optimizer: Adam at `judge.lr`, under `judge.schedule`
+    (`onecycle`: a rate stepped per batch), so the loop's per-epoch rate factor does not apply."""
+
+    def __init__(self, model, jcfg: dict, total_steps: int):
+        import torch
+        self.model = model
+        self.opt = torch.optim.Adam(model.parameters(), lr=jcfg["lr"], weight_decay=jcfg["weight_decay"])
+        self.optimizers = {"judge": self.opt}
+        self.sched = None
+        if jcfg["schedule"] == "onecycle":
+            # torch's OneCycleLR: warm up to `judge.lr` over the first 30 % of the steps, then cosine
+            # annealing to lr / 2.5e5 at the last one (its defaults; no momentum cycling, Adam)
+            self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=jcfg["lr"],
+                                                             total_steps=max(1, total_steps), cycle_momentum=False)
+        self.smoothing = float(jcfg["label_smoothing"])
+        self.lr_used = self.opt.param_groups[0]["lr"]
+
+    def set_lr_factor(self, factor: float) -> None:
+        """Start of an epoch: the rate is the one-cycle schedule's, whatever the factor."""
+        self.lr_used = self.opt.param_groups[0]["lr"]
+
+    def current_lr(self) -> float:
+        """The rate of the last optimizer step."""
+        return self.lr_used
+
+    def train(self) -> None:
+        self.model.train()
+
+    def state_dict(self) -> dict:
+        return self.model.state_dict()
+
+    def train_step(self, batch: dict) -> dict:
+        """One Adam step; returns the batch's mean loss and its count of correct predictions."""
+        from torch import nn
+        logits = self.model(batch["x"])
+        loss = nn.functional.cross_entropy(logits, batch["y"], label_smoothing=self.smoothing)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.lr_used = self.opt.param_groups[0]["lr"]
+        self.opt.step()
+        if self.sched is not None:
+            self.sched.step()
+        return {"loss": loss.detach(), "train_acc": (logits.argmax(1) == batch["y"]).sum()}
+
+
+def _train_epochs(model, x_train, y_train, cfg: dict, crop: int, gen, log) -> list[dict]:
+    """Train the judge through the models' loop (fersnet.training.loop); returns its history rows."""
+    from fersnet.training.loop import Hooks, LoopSpec, SampleMeans, run
+    jcfg = cfg["judge"]
+    source = JudgeEpochs(x_train, y_train, jcfg["batch_size"], crop, gen)
+    epochs = judge_epochs(jcfg, len(x_train))
+    task = JudgeTask(model, jcfg, source.steps * epochs)
+    state: dict = {"epoch": 0, "history": []}
+
+    def report(epoch: int) -> None:
+        row = state["history"][-1]
         log(f"judge epoch {epoch}: loss {row['loss']:.4f} train_acc {row['train_acc']:.3f}")
-    return history
+
+    spec = LoopSpec(source=source, epochs=epochs, lr_factor=lambda epoch: 1.0, meter=SampleMeans,
+                    label="judge", hooks=Hooks(after_epoch=report),
+                    nonfinite_hint="the judge is not written; lower `judge.lr`")
+    return run(task, spec, state)["history"]
 
 
 def recalibrate_batchnorm(model, x_train, crop: int, batch_size: int) -> None:
@@ -246,6 +273,7 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
         return done
     import torch
     from fersnet.data.dataset import load_processed
+    from fersnet.training import checkpoint as ck
     from fersnet.training.classification import classification_metrics
 
     t_start = time.perf_counter()
@@ -260,7 +288,7 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
                         f"than `train.crop` ({crop}); re-run `fersnet preprocess --db {db}`")
     device = str(resolve_device(cfg["train"]["device"], device))     # a torch device string
     torch.set_num_threads(int(cfg["train"]["threads"]))
-    seed = int(cfg["seed"]) * 1000 + int(fold)
+    seed = stream("judge", cfg["seed"], fold)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
 
@@ -289,13 +317,8 @@ def train_judge(cfg: dict, db: str, fold: int, device: str | None = None, log=No
     with staged_outputs(out, paths.METRICS, made_by) as tmp:
         (tmp / paths.CONFIG).write_text(json.dumps(config_out, indent=2, sort_keys=True))
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        buf = io.BytesIO()        # torch.save to a file reports a full disk as a RuntimeError, not ENOSPC
-        torch.save({"model": state, "epoch": len(history), "arch": arch}, buf)
-        (tmp / paths.CHECKPOINT).write_bytes(buf.getvalue())
-        with open(tmp / paths.HISTORY, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(history[0]))
-            w.writeheader()
-            w.writerows(history)
+        ck.save(tmp / paths.CHECKPOINT, {"model": state, "epoch": len(history), "arch": arch})
+        ck.atomic_write_csv(tmp / paths.HISTORY, history)
         write_json(tmp / provenance.PROVENANCE, provenance.record(fp, cfg, device))
         write_json(tmp / paths.METRICS, metrics)
     return metrics

@@ -32,6 +32,7 @@ from fersnet.device import resolve as resolve_device
 from fersnet.errors import DataError, FersnetError
 from fersnet.metrics import fid as fidlib
 from fersnet.metrics.common import centre_crop, staged_outputs, to_tensor, to_uint8, write_json
+from fersnet.seeds import stream
 
 FEATURES = "features.npz"
 POOLED = "synthesis_pooled.json"
@@ -268,7 +269,7 @@ def score_job(cfg: dict, db: str, model: str, fold: int, device: str | None = No
     t_start = time.perf_counter()
     device = str(resolve_device(cfg["train"]["device"], device))     # a torch device string
     torch.set_num_threads(int(cfg["train"]["threads"]))
-    torch.manual_seed(int(cfg["seed"]) * 1000 + int(fold))
+    torch.manual_seed(stream("score", cfg["seed"], fold))
 
     data = load_processed(cfg, db)
     train_rows, test_rows = data.split(fold)

@@ -20,11 +20,6 @@ import numpy as np
 import torch
 
 
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (seed, fold, epoch, ...): independent streams per epoch."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
 @dataclass
 class DeviceData:
     """All images of a database (plus any synthetic ones) as one tensor on the training device."""
@@ -136,9 +131,34 @@ def center_offsets(size: int, crop: int) -> int:
     return (size - crop) // 2
 
 
-def n_batches(n: int, batch_size: int) -> int:
-    """Incomplete last batches are dropped (BatchNorm), unless that would leave none."""
+def n_batches(n: int, batch_size: int, keep_partial: bool = False) -> int:
+    """Batches (optimizer steps) of an epoch over n items. The models drop an incomplete last
+    batch (BatchNorm), unless that would leave none; with `keep_partial` (the judge,
+    `index_batches`) an incomplete last batch is kept unless it holds a single item (BatchNorm
+    needs two)."""
+    if keep_partial:
+        return sum(1 for i in range(0, n, int(batch_size)) if n - i >= 2)
     return max(1, n // batch_size)
+
+
+def epochs_for_steps(epochs: int, min_steps: int | None, steps_per_epoch: int) -> int:
+    """`epochs`, raised to reach at least `min_steps` optimizer steps when that is set (`train.min_steps`,
+    `judge.min_steps`): databases differ in size, so a step budget gives each the same number of updates."""
+    epochs = int(epochs)
+    if min_steps and steps_per_epoch:
+        epochs = max(epochs, -(-int(min_steps) // steps_per_epoch))
+    return epochs
+
+
+def index_batches(n: int, batch_size: int, generator: torch.Generator):
+    """Shuffled index batches of n items with `n_batches(..., keep_partial=True)`'s rule: an
+    incomplete last batch is kept unless it holds a single item. The permutation is drawn when
+    the first batch is taken."""
+    order = torch.randperm(n, generator=generator)
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        if len(idx) >= 2:
+            yield idx
 
 
 class DeviceBatcher:

@@ -31,9 +31,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from fersnet.training.batches import center_offsets, derive_seed
+from fersnet.seeds import stream
+from fersnet.training.batches import center_offsets
 
-SALT = 7  # stream id of FES-DA's random choices within derive_seed(seed, fold, SALT)
 ALL_TARGETS, BALANCE = "all_targets", "balance"
 PER_CLASS_WORDS = (ALL_TARGETS, BALANCE)
 
@@ -110,7 +110,7 @@ def repeat_real(rows: np.ndarray, size: int, rng: np.random.Generator) -> np.nda
 
 
 def rng_for(cfg: dict, fold: int) -> np.random.Generator:
-    return np.random.default_rng(derive_seed(cfg["seed"], fold, SALT))
+    return np.random.default_rng(stream("fes_da", cfg["seed"], fold))
 
 
 @torch.no_grad()

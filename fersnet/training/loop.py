@@ -1,9 +1,14 @@
-"""The training loop shared by every model: epochs of `task.train_step`, evaluation, checkpoints.
+"""The training loop shared by every model and the judge: epochs of `task.train_step`, evaluation, checkpoints.
+
+What an epoch trains on comes from an epoch source (`steps`, `batches(epoch)`): the models'
+`PlanEpochs`, or the judge's own (fersnet.metrics.judge). How an epoch's step outputs become
+its history row is a meter: `StepMeans` (the models: the mean over steps) or `SampleMeans` (the
+judge: the mean over samples).
 
 Exact resume: each epoch's randomness (batch plan and torch's global RNG used inside the step)
-comes from a seed derived from (seed, fold, epoch), and checkpoints are taken at epoch
-boundaries, so a run restarted from the checkpoint of epoch k replays epochs k+1.. exactly as
-an uninterrupted run would (on CPU).
+comes from the seed streams `epoch_plan` and `epoch_steps` of (seed, fold, epoch)
+(fersnet.seeds), and checkpoints are taken at epoch boundaries, so a run restarted from the
+checkpoint of epoch k replays epochs k+1.. exactly as an uninterrupted run would (on CPU).
 """
 from __future__ import annotations
 
@@ -17,8 +22,9 @@ import numpy as np
 import torch
 
 from fersnet.errors import TrainingError
+from fersnet.seeds import stream
 from fersnet.training import checkpoint as ckpt_mod
-from fersnet.training.batches import DeviceBatcher, PairIndex, derive_seed, make_plan, n_batches
+from fersnet.training.batches import DeviceBatcher, PairIndex, make_plan, n_batches
 
 
 @dataclass
@@ -32,21 +38,78 @@ class Hooks:
     after_epoch: Callable | None = None
 
 
+class PlanEpochs:
+    """The models' epochs: each drawn as an `EpochPlan` of source/target pairs from the stream
+    `epoch_plan`, with torch's global RNG reseeded from `epoch_steps`, gathered by the batcher."""
+
+    def __init__(self, batcher: DeviceBatcher, pairs: PairIndex, n_classes: int, seed: int, fold: int):
+        self.batcher, self.pairs, self.n_classes, self.seed, self.fold = batcher, pairs, n_classes, seed, fold
+
+    @property
+    def steps(self) -> int:
+        return n_batches(len(self.pairs.rows), self.batcher.batch_size)
+
+    def batches(self, epoch: int):
+        torch.manual_seed(stream("epoch_steps", self.seed, self.fold, epoch))
+        gen = torch.Generator().manual_seed(stream("epoch_plan", self.seed, self.fold, epoch))
+        data = self.batcher.data
+        plan = make_plan(self.pairs, data.labels_cpu, self.n_classes, data.size, self.batcher.crop, gen)
+        return self.batcher.batches(plan)
+
+
+class StepMeans:
+    """An epoch's row from its step outputs: each output's mean over the steps (float32 sums)."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, out: dict, batch: dict) -> None:
+        for k, v in out.items():
+            self.sums[k] = self.sums.get(k, 0) + v.float()
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def means(self) -> dict:
+        return {k: float(self.sums[k]) / self.counts[k] for k in self.sums}
+
+
+class SampleMeans:
+    """An epoch's row from its step outputs: each output's mean over the samples (the judge). A
+    floating-point output is its batch's mean, weighted by the batch's size; an integer one is a
+    count over the batch (e.g. correct predictions). Sums in Python floats."""
+
+    def __init__(self):
+        self.sums: dict[str, float | int] = {}
+        self.seen = 0
+
+    def add(self, out: dict, batch: dict) -> None:
+        n = len(batch["x"])
+        for k, v in out.items():
+            value = float(v.detach()) * n if v.is_floating_point() else int(v)
+            self.sums[k] = self.sums.get(k, 0) + value
+        self.seen += n
+
+    def means(self) -> dict:
+        return {k: v / max(self.seen, 1) for k, v in self.sums.items()}
+
+
+CHECKPOINT_KEPT = "the last good checkpoint is kept (lower the learning rate?)"
+
+
 @dataclass
 class LoopSpec:
     """What one run of the loop needs besides the task."""
 
-    batcher: DeviceBatcher
-    pairs: PairIndex
-    n_classes: int
+    source: object                # `steps` and `batches(epoch)`: PlanEpochs, or the judge's
     epochs: int
-    seed: int
-    fold: int
-    test_rows: np.ndarray
-    val_rows: np.ndarray          # empty unless selection is `val`
     lr_factor: Callable[[int], float]
-    checkpoint_every: int
-    save: Callable[[dict], None]  # writes checkpoint + history
+    checkpoint_every: int = 1
+    save: Callable[[dict], None] | None = None   # writes checkpoint + history; None: the caller saves after the run
+    batcher: DeviceBatcher | None = None          # centre crops of the per-epoch evaluation; None: no evaluation
+    test_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    val_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # empty unless selection is `val`
+    meter: Callable[[], object] = StepMeans
+    nonfinite_hint: str = CHECKPOINT_KEPT   # what a NaN/inf loss's error tells the user to do
     label: str = ""
     hooks: Hooks = field(default_factory=Hooks)
 
@@ -116,14 +179,14 @@ def accuracy(probs: np.ndarray | None, labels: np.ndarray) -> float | None:
     return float((probs.argmax(1) == labels).mean())
 
 
-def check_finite(out: dict, epoch: int, step: int) -> None:
-    """Stop on a NaN/inf loss, naming epoch, step and the loss (the last good checkpoint stays)."""
+def check_finite(out: dict, epoch: int, step: int,
+                 hint: str = CHECKPOINT_KEPT) -> None:
+    """Stop on a NaN/inf loss, naming epoch, step, the loss and what to do (`hint`)."""
     values = torch.stack([v.float().reshape(()) for v in out.values()])
     if bool(torch.isfinite(values).all()):
         return
     bad = [k for k, v in out.items() if not bool(torch.isfinite(v).all())]
-    raise TrainingError(f"non-finite loss at epoch {epoch}, step {step}: {', '.join(bad)}; "
-                        "the last good checkpoint is kept (lower the learning rate?)")
+    raise TrainingError(f"non-finite loss at epoch {epoch}, step {step}: {', '.join(bad)}; {hint}")
 
 
 def _progress(total: int, label: str, initial: int):
@@ -134,16 +197,16 @@ def _progress(total: int, label: str, initial: int):
 
 def run(task, spec: LoopSpec, state: dict) -> dict:
     """Train from state['epoch'] + 1 to spec.epochs; `state` is the checkpoint dict (updated in place)."""
-    labels = spec.batcher.data.labels_cpu
-    steps = n_batches(len(spec.pairs.rows), spec.batcher.batch_size)
+    steps = spec.source.steps
     bar = _progress(spec.epochs * steps, spec.label, state["epoch"] * steps)
     try:
         for epoch in range(state["epoch"] + 1, spec.epochs + 1):
             row = _train_epoch(task, spec, epoch, steps, bar)
-            _evaluate_epoch(task, spec, state, epoch, row, labels)
+            if spec.batcher is not None:
+                _evaluate_epoch(task, spec, state, epoch, row, spec.batcher.data.labels_cpu)
             state["history"].append(row)
             state["epoch"] = epoch
-            if epoch % spec.checkpoint_every == 0 or epoch == spec.epochs:
+            if spec.save is not None and (epoch % spec.checkpoint_every == 0 or epoch == spec.epochs):
                 state["model"] = task.state_dict()
                 state["optimizers"] = {k: o.state_dict() for k, o in task.optimizers.items()}
                 state["rng"] = torch.get_rng_state()
@@ -159,29 +222,25 @@ def run(task, spec: LoopSpec, state: dict) -> dict:
 
 def _train_epoch(task, spec: LoopSpec, epoch: int, steps: int, bar) -> dict:
     t0 = time.perf_counter()
-    torch.manual_seed(derive_seed(spec.seed, spec.fold, epoch, 1))
-    gen = torch.Generator().manual_seed(derive_seed(spec.seed, spec.fold, epoch, 0))
-    data = spec.batcher.data
-    plan = make_plan(spec.pairs, data.labels_cpu, spec.n_classes, data.size, spec.batcher.crop, gen)
+    batches = spec.source.batches(epoch)
     task.set_lr_factor(spec.lr_factor(epoch))
     task.train()
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-    for step, batch in enumerate(spec.batcher.batches(plan)):
+    meter = spec.meter()
+    for step, batch in enumerate(batches):
         batch["step"] = (epoch - 1) * steps + step
         if spec.hooks.on_batch:
             spec.hooks.on_batch(epoch, step, batch)
         out = task.train_step(batch)
-        check_finite(out, epoch, step)
-        for k, v in out.items():
-            sums[k] = sums.get(k, 0) + v.float()
-            counts[k] = counts.get(k, 0) + 1
+        check_finite(out, epoch, step, spec.nonfinite_hint)
+        meter.add(out, batch)
         bar.update(1)
         if step % 10 == 0:
-            bar.set_postfix({k: f"{float(v):.3f}" for k, v in out.items() if k.endswith("/loss") or k == "C/loss_ce"})
+            shown = {k: v for k, v in out.items() if k.endswith("/loss") or k in ("C/loss_ce", "loss")}
+            bar.set_postfix({k: f"{float(v):.3f}" for k, v in shown.items()})
+    means = meter.means()
     row: dict = {"epoch": epoch}
-    row.update({k: float(sums[k]) / counts[k] for k in sorted(sums) if k != "train_acc"})
-    row["train_acc"] = float(sums["train_acc"]) / counts["train_acc"] if "train_acc" in sums else None
+    row.update({k: means[k] for k in sorted(means) if k != "train_acc"})
+    row["train_acc"] = means.get("train_acc")
     row["lr"] = task.current_lr()
     row["seconds"] = time.perf_counter() - t0
     return row

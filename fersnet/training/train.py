@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fersnet import catalog, ownership, paths, provenance
+from fersnet import catalog, ownership, paths, provenance, seeds
 from fersnet.config import wanted
 from fersnet.device import resolve as resolve_device
 from fersnet.errors import FersnetError, TrainingError, writing
@@ -56,11 +56,8 @@ def train_epochs(tr: dict, n_train: int) -> int:
     Databases differ in size (the CK+ stand-in has ~16 batches per epoch, MMI's ~9), so a step
     budget gives every database the same number of updates (docs/training.md).
     """
-    from fersnet.training.batches import n_batches
-    epochs, min_steps = int(tr["epochs"]), tr.get("min_steps")
-    if min_steps:
-        epochs = max(epochs, -(-int(min_steps) // n_batches(n_train, int(tr["batch_size"]))))
-    return epochs
+    from fersnet.training.batches import epochs_for_steps, n_batches
+    return epochs_for_steps(tr["epochs"], tr.get("min_steps"), n_batches(n_train, int(tr["batch_size"])))
 
 
 def fingerprint(cfg: dict, db: str, model: str, fold: int) -> provenance.Fingerprint:
@@ -77,10 +74,8 @@ def fingerprint(cfg: dict, db: str, model: str, fold: int) -> provenance.Fingerp
 
 def val_split(meta, train_rows: np.ndarray, share: float, seed: int, fold: int):
     """Hold out a share of the training *subjects* for model selection (never the test fold)."""
-    from fersnet.training.batches import derive_seed
-
     subjects = np.array(sorted(set(meta["subject"].to_numpy()[train_rows].astype(str))))
-    rng = np.random.default_rng(derive_seed(seed, fold, 3))
+    rng = np.random.default_rng(seeds.stream("val_split", seed, fold))
     n_val = min(len(subjects) - 1, max(1, int(round(share * len(subjects)))))
     val_subj = set(rng.choice(subjects, size=n_val, replace=False))
     is_val = np.isin(meta["subject"].to_numpy()[train_rows].astype(str), list(val_subj))
@@ -120,8 +115,8 @@ def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
     from fersnet.data.dataset import load_processed
     from fersnet.models import registry
     from fersnet.training import checkpoint as ck
-    from fersnet.training.batches import DeviceBatcher, DeviceData, PairIndex, derive_seed, n_batches
-    from fersnet.training.loop import Hooks, LoopSpec, lr_schedule_factor, predict, run
+    from fersnet.training.batches import DeviceBatcher, DeviceData, PairIndex
+    from fersnet.training.loop import Hooks, LoopSpec, PlanEpochs, lr_schedule_factor, predict, run
 
     tr = cfg["train"]
     dev = resolve_device(tr["device"], device)
@@ -143,7 +138,7 @@ def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
     images = data_all.images
 
     # models are initialised from a seed of their own, so the result is a function of (seed, fold)
-    torch.manual_seed(derive_seed(cfg["seed"], fold, 2))
+    torch.manual_seed(seeds.stream("init", cfg["seed"], fold))
     task = registry.build(model, cfg, n_classes, channels)
     task.set_fast_ops(wanted(tr["fast_ops"], dev))
     n_real = len(train_rows)
@@ -178,9 +173,9 @@ def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
         ck.save(run_dir / paths.CHECKPOINT, st)
         ck.atomic_write_csv(run_dir / paths.HISTORY, st["history"])
 
-    spec = LoopSpec(batcher=batcher, pairs=PairIndex.build(data, train_rows), n_classes=n_classes,
-                    epochs=epochs, seed=cfg["seed"], fold=fold, test_rows=test_rows, val_rows=val_rows,
-                    lr_factor=lr_factor, checkpoint_every=tr["checkpoint_every"], save=save,
+    source = PlanEpochs(batcher, PairIndex.build(data, train_rows), n_classes, cfg["seed"], fold)
+    spec = LoopSpec(source=source, epochs=epochs, lr_factor=lr_factor, checkpoint_every=tr["checkpoint_every"],
+                    save=save, batcher=batcher, test_rows=test_rows, val_rows=val_rows,
                     label=f"{db}/{model}/fold{fold}", hooks=hooks or Hooks())
     state = run(task, spec, state)
     if state["epoch"] < epochs:     # stopped by a hook: the checkpoint is the result so far
@@ -192,7 +187,7 @@ def _train(cfg, db, model, fold, run_dir: Path, fp, device, hooks, log) -> dict:
     _write_predictions(run_dir, data_all, test_rows, probs, ck)
     metrics = _metrics(cfg, db, model, fold, data_all.classes, labels[test_rows], probs, state, dev)
     metrics.update(extra)
-    metrics["steps"] = int(state["epoch"]) * n_batches(len(spec.pairs.rows), tr["batch_size"])
+    metrics["steps"] = int(state["epoch"]) * source.steps
     metrics.update(provenance.stamp(fp))
     ownership.write_json(run_dir / provenance.PROVENANCE, provenance.record(fp, cfg, str(dev)))
     ownership.write_json(run_dir / paths.METRICS, metrics)
