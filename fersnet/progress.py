@@ -29,6 +29,7 @@ JOB_START = re.compile(r"^(?:local)?(?:rule|checkpoint) (\S+):$")
 JOBID = re.compile(r"^\s+jobid: (\d+)$")
 WILDCARDS = re.compile(r"^\s+wildcards: (.+)$")
 FINISHED = re.compile(r"^Finished job(?:id:)? (\d+)")
+FAILED = re.compile(r"^Error in rule (\S+):$")
 STEPS = re.compile(r"^(\d+) of (\d+) steps \(\d+%\) done$")
 CORES = re.compile(r"^Provided cores: (\d+)")
 STATS_ROW = re.compile(r"^(\S+)\s+(\d+)$")
@@ -97,6 +98,7 @@ class Progress:
     finished: Counter = field(default_factory=Counter)
     seconds: dict = field(default_factory=lambda: defaultdict(list))
     running: dict = field(default_factory=dict)
+    failed: Counter = field(default_factory=Counter)
     cores: int | None = None
 
     def __post_init__(self):
@@ -105,6 +107,7 @@ class Progress:
         self._in_stats = False
         self._block: str | None = None          # the rule of the job block being read
         self._block_job: _Job | None = None     # and its job, once its `jobid:` line is read
+        self._error = False                     # the block is Snakemake's report of a failed job
         self._last: tuple[str, _Job | None, float] | None = None
 
     def feed(self, line: str) -> list[str]:
@@ -115,14 +118,19 @@ class Progress:
         if m := CORES.match(line):
             self.cores = int(m.group(1))
         elif m := JOB_START.match(line):
-            self._block, self._block_job = m.group(1), None
+            self._block, self._block_job, self._error = m.group(1), None, False
+        elif m := FAILED.match(line):
+            self._block, self._block_job, self._error = m.group(1), None, True
+        elif self._error and (m := JOBID.match(line)):
+            if self.running.pop(m.group(1), None) is not None:      # it no longer runs, nor will
+                self.failed[self._block] += 1
         elif self._block and (m := JOBID.match(line)):
             self._block_job = self.running[m.group(1)] = _Job(self._block, now)
             self._first_start = now if self._first_start is None else self._first_start
         elif self._block and self._block_job and (m := WILDCARDS.match(line)):
             self._block_job.wildcards = m.group(1)
         elif m := FINISHED.match(line):
-            self._block = self._block_job = None
+            self._block, self._block_job, self._error = None, None, False
             job = self.running.pop(m.group(1), None)
             rule = job.rule if job else (re.search(r"\(Rule: (\S+)\)", line) or [None, "?"])[1]
             self.finished[rule] += 1
@@ -134,7 +142,7 @@ class Progress:
             self._last = None
             return [said]
         elif not line.startswith(" "):
-            self._block = self._block_job = None
+            self._block, self._block_job, self._error = None, None, False
         return []
 
     def _read_plan(self, line: str) -> bool:
@@ -168,7 +176,7 @@ class Progress:
         mean = {rule: self.per_job(rule) for rule in self.planned}
         for rule, count in self.planned.items():
             running = [j for j in self.running.values() if j.rule == rule]
-            waiting = max(0, count - self.finished[rule] - len(running))
+            waiting = max(0, count - self.finished[rule] - self.failed[rule] - len(running))
             if mean[rule] is None:
                 untimed += waiting + len(running)
                 continue

@@ -112,6 +112,10 @@ def test_the_estimate_divides_the_work_left_by_the_parallelism_seen(tmp_path):
     assert tracker.left(now[0]) == (100.0, 0)
     # job 2 overruns: it adds no work left; the parallelism seen falls to 110 s busy in 60 s
     assert tracker.left(60.0) == (pytest.approx(200 / (110 / 60)), 0)
+    for line in ("[Sun Dec  6 11:47:24 2026]", "Error in rule train_fold0:", "    message: None", "    jobid: 2"):
+        assert tracker.feed(line) == []
+    # job 2 failed: it neither runs nor waits; 4 jobs of 50 s are left, one core busy so far
+    assert tracker.left(50.0) == (200.0, 0)
 
 
 def test_durations_read_as_a_person_would_say_them():
