@@ -45,5 +45,6 @@ def test_dvc_without_the_venv_on_path_uses_the_projects_venv_or_names_the_fix(tm
 def test_the_wrapper_runs_the_snakemake_on_path_where_there_is_one(tmp_path):
     import snakemake
     done = subprocess.run(["sh", str(ROOT / "workflow/snakemake.sh"), "--version"], cwd=tmp_path,  # no .venv
-                          env=dict(os.environ, PATH=f"{BIN}:{SYSTEM_PATH}"), capture_output=True, text=True, timeout=120)
+                          env=dict(os.environ, PATH=f"{BIN}:{SYSTEM_PATH}"), capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == snakemake.__version__, done.stderr[-2000:]
