@@ -7,10 +7,12 @@ the plan (`Job stats:`, a count per rule), a block per job started (`rule train_
 a line that does not match is passed over, so an unexpected format costs the estimate, never the run.
 
 The estimate: each job still to run takes the mean time of its rule, read from the benchmark
-records (benchmarks/, Snakemake's `benchmark:` files) of earlier jobs of the rule where there are
-some, else the mean of the rule's jobs finished in this run; a running job counts for what is left
-of that mean. Their sum is divided by the parallelism seen so far (busy job time over elapsed time,
-between 1 and the cores Snakemake was given). Jobs of a rule with no time yet are counted apart.
+records (benchmarks/, Snakemake's `benchmark:` files) of earlier jobs where there are some, else the
+mean of the rule's jobs finished in this run; a running job counts for what is left of that mean.
+The training, judge and scoring rules of every fold group (`train_fold3`, `train_folds0_4`) are
+timed together per step, per fold. The sum is divided by the parallelism seen so far (busy job time
+over elapsed time, between 1 and the cores Snakemake was given). Jobs of a rule with no time yet are
+counted apart.
 """
 from __future__ import annotations
 
@@ -38,18 +40,27 @@ STATS_ROW = re.compile(r"^(\S+)\s+(\d+)$")
 BENCHMARKED_STEPS = ("train", "judge", "score")
 
 
+def family(rule: str) -> tuple[str, int]:
+    """(what a rule's jobs are timed with, folds per job): the training, judge and scoring rules of
+    every fold group (paths.group_tag: `train_fold3`, `train_folds0_4`) share their step, timed
+    per fold; any other rule is timed on its own, per job."""
+    step, _, tag = rule.partition("_")
+    folds = paths.group_size(tag) if step in BENCHMARKED_STEPS else None
+    return (step, folds) if folds else (rule, 1)
+
+
 def benchmarked_seconds(root: Path | str = ".") -> Callable[[str], list[float]]:
-    """rule -> the wall-clock seconds of every benchmark record its jobs left under `root`
-    (paths.benchmark_file: one file per job, earlier runs' and this run's); [] for a rule
-    without records."""
-    def seconds(rule: str) -> list[float]:
-        step, _, group = rule.partition("_")
-        if step not in BENCHMARKED_STEPS or not group:
+    """family -> the seconds per fold of every benchmark record (paths.benchmark_file: one file per
+    job, earlier runs' and this run's) of that step under `root`; [] for any other family."""
+    def seconds(step: str) -> list[float]:
+        if step not in BENCHMARKED_STEPS:
             return []
-        pattern = paths.benchmark_file(step, "*", None if step == "judge" else "*", group, seed="*")
+        pattern = paths.benchmark_file(step, "*", None if step == "judge" else "*", "*", seed="*")
         found = []
         for name in sorted(glob.glob(str(Path(root) / pattern))):
-            found += _record_seconds(Path(name))
+            tag = re.search(r"_seed\d+_(\w+)$", Path(name).stem)
+            folds = paths.group_size(tag.group(1)) if tag else None
+            found += [s / folds for s in _record_seconds(Path(name))] if folds else []
         return found
     return seconds
 
@@ -87,7 +98,7 @@ class _Job:
 class Progress:
     """Feed it Snakemake's lines one at a time (`feed`); it returns the lines to print.
 
-    `timings(rule)` gives the seconds of earlier jobs of a rule (benchmarked_seconds); `targets`
+    `timings(family)` gives the seconds of earlier jobs per fold (benchmarked_seconds); `targets`
     are the rules that only gather others (`all`), which take no time; `clock` is the time source
     (monotonic seconds)."""
 
@@ -108,6 +119,7 @@ class Progress:
         self._block: str | None = None          # the rule of the job block being read
         self._block_job: _Job | None = None     # and its job, once its `jobid:` line is read
         self._error = False                     # the block is Snakemake's report of a failed job
+        self._busy = 0.0                        # seconds the finished jobs ran
         self._last: tuple[str, _Job | None, float] | None = None
 
     def feed(self, line: str) -> list[str]:
@@ -135,7 +147,9 @@ class Progress:
             rule = job.rule if job else (re.search(r"\(Rule: (\S+)\)", line) or [None, "?"])[1]
             self.finished[rule] += 1
             if job:
-                self.seconds[rule].append(now - job.started)
+                self._busy += now - job.started
+                key, folds = family(rule)
+                self.seconds[key].append((now - job.started) / folds)
             self._last = (rule, job, now)
         elif (m := STEPS.match(line)) and self._last:
             said = self.line(int(m.group(1)), int(m.group(2)), now)
@@ -164,11 +178,13 @@ class Progress:
         return True
 
     def per_job(self, rule: str) -> float | None:
-        """The expected seconds of one job of `rule`: its benchmark records, else its jobs so far."""
+        """The expected seconds of one job of `rule`: the benchmark records of its family (`family`),
+        else the family's jobs finished so far, times the job's folds."""
         if rule in self.targets:
             return 0.0
-        known = self.timings(rule) or self.seconds.get(rule)
-        return sum(known) / len(known) if known else None
+        key, folds = family(rule)
+        known = self.timings(key) or self.seconds.get(key)
+        return folds * sum(known) / len(known) if known else None
 
     def left(self, now: float) -> tuple[float, int]:
         """(seconds of wall-clock time the remaining jobs are expected to take, jobs not timed)."""
@@ -187,7 +203,7 @@ class Progress:
         """Busy job time over elapsed time since the first job started, between 1 and the cores."""
         if self._first_start is None or now <= self._first_start:
             return 1.0
-        busy = sum(sum(s) for s in self.seconds.values()) + sum(now - j.started for j in self.running.values())
+        busy = self._busy + sum(now - j.started for j in self.running.values())
         return min(max(busy / (now - self._first_start), 1.0), float(self.cores or 1e9))
 
     def line(self, done: int, total: int, now: float) -> str:

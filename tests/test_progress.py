@@ -118,6 +118,18 @@ def test_the_estimate_divides_the_work_left_by_the_parallelism_seen(tmp_path):
     assert tracker.left(50.0) == (200.0, 0)
 
 
+def test_the_rules_of_every_fold_group_are_timed_together_per_fold(tmp_path):
+    for group, seconds in (("folds0_4", 500.0), ("fold9", 100.0)):       # records of earlier jobs
+        record = tmp_path / paths.benchmark_file("train", "ckplus", "fersnet", group, seed=0)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(f"s\th:m:s\n{seconds}\t-\n")
+    assert progress.family("train_folds5_9") == ("train", 5) and progress.family("synth") == ("synth", 1)
+    assert progress.benchmarked_seconds(tmp_path)("train") == [100.0, 100.0]
+    tracker = progress.Progress(timings=progress.benchmarked_seconds(tmp_path))
+    assert tracker.per_job("train_folds5_9") == 500.0 and tracker.per_job("train_fold3") == 100.0
+    assert tracker.per_job("judge_fold3") is None          # no judge record, no judge finished yet
+
+
 def test_durations_read_as_a_person_would_say_them():
     assert [progress.duration(s) for s in (0.4, 42, 210, 1500, 3900)] == \
         ["0 s", "42 s", "3.5 min", "25 min", "1 h 05 min"]
