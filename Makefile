@@ -1,13 +1,25 @@
 # The commands of the README:
 #   make demo            set up (.venv from requirements.lock) and run the whole pipeline on the synthetic stand-in
 #   make test            set up and run the test suite
-#   make venv TORCH=cpu  set up with a CPU-only torch (no CUDA libraries), for a machine without a GPU
+#   make venv TORCH=cpu  set up with a CPU-only torch (no CUDA libraries); the default on a machine without
+#                        an NVIDIA GPU (no nvidia-smi)
 PY ?= python3
 # the oldest Python the pins support (pyproject's requires-python)
 PY_MIN := 3.11
 # cuda: the lock as it is (PyPI's torch is a CUDA build, ~6.5 GB of venv); cpu: CPU-only torch, no CUDA
 # libraries. Remembered in .venv/.torch, so a later re-install (e.g. after the lock changed) keeps the choice.
-TORCH ?= $(shell cat .venv/.torch 2>/dev/null || echo cuda)
+# Not given and not remembered: cuda where an NVIDIA driver is installed (nvidia-smi on PATH), else cpu.
+TORCH_DETECTED := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
+TORCH ?= $(shell cat .venv/.torch 2>/dev/null || echo $(TORCH_DETECTED))
+ifneq ($(filter command line environment,$(origin TORCH)),)
+TORCH_WHY := as asked
+else ifneq ($(wildcard .venv/.torch),)
+TORCH_WHY := as installed before, in .venv/.torch
+else ifeq ($(TORCH_DETECTED),cpu)
+TORCH_WHY := no NVIDIA GPU found (no nvidia-smi on PATH); make venv TORCH=cuda installs the CUDA build
+else
+TORCH_WHY := an NVIDIA GPU found (nvidia-smi); make venv TORCH=cpu installs the CPU-only build
+endif
 CPU_INDEX := https://download.pytorch.org/whl/cpu
 VENV := .venv
 BIN := $(VENV)/bin
@@ -30,6 +42,7 @@ venv: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(CHECK_PYTHON)
+	@echo "make venv: the $(TORCH) build of torch ($(TORCH_WHY))"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24"
 ifeq ($(TORCH),cpu)

@@ -90,9 +90,11 @@ class _Version(argparse.Action):
 
 
 def _describe_verbs(sub) -> None:
-    """Each verb's one-line help is also the description `fersnet <verb> --help` opens with."""
+    """Each verb's one-line help is also the description `fersnet <verb> --help` opens with (where,
+    unlike in a help, `%` is not escaped as `%%`)."""
     for action in sub._choices_actions:    # argparse keeps each verb's help here
-        sub.choices[action.dest].description = action.help[:1].upper() + action.help[1:] + "."
+        text = action.help.replace("%%", "%")
+        sub.choices[action.dest].description = text[:1].upper() + text[1:] + "."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stale-only", action="store_true", help="list only the results that are not current")
     p.add_argument("--json", action="store_true", help="print the states as JSON")
 
-    p = sub.add_parser("compare", help="compare models per database from MLflow (mean +- std over folds, and over seeds when there are several)")
+    p = sub.add_parser("compare", help="compare models per database from MLflow: accuracies in %%, mean +- std over "
+                                       "folds (and over seeds when there are several)")
     _common(p)
     p.add_argument("--experiment", help="only this experiment (database key)")
     p.add_argument("--filter", dest="tags", action="append", default=[], metavar="TAG=VALUE",

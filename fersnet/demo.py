@@ -3,8 +3,10 @@
     python -m fersnet.demo [--cores N] [--profile demo|test|paper] [--dry-run] [TARGET ...]
 
 runs `snakemake --cores N TARGET` (default target `all`: synth -> preprocess -> train/judge ->
-score -> pool -> report, MLflow tracking alongside) in the project root, then prints where the
-outputs are. Snakemake's state makes it resumable: run it again to finish an interrupted demo.
+score -> pool -> report, MLflow tracking alongside) in the project root, then prints the headline
+numbers and where the outputs are. Snakemake's output is passed through; after each finished job
+a line gives the steps done, the time elapsed and an estimate of what remains (fersnet/progress.py).
+Snakemake's state makes it resumable: run it again to finish an interrupted demo.
 A run killed outright (kill -9, a closed terminal, a power cut) leaves Snakemake's lock behind
 (.snakemake/locks/); when no Snakemake process runs in the project any more, the next run removes
 it (`snakemake --unlock`) and says so, then resumes.
@@ -14,12 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from fersnet import config, names, paths
+from fersnet import config, names, paths, progress
 from fersnet.errors import FersnetError
 from fersnet.tracking.store import tracking_uri
 
@@ -106,6 +110,33 @@ def snakemake_command(args, cfg: dict) -> list[str]:
     return cmd + ["--config", f"profile={cfg['profile']}"]
 
 
+def run_with_progress(cmd: list[str], env: dict | None, targets: list[str], root=ROOT, out=None, err=None) -> int:
+    """Run Snakemake in `root` with its output (stderr) passed through to `err`, and after each
+    finished job a progress line (progress.Progress, timed by the benchmark records under `root`)
+    on `out`. Returns Snakemake's exit code.
+
+    Ctrl-C in the terminal reaches Snakemake itself (the same process group), which stops its jobs
+    and exits; meanwhile this process ignores it and keeps passing Snakemake's last lines on."""
+    out, err = out or sys.stdout, err or sys.stderr
+    tracker = progress.Progress(timings=progress.benchmarked_seconds(root), targets=tuple(targets))
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    try:
+        for line in proc.stderr:
+            err.write(line)
+            err.flush()
+            for said in tracker.feed(line):
+                print("fersnet demo: " + said, file=out, flush=True)
+        return proc.wait()
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+        if proc.poll() is None:          # this process is going down before Snakemake: stop it too
+            proc.terminate()
+            proc.wait()
+
+
 def pdf_state(cfg: dict) -> str | None:
     """None when reports/report.pdf was compiled, else why not and how to build it."""
     reports = paths.reports_dir(cfg)
@@ -188,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             print(said, flush=True)
     print("fersnet demo: " + " ".join(cmd[1:]), flush=True)
     t0 = time.perf_counter()
-    rc = subprocess.call(cmd, env=env)
+    rc = run_with_progress(cmd, env, args.targets)
     minutes = (time.perf_counter() - t0) / 60
     if rc != 0:
         print(f"fersnet demo: Snakemake failed (exit {rc}) after {minutes:.1f} min; see the log named "

@@ -5,7 +5,9 @@
 The command's stdout and stderr go to LOG (created, parent folders too); when the command ends the
 last line of LOG says how: `fersnet job: exit code 0 after 12.3 s` or `fersnet job: ended by signal
 SIGKILL (9) after 3.1 s`. A job that fails therefore always leaves something to read, even when it
-died before printing a line. SIGTERM and SIGINT received by this wrapper (Snakemake cancelling a
+died before printing a line. The log fills while the job runs: it is written unbuffered, and a
+Python command runs with PYTHONUNBUFFERED=1 (its print()s would otherwise wait in an 8 KB buffer
+until it ends, since its output is a file, not a terminal). SIGTERM and SIGINT received by this wrapper (Snakemake cancelling a
 job, Ctrl-C) are passed on to the command, and the wrapper exits as the command did.
 """
 from __future__ import annotations
@@ -42,7 +44,8 @@ def run(log: Path, cmd: list[str]) -> int:
     t0 = time.monotonic()
     with open(log, "wb", buffering=0) as out:
         try:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=dict(os.environ, PYTHONUNBUFFERED="1"))
         except OSError as e:
             out.write(f"fersnet job: could not start {cmd[0]!r}: {e}\n".encode())
             out.write(end_line("exit code 127", time.monotonic() - t0).encode())

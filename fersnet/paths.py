@@ -12,6 +12,7 @@ Layout (docs/architecture.md):
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 # file names inside the folders above
@@ -86,6 +87,14 @@ def reports_dir(cfg: dict) -> Path:
 def group_tag(group: list[int]) -> str:
     """A name for a group of folds run by one job, usable in rule, log and benchmark names: fold3, folds0_9."""
     return f"fold{group[0]}" if len(group) == 1 else f"folds{group[0]}_{group[-1]}"
+
+
+def group_size(tag: str) -> int | None:
+    """The number of folds of a group_tag (its groups are contiguous): fold3 -> 1, folds0_9 -> 10;
+    None for any other name."""
+    if m := re.fullmatch(r"fold(\d+)|folds(\d+)_(\d+)", tag):
+        return 1 if m.group(1) is not None else int(m.group(3)) - int(m.group(2)) + 1
+    return None
 
 
 def benchmark_file(step: str, db: str, model: str | None, group: str, seed="{seed}") -> Path:

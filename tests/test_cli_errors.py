@@ -157,3 +157,10 @@ def test_each_verbs_help_opens_with_what_it_does(capsys):
         with pytest.raises(SystemExit):
             cli.main([name, "--help"])
         assert sub.description in " ".join(capsys.readouterr().out.split()), name
+
+
+def test_compare_help_says_percent_once_as_a_person_writes_it(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "accuracies in %," in text and "%%" not in text

@@ -214,3 +214,29 @@ def test_the_readmes_paper_plan_counts_the_jobs_of_the_dry_run(tmp_path):
     planned_train = sum(int(n) for rule, n in counts.items() if rule.startswith("train_"))
     planned_judges = sum(int(n) for rule, n in counts.items() if rule.startswith("judge_"))
     assert (planned_train, planned_judges) == (int(stated_train), int(stated_judges)), counts
+
+
+@needs_make
+@pytest.mark.parametrize("gpu, asked, installs, says", [
+    (False, None, "cpu", "no NVIDIA GPU found (no nvidia-smi on PATH); make venv TORCH=cuda installs the CUDA build"),
+    (True, None, "cuda", "an NVIDIA GPU found (nvidia-smi); make venv TORCH=cpu installs the CPU-only build"),
+    (False, "cuda", "cuda", "as asked"),
+])
+def test_make_venv_picks_the_cpu_torch_on_a_machine_without_an_nvidia_gpu_and_says_so(tmp_path, gpu, asked,
+                                                                                      installs, says):
+    for name in ("Makefile", "requirements.lock", "pyproject.toml"):      # a fresh clone: no .venv yet
+        shutil.copy(ROOT / name, tmp_path / name)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in ("make", "sh", "cat", "grep", "python3"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    if gpu:                                    # what an NVIDIA driver puts on PATH
+        (tools / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
+        (tools / "nvidia-smi").chmod(0o755)
+    args = ["make", "--no-print-directory", "-n", "venv"] + ([f"TORCH={asked}"] if asked else [])
+    plan = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={"PATH": str(tools), "HOME": str(tmp_path)}).stdout
+    assert f'echo "make venv: the {installs} build of torch ({says})"' in plan
+    cpu_index = "--index-url https://download.pytorch.org/whl/cpu" in plan
+    assert cpu_index == (installs == "cpu") and ("-r requirements.lock" in plan) == (installs == "cuda")
+    assert f"echo {installs} > .venv/.torch" in plan

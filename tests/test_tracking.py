@@ -289,15 +289,21 @@ def test_compare_puts_two_models_of_a_real_store_in_one_row_each_and_filters_by_
     compare.main(mlflow_cfg, Namespace(experiment="ckplus", tags=["profile=test"]))
     out = capsys.readouterr().out
     lines = out.splitlines()
-    header = lines[1].split()
-    assert header[:4] == ["profile", "seeds", "folds", "runs"] and "synth/judge_fid" in header and "synth/n_synthetic" in header
-    assert not any("_n1" in h for h in header)              # one column per quantity, not per fold size
-    fersnet = next(line for line in lines if line.split("  ")[0] == "FERSNet")
-    assert "0.7 ± 0.14" in fersnet                          # accuracy, sample std over the 2 folds
-    assert "3 ± 1.4" in fersnet and "153 ± 13" in fersnet   # judge FD and N, each one column
-    no_convflu = next(line for line in lines if line.startswith("FERSNet w/o ConvFLU"))
-    assert no_convflu.split()[-4:] == ["-"] * 4             # no synthesis logged for it
-    assert "0.5 ± 0" in no_convflu and "macro_f1" in header and "balanced_accuracy" in header
+    tables = [line for line in lines if not line.startswith("MLflow:")]     # the store's summary names a path
+    assert max(map(len, tables)) < 120                      # no line wraps in a terminal
+    header = lines[1]
+    assert header.split()[:4] == ["profile", "seeds", "folds", "runs"]
+    assert "accuracy %" in header and "balanced acc. %" in header and "macro F1 %" in header
+    fer, synthesis = out.split("\nsynthesis\n")
+    assert not any("_n1" in h for h in out.splitlines())    # one column per quantity, not per fold size
+    fersnet = next(line for line in fer.splitlines() if line.split("  ")[0] == "FERSNet")
+    assert "70.0 ± 14.1" in fersnet                         # accuracy in %, sample std over the 2 folds
+    no_convflu = next(line for line in fer.splitlines() if line.startswith("FERSNet w/o ConvFLU"))
+    assert no_convflu.count("50.0 ± 0.0") == 3              # accuracy, balanced accuracy, macro F1
+    head, *body = synthesis.split("\n\n")[0].splitlines()
+    assert "judge FD" in head and head.split()[-1] == "N"
+    assert [line.split("  ")[0] for line in body] == ["FERSNet"]      # no synthesis logged for the other
+    assert "3.00 ± 1.41" in body[0] and "153 ± 13" in body[0]         # judge FD and N, each one column
     compare.main(mlflow_cfg, Namespace(experiment="ckplus", tags=["profile=paper"]))
     assert "no fold runs match" in capsys.readouterr().out
     with pytest.raises(Exception, match="TAG=VALUE"):
@@ -320,10 +326,21 @@ def test_compare_prints_a_single_value_without_a_spread():
     import pandas as pd
     from fersnet.tracking.compare import format_table
     rows = pd.DataFrame([{"model": "fersnet", "profile": "demo", "seeds": 1, "folds": 3, "runs": 3,
-                          "accuracy": {"mean": 0.5, "std": 0.1, "n": 3},
+                          "accuracy": {"mean": 50.0, "std": 10.0, "n": 3},
                           "synth/judge_fid": {"mean": 2.5, "std": float("nan"), "n": 1}}])
     text = format_table("ckplus", ["accuracy", "synth/judge_fid"], rows)
-    assert "0.5 ± 0.1 " in text + " " and "2.5 (n=1)" in text and "± 0 " not in text + " "
+    assert "50.0 ± 10.0\n" in text and "2.50 (n=1)" in text and "± 0" not in text
+
+
+def test_compare_tables_of_every_metric_over_seeds_keep_lines_under_120_characters():
+    import pandas as pd
+    from fersnet.tracking.compare import COLUMNS, format_table
+    cell = {"mean": 123.456, "std": 12.345, "seed_std": 1.234, "n": 20}
+    rows = pd.DataFrame([{"model": m, "profile": "paper", "seeds": 2, "folds": 10, "runs": 20,
+                          **{c: dict(cell) for c in COLUMNS}} for m in ("fersnet", "no_convflu", "stargan")])
+    text = format_table("oulu", list(COLUMNS), rows)
+    assert max(len(line) for line in text.splitlines()) < 120, text
+    assert "123.5 ± 12.3 [± 1.2]" in text and "123.4560 ± 12.3450 [± 1.2340]" in text    # % and KID
 
 
 # --- a locked or unusable store; processes sharing it --------------------------------------------

@@ -4,7 +4,9 @@ Reads the fold runs (tag kind=fold, one per seed and fold) that `fersnet track` 
 as one pandas frame per database (`mlflow.search_runs(output_format="pandas")`: a column per
 `metrics.*` and `tags.*`); rows are grouped by model and profile so that demo and paper runs never
 share a mean. Each cell is the mean over the runs, the std over folds and, with several seeds, the
-std over seeds (parents.seed_fold_stats, as the parent runs).
+std over seeds (parents.seed_fold_stats, as the parent runs). Accuracies print in percent, like
+the report's tables, each quantity at one precision, in two tables per database (recognition,
+synthesis) of lines under 120 characters.
 """
 from __future__ import annotations
 
@@ -22,6 +24,14 @@ from fersnet.tracking.store import client_for, experiment_name, retry, store_err
 # The columns, in order, when any run has them (parents.HEADLINE_METRICS).
 HEADLINE = HEADLINE_METRICS
 GROUP = ("tags.model", "tags.profile")
+# metric -> (column heading, decimals); those in PERCENT are fractions in MLflow, printed in %
+COLUMNS = {
+    "accuracy": ("accuracy %", 1), "balanced_accuracy": ("balanced acc. %", 1), "macro_f1": ("macro F1 %", 1),
+    "synth/judge_accuracy": ("judged %", 1), "synth/judge_fid": ("judge FD", 2), "synth/fid": ("FID", 1),
+    "synth/kid": ("KID", 4), "synth/ssim": ("SSIM", 3), "synth/psnr": ("PSNR dB", 1), "synth/n_synthetic": ("N", 0),
+}
+PERCENT = ("accuracy", "balanced_accuracy", "macro_f1", "synth/judge_accuracy")
+WIDTH = 119
 
 
 def parse_tag_filters(items: list[str]) -> dict[str, str]:
@@ -51,6 +61,7 @@ def summarise(runs: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
     Returns the metric columns and a frame with `model`, `profile`, `seeds`, `folds`, `runs` and
     one {"mean", "std", "seed_std", "n", ...} dict (or None) per metric column, models in the
     paper's order. A run without a seed tag (logged before runs had one) counts as one seed, "?".
+    The PERCENT metrics are in % (a fraction is multiplied by 100; a value above 1 is one already).
     """
     runs = runs.copy()
     for col in (*GROUP, "tags.seed"):
@@ -62,22 +73,25 @@ def summarise(runs: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
         row = {"model": model, "profile": profile, "seeds": int(group["tags.seed"].nunique()),
                "folds": int(group["tags.fold"].nunique()), "runs": len(group)}
         for col in columns:
-            s = seed_fold_stats(zip(group["tags.seed"], group["tags.fold"], group[f"metrics.{col}"]))
+            values = group[f"metrics.{col}"]
+            if col in PERCENT:
+                values = values.where(values.isna() | (values.abs() > 1), values * 100)
+            s = seed_fold_stats(zip(group["tags.seed"], group["tags.fold"], values))
             row[col] = s if s["n"] else None
         rows.append(row)
     rows.sort(key=lambda r: (order.get(r["model"], len(order)), r["model"], r["profile"]))
     return columns, pd.DataFrame(rows, columns=["model", "profile", "seeds", "folds", "runs", *columns])
 
 
-def format_cell(s: dict | None, runs: int) -> str:
-    """`mean ± std over folds`, then `[± std over seeds]` with two seeds or more; `(n=k)` when
-    only k of the group's runs have the metric; `-` when none. A spread of one value (None or
-    NaN) is left out, never printed as `± 0`."""
+def format_cell(s: dict | None, runs: int, decimals: int = 2) -> str:
+    """`mean ± std over folds`, then `[± std over seeds]` with two seeds or more, all at `decimals`;
+    `(n=k)` when only k of the group's runs have the metric; `-` when none. A spread of one value
+    (None or NaN) is left out, never printed as `± 0`."""
     if s is None:
         return "-"
     def spread(x) -> str:
-        return "" if x is None or x != x else f"{x:.2g}"
-    text = f"{s['mean']:.4g}"
+        return "" if x is None or x != x else f"{x:.{decimals}f}"
+    text = f"{s['mean']:.{decimals}f}"
     if spread(s.get("std")):
         text += f" ± {spread(s['std'])}"
     if spread(s.get("seed_std")):
@@ -85,17 +99,31 @@ def format_cell(s: dict | None, runs: int) -> str:
     return text + ("" if s["n"] == runs else f" (n={s['n']})")
 
 
+def _cells(rows: pd.DataFrame, columns: list[str]) -> dict[str, list[str]]:
+    return {COLUMNS.get(c, (c, 2))[0]: [format_cell(s, n, COLUMNS.get(c, (c, 2))[1])
+                                        for s, n in zip(rows[c], rows["runs"])] for c in columns}
+
+
 def format_table(db: str, columns: list[str], rows: pd.DataFrame) -> str:
-    """A plain-text table (pandas to_string): one line per (model, profile), cells
-    `mean ± std over folds [± std over seeds]`."""
-    display = pd.DataFrame({
-        "profile": rows["profile"], "seeds": rows["seeds"], "folds": rows["folds"], "runs": rows["runs"],
-        **{col: [format_cell(s, n) for s, n in zip(rows[col], rows["runs"])] for col in columns}})
-    display.index = [names.MODEL.get(m, m) for m in rows["model"]]
+    """Plain-text tables (pandas to_string), one line per (model, profile), cells `mean ± std over
+    folds [± std over seeds]`: recognition (the runs, accuracies in %), then synthesis (the
+    `synth/` metrics, for the models that have any). Lines longer than WIDTH wrap (pandas)."""
+    index = [names.MODEL.get(m, m) for m in rows["model"]]
+    fer = [c for c in columns if not c.startswith("synth/")]
+    synth = [c for c in columns if c.startswith("synth/")]
     several = bool((rows["seeds"] > 1).any())
     title = (f"{names.DATABASE.get(db, db)} (experiment {db}): mean over runs ± std over folds"
              + (" [± std over seeds]" if several else ""))
-    return title + "\n" + display.to_string()
+    recognition = pd.DataFrame({"profile": rows["profile"], "seeds": rows["seeds"], "folds": rows["folds"],
+                                "runs": rows["runs"], **_cells(rows, fer)})
+    recognition.index = index
+    parts = [title, recognition.to_string(line_width=WIDTH)]
+    has_synth = rows[synth].notna().any(axis=1) if synth else pd.Series(False, index=rows.index)
+    if has_synth.any():
+        synthesis = pd.DataFrame({"profile": rows["profile"], **_cells(rows, synth)})[has_synth.to_numpy()]
+        synthesis.index = [name for name, keep in zip(index, has_synth) if keep]
+        parts += ["synthesis", synthesis.to_string(line_width=WIDTH)]
+    return "\n".join(parts)
 
 
 def _check_store(cfg: dict) -> None:
