@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from train_step import save  # noqa: E402
+from record import save  # noqa: E402
 
 from fersnet import catalog  # noqa: E402
 
@@ -163,13 +163,12 @@ def main(argv=None) -> dict:
                 "how": "grid training job seconds per model (docs/performance.md, demo grid 2026-12-02) x that "
                        f"model's B/A ratio ({a.ratio}) for one fold measured here; models not measured "
                        "(fes_da; any model missing from models_measured) counted at ratio 1"}
-    from train_step import machine
     out = {"bench": "grid_time", "ref": sha, "db": a.db, "fold": a.fold, "profile": a.profile,
-           "b_sets": a.b_sets, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "machine": machine(), "runs": runs, "per_model": per_model, "grid_estimate": estimate}
+           "b_sets": a.b_sets, "runs": runs, "per_model": per_model, "grid_estimate": estimate}
     print(json.dumps({"per_model": per_model, "grid_estimate": estimate}, indent=1))
     if a.out:
-        save(out, a.out)
+        save(a.out, f"bench/grid_time.py: one {a.db} fold {a.fold} per model as its own fersnet train process, "
+                    f"the project at {sha} (A) against this checkout (B), and the grid's training time scaled", out)
     return out
 
 

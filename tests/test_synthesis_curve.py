@@ -60,6 +60,9 @@ def test_command_line_writes_the_curve_as_json(judged, tmp_path):
              "--every", "1", "--set", f"preprocess.out={judged['preprocess']['out']}",
              "--set", f"paths.results={judged['paths']['results']}", "--set", "train.epochs=2",
              "--set", "mlflow.enabled=false", "--out", str(out)])
-    result = json.loads(out.read_text())
+    doc = json.loads(out.read_text())
+    import record
+    assert record.problems(doc) == [] and doc["measured"].startswith("bench/synthesis_curve.py")
+    result = doc["numbers"]
     assert result["bench"] == "synthesis_curve" and [r["epoch"] for r in result["curve"]] == [1, 2]
     assert "train.epochs=2" in result["sets"]
