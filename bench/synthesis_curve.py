@@ -5,7 +5,7 @@ every `--every` epochs, renders each test face into every other expression and a
 judge (trained beforehand by `fersnet judge`) what it sees. Per checkpoint it records:
 `judge` (share read as the target; chance = 1 / classes), `copy` (share read as the source's own
 expression; a generator that returns its input scores ~1 here and ~0 on `judge`) and `change`
-(mean absolute difference from the input, grey levels). The table in docs/training.md ("Demo
+(mean absolute difference from the input, grey levels). The table in docs/lab-notebook.md ("Demo
 synthesis") was measured this way.
 
     .venv/bin/python bench/synthesis_curve.py --db ckplus --fold 1 --every 3 \

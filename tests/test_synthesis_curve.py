@@ -1,4 +1,4 @@
-"""bench/synthesis_curve.py: the per-epoch synthesis score used for docs/training.md's demo table."""
+"""bench/synthesis_curve.py: the per-epoch synthesis score used for docs/lab-notebook.md's demo-synthesis table."""
 from __future__ import annotations
 
 import sys
