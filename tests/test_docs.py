@@ -121,3 +121,21 @@ def test_the_user_guides_keep_no_run_diary():
         dates = dated.findall(page.read_text())
         assert len(dates) <= 12, f"{page.relative_to(ROOT)}: {len(dates)} dates; the history goes to docs/lab-notebook.md"
     assert len(dated.findall((ROOT / "docs" / "lab-notebook.md").read_text())) >= 20
+
+
+def slug(heading: str) -> str:
+    """The anchor a Markdown heading gets on GitHub: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_anchor_a_link_names_is_a_heading_of_its_page():
+    files = [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = []
+    for f in files:
+        for target, anchor in re.findall(r"\]\(([\w./-]*\.md|)#([\w-]+)\)", f.read_text()):
+            page = (f.parent / target) if target else f
+            headings = {slug(h) for h in re.findall(r"^#+ (.+)$", page.read_text(), re.M)}
+            if anchor not in headings:
+                broken.append(f"{f.relative_to(ROOT)}: {target}#{anchor}")
+    assert not broken, broken
