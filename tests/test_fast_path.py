@@ -68,7 +68,9 @@ def test_train_step_benchmark_reports_both_paths_and_the_compiled_step(tmp_path)
     assert result["fast_ops"] == "auto"                 # the params' value unless --fast-ops
     on = TS.main(["--params", str(root / "params.yaml"), "--profile", "test", "--models", "stargan",
                   "--warmup", "1", "--repeats", "1", "--fast-only", "--fast-ops", "yes"])
-    assert on["fast_ops"] == "yes" and on["results"][0]["fast_step_s"] > 0
+    row = on["results"][0]
+    assert on["fast_ops"] == "yes" and "straightforward_step_s" not in row       # --fast-only: one path
+    assert row["fast_img_per_s"] == pytest.approx(row["batch_size"] / row["fast_step_s"])
 
 
 def test_profile_step_benchmark_splits_a_step_and_names_its_top_operators(tmp_path):
