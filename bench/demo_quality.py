@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"{q['fer']['n_folds']} folds, %)")
     if args.against:
         try:
-            earlier = json.loads(args.against.read_text())["per_database"]
+            from record import numbers
+            earlier = numbers(json.loads(args.against.read_text()))["per_database"]
         except (OSError, json.JSONDecodeError, KeyError) as e:
             raise SystemExit(f"demo_quality: --against {args.against} is not this script's JSON ({e})")
         comparison = paired(per_db, earlier)
@@ -196,8 +197,9 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{m} {d[m]['mean_diff']:+.1f} (p {d[m]['wilcoxon_p']}, lower on {d[m]['lower_folds']} of {d[m]['n_folds']})"
                 for m in PAIRED))
     if args.out:
-        from train_step import save
-        save(report, args.out)
+        from record import save
+        save(args.out, "bench/demo_quality.py: FERSNet's FER accuracy and the judge's accuracy on its synthesis "
+                       "and on the real faces, per database, over the folds of finished grids", report)
     return report
 
 

@@ -66,7 +66,7 @@ wait
 $PY - <<'PY' 2>&1 | tee -a "$OUT/log.txt"
 import json, os
 out = os.environ["OUT"]
-rows = [json.load(open(f"{out}/concurrent_{i}.json"))["results"][0] for i in range(1, int(os.environ["NC"]) + 1) if os.path.exists(f"{out}/concurrent_{i}.json")]
+rows = [json.load(open(f"{out}/concurrent_{i}.json"))["numbers"]["results"][0] for i in range(1, int(os.environ["NC"]) + 1) if os.path.exists(f"{out}/concurrent_{i}.json")]
 if len(rows) < int(os.environ["NC"]):
     print(f"concurrent fersnet: only {len(rows)} of {os.environ['NC']} processes finished (see {out}/concurrent_*.log)")
 total = sum(r["fast_img_per_s"] for r in rows)
@@ -93,7 +93,7 @@ $PY - <<'PY' 2>&1 | tee -a "$OUT/log.txt"
 import json, os
 out = os.environ["OUT"]
 try:
-    on, off = ({r["model"]: r["fast_img_per_s"] for r in json.load(open(f"{out}/train_step_paper_fast_ops_{f}.json"))["results"]}
+    on, off = ({r["model"]: r["fast_img_per_s"] for r in json.load(open(f"{out}/train_step_paper_fast_ops_{f}.json"))["numbers"]["results"]}
                for f in ("yes", "no"))
     print("fast_ops on/off img/s:", {m: round(on[m] / off[m], 3) for m in on})
 except (OSError, KeyError, ValueError) as e:

@@ -11,7 +11,7 @@ A and B in turn (A B, then B A on the next model or repeat).
 Per run: wall seconds and CPU seconds (user + system, children included) of the whole process,
 start-up included, and the training loop's wall seconds (the `seconds` column of history.csv,
 summed over epochs). The grid estimate scales the grid's measured training job time per model
-(the demo grid of 2026-12-02 in docs/performance.md, `GRID_JOB_S`) by that model's B/A ratio
+(the demo grid of 2026-12-02 in docs/lab-notebook.md, `GRID_JOB_S`) by that model's B/A ratio
 (`--ratio`, default CPU seconds: on a shared machine wall time measures the neighbours too);
 models not timed here (fes_da) count at ratio 1.
 
@@ -35,12 +35,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from train_step import save  # noqa: E402
+from record import save  # noqa: E402
 
 from fersnet import catalog  # noqa: E402
 
 MODELS = tuple(catalog.generators())
-# training job seconds of the demo grid (3 databases x 10 folds each), docs/performance.md, 2026-12-02:
+# training job seconds of the demo grid (3 databases x 10 folds each), docs/lab-notebook.md, 2026-12-02:
 # per database fersnet ~570-580, no_mtl ~365, no_convflu ~340, stargan ~180-200, fes_da ~27-41
 GRID_JOB_S = {"fersnet": 3 * 575, "no_mtl": 3 * 365, "no_convflu": 3 * 340, "stargan": 3 * 190, "fes_da": 3 * 34}
 
@@ -160,16 +160,15 @@ def main(argv=None) -> dict:
     estimate = {"today_training_job_s": today, "estimated_training_job_s": new,
                 "today_total_s": sum(today.values()), "estimated_total_s": sum(new.values()),
                 "ratio": sum(new.values()) / sum(today.values()), "models_measured": done,
-                "how": "grid training job seconds per model (docs/performance.md, demo grid 2026-12-02) x that "
+                "how": "grid training job seconds per model (docs/lab-notebook.md, demo grid 2026-12-02) x that "
                        f"model's B/A ratio ({a.ratio}) for one fold measured here; models not measured "
                        "(fes_da; any model missing from models_measured) counted at ratio 1"}
-    from train_step import machine
     out = {"bench": "grid_time", "ref": sha, "db": a.db, "fold": a.fold, "profile": a.profile,
-           "b_sets": a.b_sets, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "machine": machine(), "runs": runs, "per_model": per_model, "grid_estimate": estimate}
+           "b_sets": a.b_sets, "runs": runs, "per_model": per_model, "grid_estimate": estimate}
     print(json.dumps({"per_model": per_model, "grid_estimate": estimate}, indent=1))
     if a.out:
-        save(out, a.out)
+        save(a.out, f"bench/grid_time.py: one {a.db} fold {a.fold} per model as its own fersnet train process, "
+                    f"the project at {sha} (A) against this checkout (B), and the grid's training time scaled", out)
     return out
 
 

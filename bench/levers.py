@@ -56,7 +56,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
-from train_step import machine, save, synthetic_arrays  # noqa: E402
+from record import save  # noqa: E402
+from train_step import synthetic_arrays  # noqa: E402
 
 from fersnet import catalog, config  # noqa: E402
 from fersnet.models import registry  # noqa: E402
@@ -327,12 +328,12 @@ def main(argv=None) -> dict:
             print(json.dumps(r), flush=True)
             rows.append(r)
     out = {"bench": "levers", "profile": a.profile, "ref": a.ref, "threads": 1,
-           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
            "method": "A and B built from the same seed, fed the same batches; alternating blocks of 5 steps "
                      "(A B, B A, ...) after one warm-up block each; medians per step, median of per-round B/A",
            "results": rows}
     if a.out:
-        save(out, a.out)
+        save(a.out, f"bench/levers.py: CPU and wall ms per training step, A against B for the levers "
+                    f"{', '.join(a.levers)} ({a.profile} profile)", out)
     return out
 
 

@@ -10,7 +10,6 @@ bench/results/pipeline-<profile>-<date>.json with the machine and versions.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -25,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 from fersnet import catalog  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from record import save  # noqa: E402
 
 
 def run(cmd: list[str], cwd: Path, env: dict) -> dict:
@@ -45,8 +47,7 @@ def machine() -> dict:
     import torch
     return {"host": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def main() -> int:
@@ -97,7 +98,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     path = out / f"pipeline-{a.profile}-{stamp}.json"
-    path.write_text(json.dumps({"profile": a.profile, "machine": machine(), "stages": stages}, indent=2))
+    save(path, f"bench/pipeline.py: wall seconds and peak RSS of each CLI stage as its own process "
+               f"({a.profile} profile)", {"profile": a.profile, "stages": stages}, machine())
     print(f"wrote {path}")
     return 0 if all(v.get("rc", 0) == 0 for v in stages.values()) else 1
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train_step import MODELS, machine, save, task_and_batches  # noqa: E402
+from record import save  # noqa: E402
+from train_step import MODELS, task_and_batches  # noqa: E402
 
 from fersnet import config  # noqa: E402
 
@@ -112,10 +112,10 @@ def main(argv=None) -> dict:
              else profile_model(cfg, m, a.warmup, a.steps, a.top, a.seed))
         print(json.dumps({k: r[k] for k in ("model", "step_cpu_ms", "split_share")}), flush=True)
         rows.append(r)
-    out = {"bench": "profile_step", "profile": a.profile, "threads": a.threads, "steps": a.steps,
-           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "results": rows}
+    out = {"bench": "profile_step", "profile": a.profile, "threads": a.threads, "steps": a.steps, "results": rows}
     if a.out:
-        save(out, a.out)
+        save(a.out, f"bench/profile_step.py: where a training step's CPU time goes per model, forward / backward / "
+                    f"optimizer and the top operators ({a.profile} profile)", out)
     return out
 
 

@@ -5,7 +5,7 @@ every `--every` epochs, renders each test face into every other expression and a
 judge (trained beforehand by `fersnet judge`) what it sees. Per checkpoint it records:
 `judge` (share read as the target; chance = 1 / classes), `copy` (share read as the source's own
 expression; a generator that returns its input scores ~1 here and ~0 on `judge`) and `change`
-(mean absolute difference from the input, grey levels). The table in docs/training.md ("Demo
+(mean absolute difference from the input, grey levels). The table in docs/lab-notebook.md ("Demo
 synthesis") was measured this way.
 
     .venv/bin/python bench/synthesis_curve.py --db ckplus --fold 1 --every 3 \
@@ -97,11 +97,11 @@ def main(argv=None) -> dict:
     except FersnetError as e:
         sys.exit(f"error: {e}")
     result = {"bench": "synthesis_curve", "db": a.db, "model": a.model, "fold": a.fold,
-              "profile": cfg["profile"], "sets": a.sets or [], "judge": str(judge_dir),
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "curve": rows}
+              "profile": cfg["profile"], "sets": a.sets or [], "judge": str(judge_dir), "curve": rows}
     if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(result, indent=1) + "\n")
+        from record import save
+        save(a.out, f"bench/synthesis_curve.py: the judge's reading of {a.model}'s synthesis on {a.db} fold "
+                    f"{a.fold} every {a.every} epochs", result)
     return result
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,9 +23,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fersnet import catalog, config, ownership  # noqa: E402
+from fersnet import catalog, config  # noqa: E402
 from fersnet.models import registry  # noqa: E402
 from fersnet.training import batches as B  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import save  # noqa: E402
 
 # every model of the catalogue but controls (a control trains as the model it controls)
 MODELS = tuple(m for m in catalog.model_keys() if not catalog.model(m).control_of)
@@ -195,15 +197,6 @@ def bench_model(cfg, model, device, warmup, repeats, n_subjects, seed, workers, 
     return result
 
 
-def machine() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.is_available(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
@@ -241,18 +234,11 @@ def main(argv=None) -> dict:
         print(json.dumps(r), flush=True)
         rows.append(r)
     out = {"bench": "train_step", "profile": a.profile, "device": a.device, "peak_tflops": peak,
-           "fast_ops": cfg["train"]["fast_ops"],
-           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "results": rows}
+           "fast_ops": cfg["train"]["fast_ops"], "results": rows}
     if a.out:
-        save(out, a.out)
+        save(a.out, f"bench/train_step.py: seconds and images/s of one full training step per model, fast path "
+                    f"against the straightforward path ({a.profile} profile, {a.device})", out)
     return out
-
-
-def save(result: dict, path) -> None:
-    """A benchmark's JSON, written safely (fersnet.ownership.write_text: never half a file)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    ownership.write_text(p, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

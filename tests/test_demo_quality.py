@@ -69,7 +69,10 @@ def test_a_folder_of_the_unseeded_layout_is_one_run_and_folders_combine(tmp_path
 
 def test_against_pairs_folds_and_tests_the_differences(tmp_path: Path, seeded: Path) -> None:
     bench = load_bench()
-    bench.main(["--results", str(seeded), "--seed", "0", "--out", str(tmp_path / "earlier.json")])
+    earlier = bench.main(["--results", str(seeded), "--seed", "0", "--out", str(tmp_path / "earlier.json")])
+    import record                                     # bench/ is on sys.path once the script is loaded
+    doc = json.loads((tmp_path / "earlier.json").read_text())
+    assert record.problems(doc) == [] and doc["numbers"] == json.loads(json.dumps(earlier))
     report = bench.main(["--results", str(seeded), "--seed", "1", "--against", str(tmp_path / "earlier.json")])
     d_fer = 100 * (np.array(FER[1]) - np.array(FER[0]))
     fer = report["against"]["ckplus"]["fer"]

@@ -95,3 +95,47 @@ def test_the_architecture_layout_lists_every_module_and_only_those():
     assert not sorted(name for name in listed if not (ROOT / name).exists()), "listed, but not there"
     assert not sorted(name for name in folders if name.count("/") > 1 and not any(
         m.startswith(name) for m in on_disk)), "listed folders without modules"
+
+
+def test_every_docs_page_is_in_the_readmes_documentation_index():
+    """README's "Documentation" table links every page of docs/ (a folder of pages by the folder),
+    and every link in it leads to a page or folder that is there."""
+    readme = (ROOT / "README.md").read_text()
+    index = readme.split("**Documentation.**", 1)[1].split("\n## ", 1)[0]
+    linked = set(re.findall(r"\]\((docs/[\w./-]*)\)", index))
+    assert linked and all((ROOT / link).exists() for link in linked), sorted(linked)
+    pages = {p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")}
+    folders = {p.relative_to(ROOT).as_posix() + "/" for p in (ROOT / "docs").iterdir()
+               if p.is_dir() and any(p.glob("*.md"))}
+    assert sorted(pages | folders) == sorted(linked)
+
+
+def test_the_user_guides_keep_no_run_diary():
+    """The dated history of measurements lives in docs/lab-notebook.md: a guide says where its numbers
+    came from (a date with each), it does not log run after run (performance.md, training.md and scoring.md
+    held 14-28 dates each)."""
+    dated = re.compile(r"(?<![\w-])20\d\d-\d\d-\d\d(?![\w-])")      # not a file name's date
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        if page.name == "lab-notebook.md":
+            continue
+        dates = dated.findall(page.read_text())
+        assert len(dates) <= 12, f"{page.relative_to(ROOT)}: {len(dates)} dates; the history goes to docs/lab-notebook.md"
+    assert len(dated.findall((ROOT / "docs" / "lab-notebook.md").read_text())) >= 20
+
+
+def slug(heading: str) -> str:
+    """The anchor a Markdown heading gets on GitHub: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_anchor_a_link_names_is_a_heading_of_its_page():
+    files = [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = []
+    for f in files:
+        for target, anchor in re.findall(r"\]\(([\w./-]*\.md|)#([\w-]+)\)", f.read_text()):
+            page = (f.parent / target) if target else f
+            headings = {slug(h) for h in re.findall(r"^#+ (.+)$", page.read_text(), re.M)}
+            if anchor not in headings:
+                broken.append(f"{f.relative_to(ROOT)}: {target}#{anchor}")
+    assert not broken, broken

@@ -1,16 +1,23 @@
-"""The training step's speed levers change no result: the step equals the straightforward one.
+"""The training step's speed levers change no result.
 
-The straightforward step below is the step as it was before the levers (discriminator called
-once for real and once for fake faces, StarGAN's fake rendered again for the G update,
-InstanceNorm through nn.InstanceNorm2d). The comparison runs in float64: in float32 the two
-paths differ by rounding (different batch sizes inside a convolution, GroupNorm's reduction
-order), and Adam's first update, lr * g / |g|, turns a rounding difference on a near-zero
-gradient into a full learning-rate step, so float32 trajectories of equal maths part after a
-few steps. In float64 the rounding is far below the tolerances used here.
+`train.fast_ops` switches two of them: the discriminator scoring real and fake faces in one call,
+and InstanceNorm computed through group_norm. The reference for the fast step is the same task's
+own step with the switch off, not a copy of it; what "off" takes is checked against torch itself
+(every InstanceNorm's output is `F.instance_norm`'s, the discriminator sees the real faces and the
+fakes in separate calls). The third lever, StarGAN rendering its fake once per step, is checked by
+what it claims: the generator update's losses are those of a fresh rendering by the generator as it
+was before the step, and the generator runs once on a critic-only step and twice on a G step.
+
+The fast-against-off comparison runs in float64: in float32 the two paths differ by rounding
+(different batch sizes inside a convolution, GroupNorm's reduction order), and Adam's first update,
+lr * g / |g|, turns a rounding difference on a near-zero gradient into a full learning-rate step, so
+float32 trajectories of equal maths part after a few steps. In float64 the rounding is far below the
+tolerances used here.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import numpy as np
 import pytest
@@ -20,7 +27,6 @@ from torch import nn
 
 from fersnet import config
 from fersnet.models import blocks, registry
-from fersnet.models.tasks import expression_surrogate, set_requires_grad
 from fersnet.training import batches as B
 
 
@@ -34,99 +40,17 @@ def float64():
         torch.set_default_dtype(old)
 
 
-@contextlib.contextmanager
-def plain_instance_norm():
-    """InstanceNorm through nn.InstanceNorm2d's own forward (instance_norm), as before."""
-    fast = blocks.InstanceNorm2d.forward
-    blocks.InstanceNorm2d.forward = nn.InstanceNorm2d.forward
-    try:
-        yield
-    finally:
-        blocks.InstanceNorm2d.forward = fast
+def two_step_cfg() -> dict:
+    cfg = config.load("params.yaml", "test")
+    cfg["stargan"]["n_critic"] = 2            # the second step updates StarGAN's generator too
+    return cfg
 
 
-def straightforward_fersnet_step(task, batch):
-    x, s, xt, t, has_t = batch["x"], batch["s"], batch["xt"], batch["t"], batch["has_t"]
-    oh_s, oh_t = task.onehot(s), task.onehot(t)
-    out = {}
-    logits, fake = task.gen(x, oh_t)
-    set_requires_grad(task.disc, True)
-    real = torch.where(has_t[:, None, None, None], xt, x)
-    real_oh = torch.where(has_t[:, None], oh_t, oh_s)
-    fake_d = fake.detach()
-    for _ in range(task.d_steps):
-        d_real = task.disc(real, real_oh).float()
-        d_fake = task.disc(fake_d, oh_t).float()
-        loss_real = F.mse_loss(d_real, torch.ones_like(d_real))
-        loss_fake = F.mse_loss(d_fake, torch.zeros_like(d_fake))
-        loss_d = 0.5 * (loss_real + loss_fake)
-        task.optimizers["D"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        task.optimizers["D"].step()
-    out.update({"D/loss_real": loss_real, "D/loss_fake": loss_fake, "D/loss": loss_d})
-    set_requires_grad(task.disc, False)
-    score = task.disc(fake, oh_t).float()
-    logits_fake, rec = None, None
-    if task.lam["expr"] > 0:
-        logits_fake, rec = task.gen(fake, oh_s)
-    elif task.lam["cyc"] > 0:
-        rec = task.gen.synthesize(fake, oh_s)
-    logits, fake_seen, fake = logits.float(), fake, fake.float()
-    loss_ce = F.cross_entropy(logits, s)
-    loss_adv = F.mse_loss(score, torch.ones_like(score))
-    per_item = (fake - xt).abs().mean(dim=(1, 2, 3))
-    loss_l1 = (per_item * has_t).sum() / has_t.sum().clamp(min=1)
-    total = task.lam["cls"] * loss_ce + task.lam["adv"] * loss_adv + task.lam["l1"] * loss_l1
-    out.update({"C/loss_ce": loss_ce, "G/loss_adv": loss_adv, "G/loss_l1": loss_l1})
-    if rec is not None:
-        loss_cyc = F.mse_loss(rec.float(), x)
-        total = total + task.lam["cyc"] * loss_cyc
-        out["G/loss_cyc"] = loss_cyc
-    if logits_fake is not None:
-        loss_expr = F.cross_entropy(logits_fake.float(), t)
-        total = total + task.lam["expr"] * expression_surrogate(loss_expr, fake_seen)
-        out["G/loss_expr"] = loss_expr
-    task.optimizers["G"].zero_grad(set_to_none=True)
-    total.backward()
-    task.optimizers["G"].step()
-    out["G/loss"] = total
-    return out
-
-
-def straightforward_stargan_step(task, batch):
-    x, s, t = batch["x"], batch["s"], batch["t"]
-    oh_s, oh_t = task.onehot(s), task.onehot(t)
-    out = {}
-    set_requires_grad(task.disc, True)
-    src_real, cls_real = task.disc(x)
-    fake = task.gen(x, oh_t).detach()
-    src_fake, _ = task.disc(fake)
-    loss_real = -src_real.float().mean()
-    loss_fake = src_fake.float().mean()
-    loss_cls = F.cross_entropy(cls_real.float(), s)
-    loss_gp = task.gradient_penalty(x, fake.float())
-    loss_d = loss_real + loss_fake + task.lam["cls"] * loss_cls + task.lam["gp"] * loss_gp
-    task.optimizers["D"].zero_grad(set_to_none=True)
-    loss_d.backward()
-    task.optimizers["D"].step()
-    out.update({"D/loss_real": loss_real, "D/loss_fake": loss_fake, "D/loss_cls": loss_cls,
-                "D/loss_gp": loss_gp, "D/loss": loss_d})
-    if (batch["step"] + 1) % task.n_critic == 0:
-        set_requires_grad(task.disc, False)
-        fake = task.gen(x, oh_t)
-        src, cls = task.disc(fake)
-        rec = task.gen(fake, oh_s)
-        loss_g_fake = -src.float().mean()
-        loss_g_cls = F.cross_entropy(cls.float(), t)
-        # the loss formulas are the task's own (checked against the paper in test_stargan_losses.py)
-        loss_rec = task.reconstruction_loss(x, rec.float())
-        loss_g = loss_g_fake + task.lam["cls"] * loss_g_cls + task.lam["rec"] * loss_rec
-        task.optimizers["G"].zero_grad(set_to_none=True)
-        loss_g.backward()
-        task.optimizers["G"].step()
-        out.update({"G/loss_fake": loss_g_fake, "G/loss_cls": loss_g_cls, "G/loss_rec": loss_rec,
-                    "G/loss": loss_g})
-    return out
+def built(model: str, cfg: dict, fast_ops: bool):
+    torch.manual_seed(0)
+    task = registry.build(model, cfg, 6, 1).train()
+    task.set_fast_ops(fast_ops)
+    return task
 
 
 def two_batches(cfg, seed=0, dtype=torch.float64):
@@ -150,28 +74,22 @@ def two_batches(cfg, seed=0, dtype=torch.float64):
 
 
 @pytest.mark.parametrize("model", ["fersnet", "no_mtl", "no_convflu", "stargan"])
-def test_fast_step_gives_the_losses_and_weights_of_the_straightforward_step(model):
-    cfg = config.load("params.yaml", "test")
-    cfg["stargan"]["n_critic"] = 2            # the second step updates StarGAN's generator too
-    reference = straightforward_stargan_step if model == "stargan" else straightforward_fersnet_step
+def test_fast_step_gives_the_losses_and_weights_of_the_step_with_fast_ops_off(model):
+    cfg = two_step_cfg()
     with float64():
-        tasks = []
-        for _ in range(2):
-            torch.manual_seed(0)
-            tasks.append(registry.build(model, cfg, 6, 1).train())
-        fast, slow = tasks
+        fast, off = built(model, cfg, True), built(model, cfg, False)
+        assert fast.batched_disc and not off.batched_disc
         for batch in two_batches(cfg):
             torch.manual_seed(1 + batch["step"])
             got = fast.train_step(dict(batch))
             torch.manual_seed(1 + batch["step"])
-            with plain_instance_norm():
-                want = reference(slow, dict(batch))
-            assert set(want) <= set(got)
+            want = off.train_step(dict(batch))
+            assert set(want) == set(got)
             for k in want:
-                torch.testing.assert_close(got[k].double(), want[k].detach().double(), rtol=1e-6, atol=1e-12,
+                torch.testing.assert_close(got[k].double(), want[k].double(), rtol=1e-6, atol=1e-12,
                                            msg=lambda m, k=k: f"step {batch['step']} {k}: {m}")
     assert "G/loss" in got                    # the generator was updated on the last step
-    a, b = fast.state_dict(), slow.state_dict()
+    a, b = fast.state_dict(), off.state_dict()
     assert list(a) == list(b)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-10, msg=lambda m, k=k: f"{k}: {m}")
@@ -182,36 +100,70 @@ def test_fast_step_gives_the_losses_and_weights_of_the_straightforward_step(mode
 
 
 @pytest.mark.parametrize("model", ["fersnet", "stargan"])
-def test_fast_ops_off_is_the_straightforward_step_to_the_last_bit_in_float32(model):
-    # train.fast_ops: no (the CPU default) takes the straightforward step's float32 path itself:
-    # losses and weights identical bit for bit, where the fast path only agrees in float64
-    cfg = config.load("params.yaml", "test")
-    cfg["stargan"]["n_critic"] = 2
-    reference = straightforward_stargan_step if model == "stargan" else straightforward_fersnet_step
-    tasks = []
-    for _ in range(3):
-        torch.manual_seed(0)
-        tasks.append(registry.build(model, cfg, 6, 1).train())
-    off, slow, fast = tasks
-    off.set_fast_ops(False)
-    assert not off.batched_disc and fast.batched_disc
+def test_fast_ops_off_is_torchs_instance_norm_and_separate_discriminator_calls_in_float32(model):
+    # train.fast_ops: no (the CPU default) takes the straightforward float32 path: every InstanceNorm
+    # gives exactly what torch's instance_norm gives, and real and fake faces go through the
+    # discriminator in calls of their own; with the switch on, one call takes both
+    cfg = two_step_cfg()
+    off, fast = built(model, cfg, False), built(model, cfg, True)
     norms = [m for m in off.modules() if isinstance(m, blocks.InstanceNorm2d)]
     assert norms and not any(m.via_group_norm for m in norms)
-    for batch in two_batches(cfg, dtype=torch.float32):
-        torch.manual_seed(1 + batch["step"])
-        got = off.train_step(dict(batch))
-        torch.manual_seed(1 + batch["step"])
-        with plain_instance_norm():
-            want = reference(slow, dict(batch))
-        torch.manual_seed(1 + batch["step"])
-        fast.train_step(dict(batch))
-        for k in want:
-            assert torch.equal(got[k], want[k].detach()), (batch["step"], k)
-    assert "G/loss" in got
-    a, b, c = off.state_dict(), slow.state_dict(), fast.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    # the fast path rounds differently in float32: the comparison above can tell the two apart
+    checked = []
+
+    def same_as_torch(m, args, out):
+        want = F.instance_norm(args[0], None, None, m.weight, m.bias, True, m.momentum or 0.0, m.eps)
+        checked.append(bool(torch.equal(out, want)))
+
+    hooks = [m.register_forward_hook(same_as_torch) for m in norms]
+    sizes = {"off": [], "fast": []}
+    for name, task in (("off", off), ("fast", fast)):
+        hooks.append(task.disc.register_forward_pre_hook(lambda m, args, name=name: sizes[name].append(len(args[0]))))
+    try:
+        batches = two_batches(cfg, dtype=torch.float32)
+        for batch in batches:
+            torch.manual_seed(1 + batch["step"])
+            got = off.train_step(dict(batch))
+            torch.manual_seed(1 + batch["step"])
+            fast.train_step(dict(batch))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert "G/loss" in got and checked and all(checked)
+    bs = len(batches[0]["x"])
+    assert set(sizes["off"]) == {bs}                           # never real and fake in one call
+    assert 2 * bs in sizes["fast"]
+    # the fast path rounds differently in float32: the two paths are told apart after two steps
+    a, c = off.state_dict(), fast.state_dict()
     assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_stargan_renders_its_fake_once_and_updates_the_generator_as_with_a_fresh_rendering():
+    cfg = two_step_cfg()
+    with float64():
+        task = built("stargan", cfg, False)
+        calls = []
+        hook = task.gen.register_forward_pre_hook(lambda m, args: calls.append(len(args[0])))
+        d_step, g_step = two_batches(cfg)
+        torch.manual_seed(1)
+        task.train_step(dict(d_step))
+        assert len(calls) == 1                                 # a critic-only step renders the fake once
+        before = copy.deepcopy(task.gen)
+        torch.manual_seed(2)
+        got = task.train_step(dict(g_step))
+        assert len(calls) == 3                                 # a G step: the fake once, then its reconstruction
+        hook.remove()
+        # StarGAN's generator losses on a fresh rendering by the generator as it was before the step,
+        # scored by the critic after its own update (the generator's update leaves the critic as it is)
+        x, s, t = g_step["x"], g_step["s"], g_step["t"]
+        with torch.no_grad():
+            fake = before(x, task.onehot(t))
+            src, cls = task.disc(fake)
+            rec = before(fake, task.onehot(s))
+        want = {"G/loss_fake": -src.mean(), "G/loss_cls": F.cross_entropy(cls, t),
+                "G/loss_rec": ((2 * x - 1) - (2 * rec - 1)).abs().mean()}     # L1 on [-1, 1] images
+        for k, v in want.items():                              # the step reports its losses in float32
+            torch.testing.assert_close(got[k].double(), v.double(), rtol=1e-6, atol=1e-9, msg=k)
+        assert any(not torch.equal(p, q) for p, q in zip(before.parameters(), task.gen.parameters()))
 
 
 @pytest.mark.parametrize("affine", [True, False])

@@ -177,7 +177,10 @@ def test_the_gpu_check_runs_every_step_on_the_cpu_and_leaves_the_project_alone(t
     log = (out / "log.txt").read_text()
     check = json.loads((out / "cpu_vs_gpu.json").read_text())
     assert check["device"] == "cpu" and check["mismatch"] == {} and "cpu_vs_gpu_losses OK" in log
-    assert json.loads((out / "train_step_paper_h100.json").read_text())["results"][0]["fast_img_per_s"] > 0
+    step = json.loads((out / "train_step_paper_h100.json").read_text())
+    assert step["schema"] == "fersnet-bench/results/1" and step["machine"]["cuda"] is False
+    row = step["numbers"]["results"][0]
+    assert row["fast_img_per_s"] == pytest.approx(row["batch_size"] / row["fast_step_s"])
     assert "concurrent fersnet x2:" in log and all((out / f"concurrent_{i}.json").exists() for i in (1, 2))
     assert "fast_ops on/off img/s: {'fersnet'" in log
     metrics = json.loads((out / "fold_project/results/ckplus/fersnet/seed0/fold0/metrics.json").read_text())

@@ -1,4 +1,4 @@
-"""bench/synthesis_curve.py: the per-epoch synthesis score used for docs/training.md's demo table."""
+"""bench/synthesis_curve.py: the per-epoch synthesis score used for docs/lab-notebook.md's demo-synthesis table."""
 from __future__ import annotations
 
 import sys
@@ -35,7 +35,9 @@ def test_curve_scores_the_synthesis_after_the_chosen_epochs(judged, tmp_path):
         assert 0.0 <= r["judge"] <= 1.0 and 0.0 <= r["copy"] <= 1.0
         assert r["judge"] + r["copy"] <= 1.0 + 1e-9        # the target is never the source's label
         assert r["change"] >= 0.0
-    assert grid.is_file() and grid.stat().st_size > 0
+    import cv2
+    image = cv2.imread(str(grid), cv2.IMREAD_UNCHANGED)
+    assert image is not None and image.shape[0] > 0 and image.shape[1] > image.shape[0]   # sources x (input + targets)
     # the scratch run is a normal training job: its metrics exist and nothing went to results/
     assert (tmp_path / "run" / paths.METRICS).is_file()
     assert not paths.run_dir(judged, "ckplus", "fersnet", 0).exists()
@@ -60,6 +62,9 @@ def test_command_line_writes_the_curve_as_json(judged, tmp_path):
              "--every", "1", "--set", f"preprocess.out={judged['preprocess']['out']}",
              "--set", f"paths.results={judged['paths']['results']}", "--set", "train.epochs=2",
              "--set", "mlflow.enabled=false", "--out", str(out)])
-    result = json.loads(out.read_text())
+    doc = json.loads(out.read_text())
+    import record
+    assert record.problems(doc) == [] and doc["measured"].startswith("bench/synthesis_curve.py")
+    result = doc["numbers"]
     assert result["bench"] == "synthesis_curve" and [r["epoch"] for r in result["curve"]] == [1, 2]
     assert "train.epochs=2" in result["sets"]

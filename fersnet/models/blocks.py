@@ -20,7 +20,7 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     """nn.InstanceNorm2d computed as a GroupNorm with one channel per group: the same function
     (mean and variance per sample and channel over the image, the same eps, the same per-channel
     affine), the same parameters and state_dict keys, and on the CPU a 2-3x cheaper forward +
-    backward than instance_norm's reshape into a batch norm (docs/performance.md, "Levers").
+    backward than instance_norm's reshape into a batch norm (docs/lab-notebook.md, "Levers on the demo step").
     Falls back to nn.InstanceNorm2d's own path with running statistics or an unbatched input, and
     where `via_group_norm` is False (`train.fast_ops`: the reference float32 path, see
     `set_fast_ops`)."""
