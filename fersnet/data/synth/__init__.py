@@ -48,6 +48,7 @@ def write_database(cfg: dict, db: str, out) -> dict:
     try:
         with writing(final):
             summary = writer(cfg, tmp)
+            ownership.mark(tmp, made_by, profile=cfg.get("profile"))    # a profile's run stops over another's
             ownership.swap_in(tmp, final, made_by, HOW)
     except OSError as e:
         raise DataError(f"synth: writing {db} under {out} failed: {e}") from None
