@@ -13,6 +13,7 @@ jobs' own fingerprint functions), and every result it reads is current too. Othe
   commit alone re-runs nothing; `snakemake --forcerun` rebuilds it).
 
 A result whose file is not there is *missing*. docs/architecture.md, "What current means".
+Also here: the check that stops a run of one params profile over another profile's outputs.
 No torch or pandas imports: the workflow runs this at every start.
 """
 from __future__ import annotations

@@ -196,3 +196,19 @@ def test_the_readme_paper_plan_is_the_dry_runs(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = job_counts(out.stdout)
     assert (jobs["train"], jobs["judge"]) == (int(line.group(1)), int(line.group(2)))
+
+
+def test_the_demo_records_dvc_lock_only_after_a_complete_run_of_params_yaml_own_profile(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    from fersnet.demo import record_in_dvc
+    proj = make_project(tmp_path, models=["fersnet"], **{"mlflow.enabled": False})
+    monkeypatch.chdir(proj)
+    full = Namespace(dry_run=False, targets=["all"], cores="1")
+    assert record_in_dvc(Namespace(dry_run=False, targets=["ckplus"], cores="1"), config.load("params.yaml")) is None
+    assert record_in_dvc(Namespace(dry_run=True, targets=["all"], cores="1"), config.load("params.yaml")) is None
+    other = record_in_dvc(full, config.load("params.yaml", "paper"))
+    assert "dvc.lock not written: DVC runs params.yaml's profile, this run was profile paper" in other
+    missing = record_in_dvc(full, config.load("params.yaml"))       # nothing made yet
+    assert "dvc.lock not written" in missing and "not current" in missing and "preprocess ckplus" in missing
+    assert not (proj / "dvc.lock").exists()
