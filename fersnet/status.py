@@ -358,7 +358,7 @@ def recorded_profile(path) -> str | None:
         return _profile_of(record) or _profile_of(record.get("provenance"))
     if not path.is_dir():
         return None
-    for name in (provenance.PROVENANCE, paths.PREP_SUMMARY, REPORT_SUMMARY, ownership.MARKER):
+    for name in dict.fromkeys((provenance.PROVENANCE, paths.PREP_SUMMARY, REPORT_SUMMARY, ownership.MARKER)):
         found = _profile_of(_read(path / name))
         if found:
             return found
@@ -402,12 +402,13 @@ def other_profile_message(cfg: dict, found: list[tuple[Path, str]]) -> str:
         top = results / p.relative_to(results).parts[0] if results in p.parents else p
         if top not in tops:
             tops.append(top)
-    return (f"profile {asked} was asked for, but the folders it writes hold {len(found)} output(s) made "
-            f"under profile {' and '.join(made)} ({shown}); nothing was changed. Every profile writes to "
-            f"the same folders, so run profile {asked} in its own copy of the project (`git worktree add "
-            f"../fersnet-{asked}`, then run it there), or as a DVC experiment outside this folder (`dvc exp run "
-            f"--temp -S profile={asked}`), or remove the other profile's outputs first "
-            f"(`rm -r {' '.join(shlex.quote(str(t)) for t in tops)}`).")
+    which = f"profile{'s' if len(made) > 1 else ''} {' and '.join(made)}"
+    remove = " ".join(shlex.quote(str(t)) for t in tops)
+    return (f"profile {asked} was asked for, but the folders it writes hold {len(found)} output(s) made under "
+            f"{which} ({shown}); nothing was changed. Every profile writes to the same folders, so run profile "
+            f"{asked} in its own copy of the project (`git worktree add ../fersnet-{asked}`, then run it there), "
+            f"or as a DVC experiment outside this folder (`dvc exp run --temp -S profile={asked}`), or remove "
+            f"the other profile's outputs first (`rm -r {remove}`).")
 
 
 def databases_reached(targets, databases) -> list[str]:
