@@ -74,6 +74,11 @@ include: "workflow/rules/score.smk"
 include: "workflow/rules/report.smk"
 
 
+onstart:
+    # A run of one profile never replaces another profile's outputs (workflow/rules/common.smk).
+    refuse_other_profile()
+
+
 onsuccess:
     # One line on MLflow: fold runs logged, not logged, and the command that re-logs them.
     from fersnet.tracking.mlflow_log import workflow_summary

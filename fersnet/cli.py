@@ -199,6 +199,33 @@ def _result_folder(cfg: dict, args):
     return paths.run_dir(cfg, args.db, args.model, args.fold)
 
 
+def _writes(cfg: dict, args) -> list:
+    """The outputs a writing verb replaces: its result folder per fold, each stand-in, the pooled
+    scores or the report's folder; none for the verbs that only read (or write MLflow)."""
+    from fersnet import paths
+    if args.verb == "synth":
+        out = Path(getattr(args, "out", None) or cfg["synth"]["out"])
+        return [out / db for db in getattr(args, "db", None) or cfg["databases"]]
+    if args.verb == "pool":
+        return [paths.pooled_file(cfg, args.db, m) for m in catalog.generators(cfg["models"])]
+    if args.verb == "report":
+        return [paths.reports_dir(cfg)]
+    if args.verb not in LOCKED:
+        return []
+    folds = getattr(args, "fold", None)
+    return [_result_folder(cfg, argparse.Namespace(**{**vars(args), "fold": k}))
+            for k in (folds if isinstance(folds, list) else [folds])]
+
+
+def _refuse_other_profile(cfg: dict, args) -> None:
+    """Stop before any work when an output the verb would replace was made under another params
+    profile (fersnet.status.other_profile); --force does not change that."""
+    from fersnet import status
+    found = status.other_profile(cfg, _writes(cfg, args))
+    if found:
+        raise FersnetError(status.other_profile_message(cfg, found))
+
+
 def _call(fn, cfg: dict, args):
     if args.verb not in LOCKED:
         return fn(cfg, args)
@@ -286,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"fersnet {args.verb}: not available in this build ({e})", file=sys.stderr)
             return 3
+        _refuse_other_profile(cfg, args)
         out = _run(fn, cfg, args)
     except FersnetError as e:
         print(f"fersnet {args.verb}: error: {e}", file=sys.stderr)

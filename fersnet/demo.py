@@ -198,6 +198,33 @@ def where_outputs_are(cfg: dict) -> str:
     return "\n".join(lines)
 
 
+def record_in_dvc(args, cfg: dict, env=None) -> str | None:
+    """After a complete run of `all`: write dvc.lock as `dvc repro` would have (`dvc commit --force`),
+    so that the first `dvc repro` after the demo has nothing to do. Only when the run is what DVC's
+    stages describe (target `all`, params.yaml's own profile, a project with dvc.yaml) and every
+    result of the grid is current; otherwise nothing is recorded. Returns the line to print."""
+    if args.dry_run or list(args.targets) != ["all"] or not Path("dvc.yaml").is_file():
+        return None
+    if config.read_params("params.yaml").get("profile") != cfg["profile"]:
+        return (f"fersnet demo: dvc.lock not written: DVC runs params.yaml's profile, this run was profile "
+                f"{cfg['profile']}")
+    from fersnet import status
+    behind = [r for r in status.check(cfg) if r.state != status.CURRENT and r.reasons != ["code"]]
+    if behind:
+        return (f"fersnet demo: dvc.lock not written: {len(behind)} result(s) are not current "
+                f"(`fersnet status`), e.g. {behind[0].label}")
+    # the train and score stages' outs: the manifests of the results, which `all` does not write
+    manifests = argparse.Namespace(targets=["all_folds", "all_scores"], cores=args.cores, dry_run=False)
+    for what, cmd in (("snakemake all_folds all_scores", snakemake_command(manifests, cfg)),
+                      ("dvc commit", [sys.executable, "-m", "dvc", "commit", "--force", "--quiet"])):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+            return (f"fersnet demo: dvc.lock not written ({what}: {tail[0]}); the first `dvc repro` re-runs "
+                    "every stage")
+    return "fersnet demo: recorded this run in dvc.lock (dvc commit): `dvc repro` now re-runs only what changes"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.chdir(ROOT)
@@ -227,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if not args.dry_run:
         print(f"fersnet demo: done in {minutes:.1f} min (profile {cfg['profile']})")
+        recorded = record_in_dvc(args, cfg, env)
+        if recorded:
+            print(recorded, flush=True)
         table = headline_table(cfg)
         if table:
             print(table)

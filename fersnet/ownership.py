@@ -85,15 +85,16 @@ def same_step(found, wanted: str) -> bool:
     return a[1] is None or a[1] == b[1]
 
 
-def mark(folder, made_by: str) -> None:
-    """Write the marker into `folder`, a folder fersnet created: what made it (a `step`) and when.
+def mark(folder, made_by: str, profile: str | None = None) -> None:
+    """Write the marker into `folder`, a folder fersnet created: what made it (a `step`) and when,
+    and the params profile it was made under where the folder records nothing else (the stand-in).
 
     Written in place, not through a temporary: a kill while writing leaves a short marker,
     which still marks the folder (`owned` looks only for the file; `check_replaceable` replaces
     a folder with a short marker only when nothing else is in it).
     """
     record = {"made_by": made_by, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "host": socket.gethostname(), "pid": os.getpid()}
+              "host": socket.gethostname(), "pid": os.getpid(), **({"profile": profile} if profile else {})}
     (Path(folder) / MARKER).write_text(json.dumps(record) + "\n")
 
 

@@ -13,12 +13,14 @@ jobs' own fingerprint functions), and every result it reads is current too. Othe
   commit alone re-runs nothing; `snakemake --forcerun` rebuilds it).
 
 A result whose file is not there is *missing*. docs/architecture.md, "What current means".
+Also here: the check that stops a run of one params profile over another profile's outputs.
 No torch or pandas imports: the workflow runs this at every start.
 """
 from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -331,6 +333,102 @@ def not_current(cfg: dict) -> list[dict]:
     except FersnetError as e:
         return [{"result": "all results", "why": str(e)}]
     return [{"result": r.label, "why": r.why} for r in results if r.remake]
+
+
+# --- outputs of another profile ----------------------------------------------------------------
+# Every profile writes to the same folders (dvc.yaml fixes the paths), and data and results are not
+# cached: a run of one profile over another's outputs would replace them for good. So a run that would
+# write stops first, naming them (docs/decisions.md, "One profile per project folder").
+REPORT_SUMMARY = "summary.json"      # fersnet.reports.contents.SUMMARY (not imported: pandas)
+
+
+def _profile_of(record) -> str | None:
+    value = record.get("profile") if isinstance(record, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def recorded_profile(path) -> str | None:
+    """The params profile an output was made under, as the output records it: a training run's,
+    judge's or scored synthesis's provenance.json, the processed data's or the report's summary.json,
+    the stand-in's folder marker, a pooled score file's own provenance. None when it records none
+    (not there, or made by a fersnet version that did not record it)."""
+    path = Path(path)
+    if path.is_file():
+        record = _read(path) or {}
+        return _profile_of(record) or _profile_of(record.get("provenance"))
+    if not path.is_dir():
+        return None
+    for name in dict.fromkeys((provenance.PROVENANCE, paths.PREP_SUMMARY, REPORT_SUMMARY, ownership.MARKER)):
+        found = _profile_of(_read(path / name))
+        if found:
+            return found
+    return None
+
+
+def grid_outputs(cfg: dict, databases=None) -> list[Path]:
+    """What a run of cfg's grid writes, per database: the stand-in (when it is the database's root),
+    the processed data, every training run, judge and scored synthesis folder, the pooled scores;
+    then the report's folder."""
+    out = []
+    for db in databases or cfg["databases"]:
+        if paths.raw_dir(cfg, db).resolve() == paths.synth_dir(cfg, db).resolve():
+            out.append(paths.synth_dir(cfg, db))
+        out += [r.done.parent for r in expected(cfg, [db])]
+        out += [paths.pooled_file(cfg, db, model, seed) for model in catalog.generators(cfg["models"])
+                for seed in cfg["seeds"]]
+    return out + [paths.reports_dir(cfg)]
+
+
+def other_profile(cfg: dict, outputs) -> list[tuple[Path, str]]:
+    """(output, the profile it was made under) for each of `outputs` made under another profile
+    than cfg's."""
+    found = []
+    for path in outputs:
+        made = recorded_profile(path)
+        if made and made != cfg["profile"]:
+            found.append((Path(path), made))
+    return found
+
+
+def other_profile_message(cfg: dict, found: list[tuple[Path, str]]) -> str:
+    """One paragraph: which profile made the outputs, which one was asked for, the first few outputs
+    and their count, and the ways out."""
+    asked = cfg["profile"]
+    made = sorted({m for _, m in found})
+    shown = ", ".join(str(p) for p, _ in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    results = Path(cfg["paths"]["results"])
+    tops = []                                    # what to remove: results/<db> rather than each run
+    for p, _ in found:
+        top = results / p.relative_to(results).parts[0] if results in p.parents else p
+        if top not in tops:
+            tops.append(top)
+    which = f"profile{'s' if len(made) > 1 else ''} {' and '.join(made)}"
+    remove = " ".join(shlex.quote(str(t)) for t in tops)
+    return (f"profile {asked} was asked for, but the folders it writes hold {len(found)} output(s) made under "
+            f"{which} ({shown}); nothing was changed. Every profile writes to the same folders, so run profile "
+            f"{asked} in its own copy of the project (`git worktree add ../fersnet-{asked}`, then run it there), "
+            f"or as a DVC experiment outside this folder (`dvc exp run --temp -S profile={asked}`), or remove "
+            f"the other profile's outputs first (`rm -r {remove}`).")
+
+
+def databases_reached(targets, databases) -> list[str]:
+    """The databases a Snakemake run of `targets` writes: those a target names (a database rule, a
+    file under a database's folder), or all of them when a target names none (all, all_folds, ...)."""
+    chosen = []
+    for t in map(str, targets or ()):
+        dbs = [db for db in databases if db == t or db in Path(t).parts]
+        if not dbs:
+            return list(databases)
+        chosen += [db for db in dbs if db not in chosen]
+    return chosen or list(databases)
+
+
+def workflow_profile_clash(cfg: dict, targets) -> str | None:
+    """The workflow's check before its first job: the message that stops a run of cfg's profile over
+    outputs of another profile, among those of the databases its targets reach and the report; None
+    when there are none."""
+    found = other_profile(cfg, grid_outputs(cfg, databases_reached(targets, cfg["databases"])))
+    return "fersnet: " + other_profile_message(cfg, found) if found else None
 
 
 # --- one writer per result folder ---------------------------------------------------------------

@@ -72,6 +72,7 @@ def preprocess(cfg: dict, db: str, root=None, out=None) -> dict:
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     summary["raw_manifest"] = manifest      # compared with the root's today by `fersnet status`
     summary["code_version"] = code_label(code_version())
+    summary["profile"] = cfg.get("profile")    # a profile's run stops over another's (fersnet.status)
     with ownership.build_aside(out, ownership.step("preprocess", db), HOW) as tmp:   # swapped in whole
         _write_outputs(tmp, np.stack(images), meta, summary, reading)
     return {"db": db, "out": str(out), "n_images": summary["n_images"],

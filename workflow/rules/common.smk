@@ -281,3 +281,15 @@ def forced_stale_files(settings):
 
 
 fwork.force_when_planning(workflow, forced_stale_files)
+
+
+# --- outputs of another profile (fersnet/status.py; docs/decisions.md, "One profile per project folder")
+# Called by the Snakefile's onstart, after the plan and before the first job (Snakemake skips it in dry
+# runs and when there is nothing to do): outputs made under another params profile stop the run.
+def refuse_other_profile():
+    if workflow.remote_exec or workflow.subprocess_exec:
+        return
+    message = fstatus.workflow_profile_clash(CFG, workflow.dag_settings.targets)
+    if message:
+        print(message, file=sys.stderr)
+        raise SystemExit(1)

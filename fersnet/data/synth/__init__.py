@@ -43,6 +43,7 @@ def write_database(cfg: dict, db: str, out) -> dict:
     try:
         with ownership.build_aside(final, made_by, HOW) as tmp:   # a full disk: one line naming `final`
             summary = writer(cfg, tmp)
+            ownership.mark(tmp, made_by, profile=cfg.get("profile"))    # a profile's run stops over another's
     except OSError as e:
         if tmp is None:                  # the staging folder could not be made
             raise DataError(f"synth: cannot create output folder {out}: {e.strerror}") from None
