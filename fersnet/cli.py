@@ -72,7 +72,7 @@ def _fold(p):
 
 def _seed(p):
     p.add_argument("--seed", type=int, metavar="S",
-                   help="training seed of this job (default: the first of params `seeds`); results go to "
+                   help="run seed of this job, one of params `run_seeds` (default: the first); results go to "
                         "results/<db>/<model>/seed<S>/")
 
 

@@ -3,7 +3,7 @@
 Layout (docs/architecture.md):
     <synth.out>/<db>/...                          raw databases, native layout (stand-in)
     <preprocess.out>/<db>/                        images.npy, meta.csv, report.md, contact_sheet.png
-    <paths.results>/<db>/<model>/seed<s>/fold<k>/            one training job (seed s of params `seeds`)
+    <paths.results>/<db>/<model>/seed<s>/fold<k>/            one training job (seed s of params `run_seeds`)
     <paths.results>/<db>/<model>/seed<s>/fold<k>/synthesis/  scored synthesis of that job
     <paths.results>/<db>/<model>/seed<s>/synthesis_pooled.json   FID/KID pooled over the folds of seed s
     <paths.results>/<db>/judge/seed<s>/fold<k>/              the standard FER model of that fold

@@ -60,7 +60,7 @@ def params_changed_message(params_file, digest_at_start: str | None, snapshot_fi
 
 # --- command-line config -----------------------------------------------------------------------
 def command_line_config(entries) -> dict:
-    """`snakemake --config KEY=VALUE ...` read as params.yaml is read (YAML, so `seeds=[0,1,2]` is a
+    """`snakemake --config KEY=VALUE ...` read as params.yaml is read (YAML, so `run_seeds=[0,1,2]` is a
     list of integers); Snakemake's own reading keeps the items of a list as strings. Merged by the
     Snakefile over Snakemake's config, whose command-line part it replaces."""
     out: dict = {}

@@ -654,7 +654,7 @@ def test_two_seeds_are_two_runs_per_fold_and_the_parent_has_both_spreads(mlflow_
     from fersnet.tracking.store import client_for
     monkeypatch.chdir(tmp_path)
     cfg = mlflow_cfg
-    cfg["seeds"], cfg["n_folds"], cfg["orchestration"]["folds_per_job"] = [0, 1], 2, 1
+    cfg["run_seeds"], cfg["n_folds"], cfg["orchestration"]["folds_per_job"] = [0, 1], 2, 1
     acc = {(0, 0): 0.50, (0, 1): 0.70, (1, 0): 0.60, (1, 1): 0.90}        # (seed, fold) -> accuracy
     for (seed, fold), a in acc.items():
         fake_fold(cfg, "ckplus", "fersnet", fold, accuracy=a, seed=seed)
@@ -732,7 +732,7 @@ def test_fold_params_are_provenances_flattening_without_empty_sections():
 
 def test_finished_folds_are_the_configured_folds_of_the_configured_seeds(mlflow_cfg):
     from fersnet.tracking.folds import finished_folds
-    mlflow_cfg["seeds"], mlflow_cfg["n_folds"] = [0, 2], 3
+    mlflow_cfg["run_seeds"], mlflow_cfg["n_folds"] = [0, 2], 3
     for seed, fold in [(0, 0), (0, 2), (2, 1), (0, 3), (1, 0)]:      # fold 3 and seed 1: not configured
         fake_fold(mlflow_cfg, "ckplus", "fersnet", fold, accuracy=0.5, seed=seed)
     unfinished = fake_fold(mlflow_cfg, "ckplus", "fersnet", 1, accuracy=0.5, seed=0)

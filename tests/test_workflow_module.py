@@ -95,11 +95,11 @@ def test_the_manifest_rules_log_ends_saying_how_it_ended(tmp_path):
 
 
 def test_command_line_config_is_read_as_yaml_like_params():
-    given = workflow.command_line_config(["seeds=[0,1,2]", "profile=test", "train={epochs: 2}", "x="])
-    assert given == {"seeds": [0, 1, 2], "profile": "test", "train": {"epochs": 2}, "x": None}
+    given = workflow.command_line_config(["run_seeds=[0,1,2]", "profile=test", "train={epochs: 2}", "x="])
+    assert given == {"run_seeds": [0, 1, 2], "profile": "test", "train": {"epochs": 2}, "x": None}
     cfg = config.resolve(config.deep_merge(config.read_yaml((ROOT / "params.yaml").read_text(), "params.yaml"),
-                                           workflow.command_line_config(["seeds=[3,1]"])))
-    assert cfg["seeds"] == [3, 1] and cfg["seed"] == 3
+                                           workflow.command_line_config(["run_seeds=[3,1]"])))
+    assert cfg["run_seeds"] == [3, 1] and cfg["seed"] == 3
 
 
 def test_the_demos_closing_message_names_a_pdf_that_was_not_built_and_prints_the_headline(test_cfg, tmp_path):

@@ -340,6 +340,6 @@ def log_job(cfg: dict, verb: str, args) -> str:
 
 def finished_folds(cfg: dict, db: str, model: str) -> list[tuple[int, int]]:
     """(seed, fold) of every finished fold run of (db, model) (its metrics.json exists): the folds
-    range(n_folds) of the seeds of params `seeds`, as the reports count them."""
-    return sorted((int(seed), k) for seed in cfg["seeds"] for k in range(cfg["n_folds"])
+    range(n_folds) of the seeds of params `run_seeds`, as the reports count them."""
+    return sorted((int(seed), k) for seed in cfg["run_seeds"] for k in range(cfg["n_folds"])
                   if (fold_folder(cfg, db, model, k, seed) / paths.METRICS).is_file())

@@ -35,7 +35,7 @@ def init_store(cfg: dict) -> dict:
 
 
 def _on_disk(cfg: dict) -> list[tuple[str, str, int, int]]:
-    """(db, model, seed, fold) of every finished result under paths.results, seeds of params `seeds`."""
+    """(db, model, seed, fold) of every finished result under paths.results, seeds of params `run_seeds`."""
     return [(db, model, seed, fold) for db in catalog.database_keys() for model in catalog.tracked_models()
             for seed, fold in finished_folds(cfg, db, model)]
 

@@ -2,7 +2,7 @@
 
 Tags kind=parent, database, model, profile, and the seeds and folds it summarises; params: the
 settings the model's jobs read (provenance.job_params); metrics: mean, std over folds and std over
-seeds of the headline metrics (PARENT_METRICS) over all the (seed, fold) runs of params `seeds`
+seeds of the headline metrics (PARENT_METRICS) over all the (seed, fold) runs of params `run_seeds`
 (seed_fold_stats), and the jobs' time and memory (benchmarks.py).
 """
 from __future__ import annotations

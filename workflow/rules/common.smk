@@ -54,7 +54,7 @@ PARAMS_DIGEST_AT_START = fwork.file_digest(PARAMS_FILE)
 DATABASES = list(CFG["databases"])
 MODELS = list(CFG["models"])
 FOLDS = list(range(CFG["n_folds"]))
-SEEDS = list(CFG["seeds"])
+SEEDS = list(CFG["run_seeds"])
 # Models whose generator is scored (fes_da and fes_da_real share fersnet's generator; fersnet/cli.py `score`).
 SCORED = [m for m in MODELS if m in catalog.generators()]
 TRACKED_MODELS = catalog.tracked_models(MODELS)
