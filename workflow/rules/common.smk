@@ -20,7 +20,6 @@ from fersnet import paths  # noqa: E402
 from fersnet import workflow as fwork  # noqa: E402
 from fersnet.models import registry  # noqa: E402
 from fersnet.reports import contents as report_contents  # noqa: E402
-from fersnet.tracking import markers  # noqa: E402
 
 PARAMS_FILE = "params.yaml"
 
@@ -95,9 +94,9 @@ def share_step_resources(steps=("train", "judge", "score")):
 
 
 share_step_resources()
-INIT_MARKER = str(markers.init_marker(CFG))
-FOLDS_MANIFEST = str(markers.manifest(CFG, "folds"))
-SCORES_MANIFEST = str(markers.manifest(CFG, "scores"))
+MLFLOW_INIT_RECORD = str(paths.mlflow_init_record(CFG))
+FOLDS_MANIFEST = str(paths.stage_manifest(CFG, "folds"))
+SCORES_MANIFEST = str(paths.stage_manifest(CFG, "scores"))
 
 
 def synth_folder(db):
@@ -217,7 +216,7 @@ def pool_inputs(wildcards):
 
 def parent_targets(dbs=None):
     dbs = DATABASES if dbs is None else dbs
-    return [str(markers.parent_marker(CFG, db, m)) for db in dbs for m in TRACKED_MODELS]
+    return [str(paths.parent_record(CFG, db, m)) for db in dbs for m in TRACKED_MODELS]
 
 
 HAVE_PDFLATEX = shutil.which("pdflatex") is not None
