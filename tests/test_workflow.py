@@ -21,7 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ("Snakefile", "workflow", "dvc.yaml", ".dvcignore", ".gitignore")
+WORKFLOW_FILES = ("workflow", "dvc.yaml", ".dvcignore", ".gitignore")
 
 
 def make_project(tmp_path: Path, **overrides) -> Path:
@@ -33,7 +33,6 @@ def make_project(tmp_path: Path, **overrides) -> Path:
         (shutil.copytree if src.is_dir() else shutil.copy)(src, proj / name)
     # dvc.yaml lists the package's stage folders as dependencies
     shutil.copytree(ROOT / "fersnet", proj / "fersnet", ignore=shutil.ignore_patterns("__pycache__"))
-    (proj / "profiles").symlink_to("workflow/profiles")
     (proj / ".dvc").mkdir()
     (proj / ".dvc" / "config").write_text("[core]\n    no_scm = true\n    analytics = false\n")
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -91,7 +90,7 @@ def test_dry_run_plans_every_fold_model_judge_score_and_report(tmp_path):
     assert jobs["train"] == 6 * 2 and jobs["judge"] == 2 and jobs["score"] == 4 * 2
     assert jobs["pool"] == 1 and jobs["report"] == 1 and jobs["track_init"] == 1
     assert jobs["track_parent"] == 7            # 6 models + judge
-    assert "Using workflow specific profile profiles/default" in out.stdout + out.stderr
+    assert "Using workflow specific profile workflow/profiles/default" in out.stdout + out.stderr
 
 
 def test_readme_targets_per_database_and_scores_plan_only_their_jobs(tmp_path):

@@ -138,7 +138,7 @@ def test_the_workflow_bookkeeping_is_one_folder_whose_paths_only_fersnet_paths_b
     assert paths.tracking_failure(c, "ckplus", "fersnet", 3).name == "ckplus_fersnet_seed2_fold3.json"
     assert paths.tracking_failure(c, "ckplus", "fersnet", 3, seed=0).name == "ckplus_fersnet_seed0_fold3.json"
     import re
-    code = [*ROOT.glob("fersnet/**/*.py"), *ROOT.glob("workflow/rules/*.smk"), ROOT / "Snakefile"]
+    code = [*ROOT.glob("fersnet/**/*.py"), *ROOT.glob("workflow/rules/*.smk"), ROOT / "workflow" / "Snakefile"]
     spelled = [f.relative_to(ROOT) for f in code
                if f.name != "paths.py" and re.search(r"""["'/]_workflow\b|mlflow_init\.json|tracking_failed""", f.read_text())]
     assert spelled == []

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-# The project root (where the Snakefile lives) first on the path, so that the rules use this
-# checkout's fersnet even when the package is not installed into the running Python.
-sys.path.insert(0, str(Path(workflow.basedir)))
+# The project root (above workflow/, where the Snakefile lives) first on the path, so that the
+# rules use this checkout's fersnet even when the package is not installed into the running Python.
+sys.path.insert(0, str(Path(workflow.basedir).parent))
 
 from fersnet import catalog  # noqa: E402
 from fersnet import config as fconfig  # noqa: E402
