@@ -22,7 +22,7 @@ from fersnet.errors import DiskFull, FersnetError, disk_full
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    p.add_argument("--profile", choices=PROFILES, help="profile to use (default: params.yaml's `profile`)")
+    p.add_argument("--profile", choices=PROFILES, help="params profile to use (default: params.yaml's `profile`)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="sets",
                    help="override one params key for this run, e.g. --set train.epochs=300 (repeatable; "
                         "wins over the profile; validated like params.yaml)")
