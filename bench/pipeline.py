@@ -90,7 +90,7 @@ def main() -> int:
     stage("report", ["report"])
     if a.grid:
         r = run([str(BIN / "snakemake"), "--cores", str(os.cpu_count()), "--config", f"profile={a.profile}",
-                 "-s", str(ROOT / "Snakefile"), "--directory", str(work), "all"], work, env)
+                 "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(work), "all"], work, env)
         stages["grid/snakemake_all"] = r
         print(f"{'grid/snakemake_all':32s} {r['seconds']:8.2f} s  rc={r['rc']}")
 

@@ -22,7 +22,7 @@ from fersnet.errors import DiskFull, FersnetError, disk_full
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    p.add_argument("--profile", choices=PROFILES, help="profile to use (default: params.yaml's `profile`)")
+    p.add_argument("--profile", choices=PROFILES, help="params profile to use (default: params.yaml's `profile`)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="sets",
                    help="override one params key for this run, e.g. --set train.epochs=300 (repeatable; "
                         "wins over the profile; validated like params.yaml)")
@@ -72,7 +72,7 @@ def _fold(p):
 
 def _seed(p):
     p.add_argument("--seed", type=int, metavar="S",
-                   help="training seed of this job (default: the first of params `seeds`); results go to "
+                   help="run seed of this job, one of params `run_seeds` (default: the first); results go to "
                         "results/<db>/<model>/seed<S>/")
 
 

@@ -153,7 +153,7 @@ def schema() -> dict[str, Any]:
     from fersnet import catalog
     head = {
         "profile": Choice(*PROFILES),
-        "seeds": List(Int(0)),
+        "run_seeds": List(Int(0)),
         "databases": List(Choice(*catalog.database_keys())),
         "models": List(Choice(*catalog.model_keys())),
         "n_folds": Int(2, 50),
@@ -167,7 +167,7 @@ def schema() -> dict[str, Any]:
 
 # the sections every model and database shares; schema() puts the models' own sections after `train`
 BASE_SCHEMA: dict[str, Any] = {
-    "synth": {"out": PATH, "seed": Int(0), "subjects": Int(10, 500), "frames": Int(4, 60),
+    "synth": {"out": PATH, "data_seed": Int(0), "subjects": Int(10, 500), "frames": Int(4, 60),
               "image_scale": Float(0.1, 1.0)},
     "preprocess": {"out": PATH, "size": Int(16, 512), "margin": Float(0.0, 1.0),
                    "grayscale": BOOL, "no_face": Choice("skip", "center"),
@@ -294,11 +294,11 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def _semantic_checks(cfg: dict) -> None:
-    seeds = cfg["seeds"]
+    seeds = cfg["run_seeds"]
     if not seeds:
-        raise ConfigError("params: `seeds` is empty; give at least one training seed, e.g. seeds: [0]")
+        raise ConfigError("params: `run_seeds` is empty; give at least one run seed, e.g. run_seeds: [0]")
     if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"params: `seeds` lists a seed twice ({seeds}); each seed is one repetition of the grid")
+        raise ConfigError(f"params: `run_seeds` lists a seed twice ({seeds}); each seed is one repetition of the grid")
     if cfg["train"]["crop"] > cfg["preprocess"]["size"]:
         raise ConfigError(f"params: `train.crop` ({cfg['train']['crop']}) must not exceed "
                           f"`preprocess.size` ({cfg['preprocess']['size']})")
@@ -350,11 +350,12 @@ def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") 
     profiles = raw.pop("profiles", {}) or {}
     if not isinstance(profiles, dict):
         raise ConfigError(f"{source}: `profiles` must be a mapping of profile name -> overrides")
-    if "seed" in raw:
-        raise ConfigError(f"{source}: `seed` is now `seeds`, a list of training seeds (seeds: [{raw['seed']}]); "
-                          "the stand-in's seed is `synth.seed`")
     from fersnet import catalog
     profiles = {k: dict(v) if isinstance(v, dict) else v for k, v in profiles.items()}
+    _renamed_keys(raw, source)
+    for name, part in profiles.items():
+        if isinstance(part, dict):
+            _renamed_keys(part, source, prefix=f"profiles.{name}.")
     for part in (raw, *(p for p in profiles.values() if isinstance(p, dict))):
         _plugin_keys(part)
     for name, values in catalog.section_defaults().items():
@@ -371,7 +372,23 @@ def resolve(raw: dict, profile: str | None = None, source: str = "params.yaml") 
     cfg = _validate(deep_merge(base, profiles.get(name) or {}), tree)
     cfg["profile"] = name
     _semantic_checks(cfg)
-    return with_seed(cfg, cfg["seeds"][0])
+    return with_seed(cfg, cfg["run_seeds"][0])
+
+
+def _renamed_keys(tree: dict, source: str, prefix: str = "") -> None:
+    """Refuse the seed keys of earlier versions with their new spelling: `seed` (one seed), `seeds`
+    (now `run_seeds`: each run trains, judges and scores at its seed) and `synth.seed` (now
+    `synth.data_seed`: the stand-in's own seed)."""
+    if "seed" in tree:
+        raise ConfigError(f"{source}: `{prefix}seed` is now `{prefix}run_seeds`, a list of run seeds "
+                          f"(run_seeds: [{tree['seed']}]); the stand-in's seed is `synth.data_seed`")
+    if "seeds" in tree:
+        raise ConfigError(f"{source}: `{prefix}seeds` is now `{prefix}run_seeds` (run_seeds: {tree['seeds']}); "
+                          "each run trains, judges and scores at one of them")
+    synth = tree.get("synth")
+    if isinstance(synth, dict) and "seed" in synth:
+        raise ConfigError(f"{source}: `{prefix}synth.seed` is now `{prefix}synth.data_seed` "
+                          f"(data_seed: {synth['seed']}), the stand-in's own seed")
 
 
 def _plugin_keys(tree: dict) -> None:
@@ -386,9 +403,9 @@ def _plugin_keys(tree: dict) -> None:
 def with_seed(cfg: dict, seed: int) -> dict:
     """The config of one job of the seed fan-out: `cfg["seed"]` is the seed that job trains with.
 
-    `seed` is not a params key (params list `seeds`); it is set here, by the CLI's `--seed` and by
-    the workflow per job, and it is what the results' paths, fingerprints and RNG streams read.
-    The first of `seeds` by default."""
+    `seed` is not a params key (params list `run_seeds`); it is set here, by the CLI's `--seed` and
+    by the workflow per job, and it is what the results' paths, fingerprints and RNG streams read.
+    The first of `run_seeds` by default."""
     out = dict(cfg)
     out["seed"] = int(seed)
     return out

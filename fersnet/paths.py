@@ -3,10 +3,14 @@
 Layout (docs/architecture.md):
     <synth.out>/<db>/...                          raw databases, native layout (stand-in)
     <preprocess.out>/<db>/                        images.npy, meta.csv, report.md, contact_sheet.png
-    <paths.results>/<db>/<model>/seed<s>/fold<k>/            one training job (seed s of params `seeds`)
+    <paths.results>/<db>/<model>/seed<s>/fold<k>/            one training job (seed s of params `run_seeds`)
     <paths.results>/<db>/<model>/seed<s>/fold<k>/synthesis/  scored synthesis of that job
     <paths.results>/<db>/<model>/seed<s>/synthesis_pooled.json   FID/KID pooled over the folds of seed s
     <paths.results>/<db>/judge/seed<s>/fold<k>/              the standard FER model of that fold
+    <paths.results>/_workflow/                    the workflow's bookkeeping (workflow_dir):
+        mlflow_init.json, parent_<db>_<model>.json      what `fersnet track --init` / `--parent` recorded
+        tracking_failed/<db>_<model>_seed<s>_fold<k>.json   a run MLflow did not take (parent_<db>_<model>.json)
+        folds.manifest, scores.manifest                 content hashes that link dvc.yaml's stages
     <paths.reports>/                              tables, figures, summary.json, report.pdf
     benchmarks/<step>/<db>_<model>_<group>.tsv     Snakemake's time and memory record of one job
 """
@@ -78,6 +82,50 @@ def run_label(db: str, model: str, fold: int | None = None, seed: int | None = N
     if seed is not None:
         label += f"/seed{int(seed)}"
     return label if fold is None else f"{label}/fold{int(fold)}"
+
+
+# --- the workflow's bookkeeping (results/_workflow/) ------------------------------------------------
+WORKFLOW_DIR = "_workflow"
+
+
+def workflow_dir(cfg: dict) -> Path:
+    """results/_workflow/: the workflow's records around MLflow and DVC, next to (never inside) the
+    result folders."""
+    return Path(cfg["paths"]["results"]) / WORKFLOW_DIR
+
+
+def mlflow_init_record(cfg: dict) -> Path:
+    """Written by `fersnet track --init` once the MLflow store and parent runs exist; every training
+    and judge job of the workflow waits for it."""
+    return workflow_dir(cfg) / "mlflow_init.json"
+
+
+def parent_record(cfg: dict, db: str, model: str) -> Path:
+    """Written by `fersnet track --parent DB MODEL`: the mean and spreads over the (seed, fold)
+    runs logged to the parent run."""
+    return workflow_dir(cfg) / f"parent_{db}_{model}.json"
+
+
+def tracking_failures_dir(cfg: dict) -> Path:
+    """results/_workflow/tracking_failed/: one record per fold (or parent run) MLflow did not take."""
+    return workflow_dir(cfg) / "tracking_failed"
+
+
+def tracking_failure(cfg: dict, db: str, model: str, fold: int | None = None, seed: int | None = None) -> Path:
+    """The failure record of a fold run (`<db>_<model>_seed<s>_fold<k>.json`; seed None: the
+    job's, cfg["seed"]) or, fold None, of the parent run of (db, model) over all its seeds
+    (`parent_<db>_<model>.json`); removed once it is logged."""
+    if fold is None:
+        name = f"parent_{db}_{model}"
+    else:
+        seed = cfg["seed"] if seed is None else seed
+        name = f"{db}_{model}_seed{int(seed)}_fold{int(fold)}"
+    return tracking_failures_dir(cfg) / f"{name}.json"
+
+
+def stage_manifest(cfg: dict, stage: str) -> Path:
+    """The content-hash manifest of a dvc.yaml stage (`folds`, `scores`) that the next stage reads."""
+    return workflow_dir(cfg) / f"{stage}.manifest"
 
 
 def reports_dir(cfg: dict) -> Path:

@@ -47,7 +47,7 @@ READS = {
     "judge": {"seed": None, "n_folds": None, "judge": None, "train": ("crop",)},
     "score": {"seed": None, "n_folds": None, "fid": None, "train": ("crop",)},
     "pool": {"seed": None, "n_folds": None, "fid": ("kid_subset", "kid_subsets", "dims")},
-    "report": {"seeds": None, "n_folds": None, "databases": None, "models": None},
+    "report": {"run_seeds": None, "n_folds": None, "databases": None, "models": None},
 }
 
 
@@ -428,7 +428,7 @@ def results_provenance(cfg: dict) -> dict:
     """
     kinds = {"training": [], "judge": [], "scores": []}
     for db in cfg["databases"]:
-        for seed in cfg["seeds"]:
+        for seed in cfg["run_seeds"]:
             for k in range(int(cfg["n_folds"])):
                 kinds["judge"].append(paths.judge_dir(cfg, db, k, seed))
                 for model in cfg["models"]:

@@ -1,6 +1,6 @@
 """Named random streams: every seed a job draws from, derived from the job's seed in one place.
 
-A job's seed (`--seed`, one of params `seeds`) is never used directly: each random choice draws
+A job's seed (`--seed`, one of params `run_seeds`) is never used directly: each random choice draws
 from a stream named for what it seeds, `stream(name, seed, *parts)`, whose parts (fold, epoch,
 class) are listed in `STREAMS`. Two kinds of derivation are in use:
 

@@ -77,7 +77,7 @@ def expected(cfg: dict, databases=None) -> list[Result]:
     out = []
     for db in databases or cfg["databases"]:
         out.append(Result("preprocess", db, done=paths.processed_dir(cfg, db) / paths.PREP_SUMMARY))
-        for seed in cfg["seeds"]:
+        for seed in cfg["run_seeds"]:
             for k in range(int(cfg["n_folds"])):
                 models = sorted(cfg["models"], key=lambda m: m in catalog.fine_tuned())   # what they fine-tune first
                 for model in models:

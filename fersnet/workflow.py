@@ -1,8 +1,9 @@
 """What the Snakemake workflow needs from the project, as plain tested functions.
 
 The .smk files only wire rules; every decision they take (which params a rule depends on, how
-folds are grouped into jobs, the frozen params snapshot of a run, the manifests DVC reads) is
-made here. No torch, pandas or MLflow imports: Snakemake imports this at every start.
+folds are grouped into jobs, the frozen params snapshot of a run, the manifests DVC reads, a lost
+MLflow init record) is made here. No torch, pandas or MLflow imports: Snakemake imports this at
+every start.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from fersnet import catalog, jobrun, ownership, provenance
+from fersnet import catalog, jobrun, ownership, paths, provenance
 from fersnet.config import fold_groups, params_view, read_yaml, with_seed  # noqa: F401 - the workflow's names for them
 from fersnet.paths import group_tag  # noqa: F401 - the workflow's name for it
 
@@ -58,7 +59,7 @@ def params_changed_message(params_file, digest_at_start: str | None, snapshot_fi
 
 # --- command-line config -----------------------------------------------------------------------
 def command_line_config(entries) -> dict:
-    """`snakemake --config KEY=VALUE ...` read as params.yaml is read (YAML, so `seeds=[0,1,2]` is a
+    """`snakemake --config KEY=VALUE ...` read as params.yaml is read (YAML, so `run_seeds=[0,1,2]` is a
     list of integers); Snakemake's own reading keeps the items of a list as strings. Merged by the
     Snakefile over Snakemake's config, whose command-line part it replaces."""
     out: dict = {}
@@ -173,3 +174,53 @@ def force_when_planning(workflow, files_for) -> None:
     workflow.__class__ = type(base.__name__, (base,), {"dag_settings": property(get, put), "_fersnet_forcing": True})
     if current is not None:
         workflow.dag_settings = current
+
+
+# --- a lost MLflow init record ----------------------------------------------------------------------
+# Every training and judge job waits for paths.mlflow_init_record (workflow/rules/train.smk), as
+# ancient(). ancient() keeps an existing record's age from re-running anything, but a missing one
+# makes Snakemake plan `track_init`, and a job planned to make an input re-runs every job that reads
+# it, ancient or not: the whole grid would be trained again. So a record that is gone while results
+# exist (paths.workflow_dir deleted, say) is re-created before Snakemake plans its jobs.
+_DRY_RUN_FLAGS = ("--dry-run", "--dryrun", "--just-print", "-n")
+
+
+def dry_run(argv) -> bool:
+    """Whether a Snakemake command line asks for a dry run (-n, -np, --dry-run, ...)."""
+    for arg in argv[1:]:
+        if arg in _DRY_RUN_FLAGS or (arg.startswith("-") and not arg.startswith("--")
+                                     and arg[1:].isalpha() and "n" in arg[1:]):
+            return True
+    return False
+
+
+def init_record_lost(cfg: dict, results) -> bool:
+    """True when the MLflow init record is missing while one of `results` (the fold results that
+    wait for it) exists: it was made once and has been removed since."""
+    return not paths.mlflow_init_record(cfg).exists() and any(Path(r).exists() for r in results)
+
+
+def restore_init_record(cfg: dict, results, command: list[str], log, dry: bool) -> str | None:
+    """Re-create a lost MLflow init record by running `command` (`fersnet track --params ... --init`,
+    the track_init rule's command) now, its output going to `log`; returns the line to print, or
+    None when the record is there (or was never made: a first run makes it through the rule). A
+    store that cannot be used stops here, as the rule would stop the run (FersnetError naming the
+    log). A dry run changes nothing and says what a real run will do instead."""
+    if not init_record_lost(cfg, results):
+        return None
+    record = paths.mlflow_init_record(cfg)
+    if dry:
+        return (f"fersnet: {record} is missing; a real run re-creates it first (`fersnet track --init`) "
+                "and re-runs nothing for it (this dry run may list the jobs that wait for it)")
+    import subprocess
+
+    from fersnet.errors import FersnetError
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        rc = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
+    if rc != 0 or not record.exists():
+        lines = log.read_text(errors="replace").strip().splitlines()
+        raise FersnetError(f"{record} was missing and could not be re-created ({lines[-1] if lines else 'no output'}; "
+                           f"log: {log})")
+    return f"fersnet: re-created the missing {record} (`fersnet track --init`, log {log}); no job re-runs for it"

@@ -85,10 +85,38 @@ def test_unknown_profile_is_an_error(raw):
 def test_cli_reports_config_error_and_exits_nonzero(tmp_path, capsys):
     from fersnet.cli import main
     bad = tmp_path / "params.yaml"
-    text = (ROOT / "params.yaml").read_text().replace("seeds: [0]", "seeds: [-1]")
+    text = (ROOT / "params.yaml").read_text().replace("run_seeds: [0]", "run_seeds: [-1]")
     bad.write_text(text)
     assert main(["synth", "--params", str(bad)]) == 2
-    assert "`seeds[0]`" in capsys.readouterr().err
+    assert "`run_seeds[0]`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda raw: raw.update(seed=3), "`seed` is now `run_seeds`, a list of run seeds (run_seeds: [3]); "
+                                     "the stand-in's seed is `synth.data_seed`"),
+    (lambda raw: raw.update(seeds=[0, 1]), "`seeds` is now `run_seeds` (run_seeds: [0, 1]); "
+                                           "each run trains, judges and scores at one of them"),
+    (lambda raw: raw["synth"].update(seed=7), "`synth.seed` is now `synth.data_seed` (data_seed: 7), "
+                                              "the stand-in's own seed"),
+    (lambda raw: raw["profiles"]["paper"].update(seeds=[2]), "`profiles.paper.seeds` is now "
+                                                             "`profiles.paper.run_seeds` (run_seeds: [2]); "
+                                                             "each run trains, judges and scores at one of them"),
+])
+def test_the_seed_keys_of_earlier_versions_are_refused_with_their_new_spelling(raw, edit, message):
+    edit(raw)
+    with pytest.raises(ConfigError) as err:
+        config.resolve(raw, source="my.yaml")
+    assert str(err.value) == f"my.yaml: {message}"
+
+
+def test_the_cli_refuses_an_old_seed_key_in_one_line_naming_the_file(tmp_path, capsys):
+    from fersnet.cli import main
+    old = tmp_path / "params.yaml"
+    old.write_text((ROOT / "params.yaml").read_text().replace("run_seeds: [0]", "seeds: [0]")
+                   .replace("data_seed: 0 ", "seed: 0 "))
+    assert main(["synth", "--params", str(old)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(old) in err[0] and "`seeds` is now `run_seeds` (run_seeds: [0])" in err[0]
 
 
 def test_cli_fold_lists_parse_ranges_and_lists():

@@ -18,7 +18,7 @@ WRITES = re.compile(r"--out\b|--write\b|\bOUT=|\$OUT\b|pdftoppm|> ?\S+\.json")
 def text_files() -> list[Path]:
     files = [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
     files += sorted((ROOT / "fersnet").rglob("*.py")) + sorted((ROOT / "workflow").rglob("*.smk"))
-    return files + sorted((ROOT / "bench").glob("*.py")) + [ROOT / "Snakefile", ROOT / "dvc.yaml"]
+    return files + sorted((ROOT / "bench").glob("*.py")) + [ROOT / "workflow" / "Snakefile", ROOT / "dvc.yaml"]
 
 
 def referenced_path(ref: str) -> Path | None:

@@ -285,7 +285,7 @@ def test_cli_trains_r2021_with_one_key_changed(tmp_path):
     code = main(["train", "--params", str(params), "--profile", "test", "--db", "ckplus", "--model", "fersnet",
                  "--fold", "0", *[a for s in sets for a in ("--set", s)]])
     assert code == 0
-    run = paths.run_dir(raw, "ckplus", "fersnet", 0, seed=raw["seeds"][0])
+    run = paths.run_dir(raw, "ckplus", "fersnet", 0, seed=raw["run_seeds"][0])
     assert json.loads((run / paths.CONFIG).read_text())["model"]["arch"] == "r2021"
     assert json.loads((run / paths.METRICS).read_text())["accuracy"] is not None
     assert load_generator(run)(torch.rand(2, 1, 64, 64), torch.tensor([0, 3])).shape == (2, 1, 64, 64)

@@ -44,7 +44,7 @@ def test_a_templated_params_file_runs_no_code_through_any_entry_point(tmp_path):
 
 def test_snakemake_reads_params_and_command_line_config_as_before(tmp_path):
     proj = make_project(tmp_path)
-    out = snakemake(proj, "all_folds", "-n", "--config", "profile=paper", "seeds=[0,1]")
+    out = snakemake(proj, "all_folds", "-n", "--config", "profile=paper", "run_seeds=[0,1]")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "results/ckplus/fersnet/seed1/fold9/metrics.json" in out.stdout     # paper: 10 folds, seeds 0 and 1
     out = snakemake(proj, "all_folds", "-n")

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fersnet import catalog, config, provenance
+from fersnet import catalog, config, paths, provenance
 from fersnet.models import registry
-from fersnet.tracking import markers
 from plugin_dist import write_distribution
 from test_training import tiny  # noqa: F401 - the fixture
 from test_workflow import BIN, job_counts, make_project
@@ -117,7 +116,7 @@ def test_an_entry_point_model_runs_through_snakemake_and_an_edit_of_its_source_m
         return subprocess.run([str(BIN / "snakemake"), *args], cwd=proj, env=env, capture_output=True,
                               text=True, timeout=900)
 
-    parent = str(markers.parent_marker({"paths": {"results": "results"}}, "ckplus", "tinycnn"))
+    parent = str(paths.parent_record({"paths": {"results": "results"}}, "ckplus", "tinycnn"))
     out = snakemake("--cores", "2", *targets, parent)
     assert out.returncode == 0, out.stderr[-3000:]
     assert all((proj / t).is_file() for t in targets)

@@ -206,7 +206,7 @@ def test_the_readmes_paper_plan_counts_the_jobs_of_the_dry_run(tmp_path):
     jobs and judges; the real dry run (in a copy of the workflow) plans exactly those."""
     line = readme_line("snakemake -n all_folds --config profile=paper")
     (stated_train, stated_judges), = re.findall(r"the plan: (\d+) training jobs \+ (\d+) judges", line)
-    for name in ("Snakefile", "workflow", "params.yaml", "fersnet"):
+    for name in ("workflow", "params.yaml", "fersnet"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     snakemake = Path(sys.executable).parent / "snakemake"

@@ -92,7 +92,7 @@ def test_a_dirty_tree_is_flagged_too(tmp_path):
 def test_the_provenance_covers_every_seed_of_the_grid(tmp_path):
     from fersnet import config
     cfg = small_cfg(tmp_path, dbs=("ckplus",))
-    cfg["seeds"] = [0, 1]
+    cfg["run_seeds"] = [0, 1]
     for seed, commit in ((0, "a"), (1, "b")):
         seeded = config.with_seed(cfg, seed)
         write_grid(seeded, dbs=("ckplus",))

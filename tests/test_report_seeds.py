@@ -34,7 +34,7 @@ POOLED_FID = {0: 10.0, 1: 12.0, 2: 17.0}      # fersnet's FID pooled over the fo
 
 def seeds_cfg(tmp, seeds=SEEDS) -> dict:
     cfg = small_cfg(tmp, dbs=("ckplus",))
-    cfg["models"], cfg["n_folds"], cfg["seeds"] = ["fersnet", "no_mtl"], 2, list(seeds)
+    cfg["models"], cfg["n_folds"], cfg["run_seeds"] = ["fersnet", "no_mtl"], 2, list(seeds)
     return cfg
 
 

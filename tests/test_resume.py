@@ -1,6 +1,6 @@
 """Resume that works: a demo whose Snakemake was killed outright resumes without a manual
-`--unlock` (fersnet/demo.py), and a lost MLflow init marker re-runs no fold
-(fersnet/tracking/markers.py). Real Snakemake runs of the test profile in a copy of the project."""
+`--unlock` (fersnet/demo.py), and a lost MLflow init record re-runs no fold
+(fersnet/workflow.py). Real Snakemake runs of the test profile in a copy of the project."""
 from __future__ import annotations
 
 import os
@@ -32,7 +32,7 @@ def wait_for(condition, what: str, proc=None, timeout: float = 300.0) -> None:
 
 
 def test_dry_run_flags_are_recognised():
-    from fersnet.tracking.markers import dry_run
+    from fersnet.workflow import dry_run
     for argv in (["snakemake", "-n"], ["snakemake", "all", "-np"], ["snakemake", "--dry-run"], ["x", "-pn", "--cores", "1"]):
         assert dry_run(argv), argv
     for argv in (["snakemake", "--cores", "1", "all"], ["snakemake", "-c1"], ["snakemake", "--config", "n=1"], ["-n"]):
@@ -68,22 +68,22 @@ def test_the_demo_resumes_after_its_snakemake_is_killed_and_leaves_a_running_one
 
 
 @pytest.mark.slow
-def test_a_lost_init_marker_is_made_again_and_no_fold_runs_again(tmp_path):
-    from fersnet.tracking import markers
+def test_a_lost_init_record_is_made_again_and_no_fold_runs_again(tmp_path):
+    from fersnet import paths
     proj = make_project(tmp_path, models=["fersnet"], **{"orchestration.folds_per_job": 2})
     first = snakemake(proj, "--cores", "2", "all_folds", timeout=900)
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
-    marker = proj / markers.init_marker({"paths": {"results": "results"}})
+    record = proj / paths.mlflow_init_record({"paths": {"results": "results"}})
     train = proj / TRAIN
     stamp = train.stat().st_mtime_ns
-    marker.unlink()
+    record.unlink()
     (proj / "results/ckplus/judge/seed0/fold1/metrics.json").unlink()        # one job has to run
     dry = snakemake(proj, "-n", "all_folds")
     assert dry.returncode == 0 and "a real run re-creates it first" in dry.stderr, dry.stderr[-3000:]
-    assert not marker.exists()                                               # a dry run changes nothing
+    assert not record.exists()                                               # a dry run changes nothing
     again = snakemake(proj, "--cores", "2", "all_folds", timeout=900)
     said = again.stdout + again.stderr
     assert again.returncode == 0, said[-3000:]
-    assert "re-created the missing results/_workflow/mlflow_init.json" in said and marker.is_file()
+    assert "re-created the missing results/_workflow/mlflow_init.json" in said and record.is_file()
     assert "rule train_" not in said and "rule track_init" not in said, said[-3000:]
     assert "rule judge_" in said and train.stat().st_mtime_ns == stamp

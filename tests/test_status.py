@@ -86,7 +86,7 @@ def test_jobrun_without_a_command_prints_its_usage_and_fails(capsys):
 
 
 def test_which_stale_results_a_workflow_target_reaches():
-    cfg = {"databases": ["ckplus", "mmi"], "seeds": [0], "n_folds": 2, "models": ["fersnet", "fes_da"],
+    cfg = {"databases": ["ckplus", "mmi"], "run_seeds": [0], "n_folds": 2, "models": ["fersnet", "fes_da"],
            "preprocess": {"out": "data/processed"}, "paths": {"results": "results"}}
     grid = status.expected(cfg)
 

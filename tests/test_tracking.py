@@ -19,7 +19,6 @@ import pytest
 import yaml
 
 from fersnet import paths
-from fersnet.tracking import markers
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["anger", "disgust", "fear", "happy", "sadness", "surprise"]
@@ -153,8 +152,8 @@ def test_parent_run_gets_mean_and_std_over_folds(mlflow_cfg):
     assert parent.data.tags["seeds"] == "0"
     children = store_runs(mlflow_cfg, "oulu")
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
-    marker = json.loads(markers.parent_marker(mlflow_cfg, "oulu", "no_mtl").read_text())
-    assert marker["n_folds_done"] == 3
+    record = json.loads(paths.parent_record(mlflow_cfg, "oulu", "no_mtl").read_text())
+    assert record["n_folds_done"] == 3
 
 
 def test_experiments_open_as_classic_ml_experiments_and_parents_carry_params_and_headline_metrics(mlflow_cfg):
@@ -193,14 +192,14 @@ def test_experiments_open_as_classic_ml_experiments_and_parents_carry_params_and
     assert {r.data.tags["mlflow.parentRunId"] for r in store_runs(mlflow_cfg, "oulu")} == {new.info.run_id}
 
 
-def test_track_markers_are_written_when_mlflow_is_disabled(test_cfg):
+def test_track_records_are_written_when_mlflow_is_disabled(test_cfg):
     from fersnet.tracking.mlflow_log import main
     fake_fold(test_cfg, "mmi", "fersnet", 0, accuracy=0.6)
     main(test_cfg, Namespace(init=True, sync=False, parent=None))
     main(test_cfg, Namespace(init=False, sync=False, parent=["mmi", "fersnet"]))
-    assert json.loads(markers.init_marker(test_cfg).read_text())["enabled"] is False
-    marker = json.loads(markers.parent_marker(test_cfg, "mmi", "fersnet").read_text())
-    assert marker["metrics"]["accuracy"]["mean"] == pytest.approx(0.6)
+    assert json.loads(paths.mlflow_init_record(test_cfg).read_text())["enabled"] is False
+    record = json.loads(paths.parent_record(test_cfg, "mmi", "fersnet").read_text())
+    assert record["metrics"]["accuracy"]["mean"] == pytest.approx(0.6)
 
 
 def write_params(cfg: dict, path: Path) -> Path:
@@ -391,10 +390,10 @@ def test_a_store_locked_for_longer_than_sqlites_5s_wait_is_waited_for(mlflow_cfg
         t0 = time.monotonic()
         assert folds.log_job(mlflow_cfg, "train", Namespace(db="ckplus", model="fersnet", fold=0)) == "created"
         assert time.monotonic() - t0 > 5.0             # it outwaited SQLite's own 5 s
-    markers.init_marker(mlflow_cfg).unlink()
+    paths.mlflow_init_record(mlflow_cfg).unlink()
     with exclusive_lock(store_file(mlflow_cfg), seconds=7):
         assert track(params, "--init") == 0
-    assert markers.init_marker(mlflow_cfg).is_file()
+    assert paths.mlflow_init_record(mlflow_cfg).is_file()
     assert folds.recorded_failures(mlflow_cfg) == []
     st = mlflow_log.status(mlflow_cfg)
     assert (st["logged"], st["total"], st["missing"]) == (1, 1, [])
@@ -409,7 +408,7 @@ def test_a_store_locked_past_the_wait_keeps_the_job_fails_init_loudly_and_sync_r
     from fersnet.tracking import folds, mlflow_log, store as tracking_store
     write_processed(Path(mlflow_cfg["preprocess"]["out"]) / "ckplus", size=mlflow_cfg["preprocess"]["size"])
     params = write_params(mlflow_cfg, tmp_path / "params.yaml")
-    assert track(params, "--init") == 0 and markers.init_marker(mlflow_cfg).is_file()
+    assert track(params, "--init") == 0 and paths.mlflow_init_record(mlflow_cfg).is_file()
     monkeypatch.setattr(tracking_store, "LOCK_WAIT_S", 1.0)     # give up after one SQLite wait (5 s)
     capsys.readouterr()
     with exclusive_lock(store_file(mlflow_cfg)):
@@ -423,9 +422,9 @@ def test_a_store_locked_past_the_wait_keeps_the_job_fails_init_loudly_and_sync_r
         assert Path(record["file"]).name == "ckplus_judge_seed0_fold0.json"
         assert "database is locked" in record["error"] and record["relog"] == "fersnet track --sync"
 
-        assert track(params, "--init") == 2                  # loudly: non-zero, and no marker
+        assert track(params, "--init") == 2                  # loudly: non-zero, and no record
         assert "is not usable" in capsys.readouterr().err
-        assert not markers.init_marker(mlflow_cfg).exists()
+        assert not paths.mlflow_init_record(mlflow_cfg).exists()
 
         forget_open_stores()
         line = mlflow_log.summary_line(mlflow_log.status(mlflow_cfg))
@@ -454,7 +453,7 @@ def test_an_unwritable_store_keeps_the_job_fails_init_loudly_and_sync_recovers(m
     assert track(params, "--init") == 2
     err = capsys.readouterr().err
     assert f"MLflow store {mlflow_cfg['mlflow']['uri']} is not usable" in err and "mlflow.enabled: false" in err
-    assert not markers.init_marker(mlflow_cfg).exists()
+    assert not paths.mlflow_init_record(mlflow_cfg).exists()
     st = mlflow_log.status(mlflow_cfg)
     assert (st["logged"], st["total"], st["missing"]) == (0, 1, ["ckplus/judge/seed0/fold0"])
     line = mlflow_log.summary_line(st)
@@ -671,7 +670,7 @@ def test_two_seeds_are_two_runs_per_fold_and_the_parent_has_both_spreads(mlflow_
     from fersnet.tracking.store import client_for
     monkeypatch.chdir(tmp_path)
     cfg = mlflow_cfg
-    cfg["seeds"], cfg["n_folds"], cfg["orchestration"]["folds_per_job"] = [0, 1], 2, 1
+    cfg["run_seeds"], cfg["n_folds"], cfg["orchestration"]["folds_per_job"] = [0, 1], 2, 1
     acc = {(0, 0): 0.50, (0, 1): 0.70, (1, 0): 0.60, (1, 1): 0.90}        # (seed, fold) -> accuracy
     for (seed, fold), a in acc.items():
         fake_fold(cfg, "ckplus", "fersnet", fold, accuracy=a, seed=seed)
@@ -708,9 +707,9 @@ def test_two_seeds_are_two_runs_per_fold_and_the_parent_has_both_spreads(mlflow_
     # one point per job, each seed's jobs on their own steps: seed * n_folds + fold
     assert history("job/train/seconds") == [(0, 10.0), (1, 11.0), (2, 20.0), (3, 21.0)]
     assert m["job/train/n_jobs"] == 4 and m["job/train/seconds_total"] == pytest.approx(62.0)
-    marker = json.loads(markers.parent_marker(cfg, "ckplus", "fersnet").read_text())
-    assert marker["seeds"] == [0, 1] and marker["n_runs_done"] == 4
-    assert marker["metrics"]["accuracy"]["seed_std"] == pytest.approx(stdev(seed_means))
+    record = json.loads(paths.parent_record(cfg, "ckplus", "fersnet").read_text())
+    assert record["seeds"] == [0, 1] and record["n_runs_done"] == 4
+    assert record["metrics"]["accuracy"]["seed_std"] == pytest.approx(stdev(seed_means))
 
     # re-logging changes nothing: same runs, same parent
     assert sync_all(cfg) == {"created": 0, "replaced": 0, "unchanged": 4}
@@ -749,7 +748,7 @@ def test_fold_params_are_provenances_flattening_without_empty_sections():
 
 def test_finished_folds_are_the_configured_folds_of_the_configured_seeds(mlflow_cfg):
     from fersnet.tracking.folds import finished_folds
-    mlflow_cfg["seeds"], mlflow_cfg["n_folds"] = [0, 2], 3
+    mlflow_cfg["run_seeds"], mlflow_cfg["n_folds"] = [0, 2], 3
     for seed, fold in [(0, 0), (0, 2), (2, 1), (0, 3), (1, 0)]:      # fold 3 and seed 1: not configured
         fake_fold(mlflow_cfg, "ckplus", "fersnet", fold, accuracy=0.5, seed=seed)
     unfinished = fake_fold(mlflow_cfg, "ckplus", "fersnet", 1, accuracy=0.5, seed=0)

@@ -21,7 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ("Snakefile", "workflow", "dvc.yaml", ".dvcignore", ".gitignore")
+WORKFLOW_FILES = ("workflow", "dvc.yaml", ".dvcignore", ".gitignore")
 
 
 def make_project(tmp_path: Path, **overrides) -> Path:
@@ -33,7 +33,6 @@ def make_project(tmp_path: Path, **overrides) -> Path:
         (shutil.copytree if src.is_dir() else shutil.copy)(src, proj / name)
     # dvc.yaml lists the package's stage folders as dependencies
     shutil.copytree(ROOT / "fersnet", proj / "fersnet", ignore=shutil.ignore_patterns("__pycache__"))
-    (proj / "profiles").symlink_to("workflow/profiles")
     (proj / ".dvc").mkdir()
     (proj / ".dvc" / "config").write_text("[core]\n    no_scm = true\n    analytics = false\n")
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -91,7 +90,7 @@ def test_dry_run_plans_every_fold_model_judge_score_and_report(tmp_path):
     assert jobs["train"] == 6 * 2 and jobs["judge"] == 2 and jobs["score"] == 4 * 2
     assert jobs["pool"] == 1 and jobs["report"] == 1 and jobs["track_init"] == 1
     assert jobs["track_parent"] == 7            # 6 models + judge
-    assert "Using workflow specific profile profiles/default" in out.stdout + out.stderr
+    assert "Using workflow specific profile workflow/profiles/default" in out.stdout + out.stderr
 
 
 def test_readme_targets_per_database_and_scores_plan_only_their_jobs(tmp_path):
@@ -411,7 +410,7 @@ def test_changed_params_and_data_rerun_exactly_the_jobs_they_change_and_retrain_
 
     # data settings, and a root pointing at another valid tree: the folds retrain from scratch (the
     # training target alone: the judge's rerun on new data is not what is checked here)
-    other = run_cli(proj, "synth", "--db", "ckplus", "--out", "other", "--set", "synth.seed=7")
+    other = run_cli(proj, "synth", "--db", "ckplus", "--out", "other", "--set", "synth.data_seed=7")
     assert other.returncode == 0, other.stderr[-3000:]
     for change in ({"data.ckplus.frames": 1}, {"data.ckplus.include_neutral": True},
                    {"data.ckplus.root": "other/ckplus"}):
@@ -465,7 +464,7 @@ def test_a_duplicate_key_in_params_stops_snakemake_naming_it(tmp_path):
 
 
 def test_seeds_fan_out_every_job_per_seed_and_the_parent_steps_wait_for_all_of_them(tmp_path):
-    proj = make_project(tmp_path, seeds=[0, 1, 2])
+    proj = make_project(tmp_path, run_seeds=[0, 1, 2])
     out = snakemake(proj, "-n", "all")
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = job_counts(out.stdout)
@@ -476,7 +475,7 @@ def test_seeds_fan_out_every_job_per_seed_and_the_parent_steps_wait_for_all_of_t
         assert f"--fold 1 --seed {seed}" in out.stdout or f"--seed {seed}" in out.stdout
     # the README's form: seeds given on the command line
     (tmp_path / "cli").mkdir()
-    cli = snakemake(make_project(tmp_path / "cli"), "-n", "ckplus", "--config", "seeds=[0,1,2]")
+    cli = snakemake(make_project(tmp_path / "cli"), "-n", "ckplus", "--config", "run_seeds=[0,1,2]")
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert job_counts(cli.stdout)["train"] == 6 * 2 * 3
     # FES-DA of seed 1 fine-tunes fersnet of seed 1, never another seed's
@@ -491,7 +490,7 @@ def test_two_seeds_by_two_folds_run_report_the_seed_spread_and_log_a_run_per_see
     # (database, model) parent steps log the fold runs (mlflow.log_jobs false; the tiny grid logs per job).
     # Seeds 0 and 3: a seed is a value, not a position in the list.
     seeds = [0, 3]
-    proj = make_project(tmp_path, seeds=seeds, models=["fersnet"],
+    proj = make_project(tmp_path, run_seeds=seeds, models=["fersnet"],
                         **{"orchestration.folds_per_job": 2, "mlflow.log_jobs": False})
     out = snakemake(proj, "--cores", "2", "all", timeout=1800)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]

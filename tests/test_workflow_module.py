@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fersnet import config, workflow
+from fersnet import config, paths, workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,11 +95,11 @@ def test_the_manifest_rules_log_ends_saying_how_it_ended(tmp_path):
 
 
 def test_command_line_config_is_read_as_yaml_like_params():
-    given = workflow.command_line_config(["seeds=[0,1,2]", "profile=test", "train={epochs: 2}", "x="])
-    assert given == {"seeds": [0, 1, 2], "profile": "test", "train": {"epochs": 2}, "x": None}
+    given = workflow.command_line_config(["run_seeds=[0,1,2]", "profile=test", "train={epochs: 2}", "x="])
+    assert given == {"run_seeds": [0, 1, 2], "profile": "test", "train": {"epochs": 2}, "x": None}
     cfg = config.resolve(config.deep_merge(config.read_yaml((ROOT / "params.yaml").read_text(), "params.yaml"),
-                                           workflow.command_line_config(["seeds=[3,1]"])))
-    assert cfg["seeds"] == [3, 1] and cfg["seed"] == 3
+                                           workflow.command_line_config(["run_seeds=[3,1]"])))
+    assert cfg["run_seeds"] == [3, 1] and cfg["seed"] == 3
 
 
 def test_the_demos_closing_message_names_a_pdf_that_was_not_built_and_prints_the_headline(test_cfg, tmp_path):
@@ -125,3 +125,32 @@ def test_the_demos_closing_message_names_a_pdf_that_was_not_built_and_prints_the
     (reports / "summary.json").write_text(json.dumps({"pdf": "compiled"}))
     (reports / "report.pdf").write_bytes(b"%PDF-1.5")
     assert "NOT built" not in demo.where_outputs_are(test_cfg)
+
+
+def test_the_workflow_bookkeeping_is_one_folder_whose_paths_only_fersnet_paths_builds(tmp_path):
+    c = {"paths": {"results": str(tmp_path / "res")}, "seed": 2}
+    folder = paths.workflow_dir(c)
+    made = [paths.mlflow_init_record(c), paths.parent_record(c, "ckplus", "fersnet"),
+            paths.tracking_failure(c, "ckplus", "fersnet", 3), paths.tracking_failure(c, "ckplus", "fersnet"),
+            paths.stage_manifest(c, "folds"), paths.stage_manifest(c, "scores")]
+    assert folder == tmp_path / "res" / "_workflow" and all(folder in p.parents for p in made)
+    assert len(set(made)) == len(made)
+    assert paths.tracking_failure(c, "ckplus", "fersnet", 3).name == "ckplus_fersnet_seed2_fold3.json"
+    assert paths.tracking_failure(c, "ckplus", "fersnet", 3, seed=0).name == "ckplus_fersnet_seed0_fold3.json"
+    import re
+    code = [*ROOT.glob("fersnet/**/*.py"), *ROOT.glob("workflow/rules/*.smk"), ROOT / "workflow" / "Snakefile"]
+    spelled = [f.relative_to(ROOT) for f in code
+               if f.name != "paths.py" and re.search(r"""["'/]_workflow\b|mlflow_init\.json|tracking_failed""", f.read_text())]
+    assert spelled == []
+
+
+def test_a_lost_init_record_is_restored_only_when_results_wait_for_it_and_never_in_a_dry_run(tmp_path):
+    c = {"paths": {"results": str(tmp_path / "res")}}
+    result = tmp_path / "res" / "metrics.json"
+    command = ["fersnet", "track", "--init"]
+    assert workflow.restore_init_record(c, [result], command, tmp_path / "init.log", dry=False) is None  # first run
+    result.parent.mkdir(parents=True)
+    result.write_text("{}")
+    said = workflow.restore_init_record(c, [result], command, tmp_path / "init.log", dry=True)
+    assert said.startswith(f"fersnet: {paths.mlflow_init_record(c)} is missing; a real run re-creates it first")
+    assert not paths.mlflow_init_record(c).exists() and not (tmp_path / "init.log").exists()

@@ -186,8 +186,8 @@ def _imbalance_metrics(m: dict, confusion: np.ndarray | None) -> tuple[float, fl
 
 
 def seeds_of(cfg: dict) -> list[int]:
-    """The training seeds of the grid (params `seeds`)."""
-    return [int(s) for s in cfg["seeds"]]
+    """The training seeds of the grid (params `run_seeds`)."""
+    return [int(s) for s in cfg["run_seeds"]]
 
 
 def collect_folds(cfg: dict, problems: list) -> pd.DataFrame:

@@ -79,11 +79,11 @@ def _current(cfg: dict, step: str, db: str, model: str, seed: int, folds: list[i
 
 def job_records(cfg: dict, db: str, model: str) -> list[JobRecord]:
     """The benchmarks of the jobs behind the parent run of (db, model) (model `judge`: the judges),
-    for every seed of params `seeds` and today's fold groups, leaving out absent, unreadable and
+    for every seed of params `run_seeds` and today's fold groups, leaving out absent, unreadable and
     stale files."""
     records = []
     for step in STEPS.get(model, DEFAULT_STEPS):
-        for seed in cfg["seeds"]:
+        for seed in cfg["run_seeds"]:
             for group in fold_groups(cfg):
                 bench = paths.benchmark_file(step, db, None if step == "judge" else model,
                                              paths.group_tag(group), int(seed))

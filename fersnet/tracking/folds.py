@@ -8,8 +8,8 @@ metrics.json's `seconds`), so MLflow's duration is the job's time; per-epoch his
 (so that the final `accuracy` is the first metric listed). The files under results/ are the truth
 (docs/architecture.md): a run can be logged again from them at any time.
 
-A fold that could not be logged leaves a small record in results/_workflow/tracking_failed/
-(removed when the fold is logged).
+A fold that could not be logged leaves a small record (fersnet.paths.tracking_failure), removed
+when the fold is logged.
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from pathlib import Path
 
 from fersnet import ownership, paths, provenance
 from fersnet.errors import DiskFull, FersnetError
-from fersnet.tracking import markers
 from fersnet.tracking.store import (SYNC_COMMAND, client_for, ensure_experiment, ensure_parent, log_batches,
                                     one_line, retry, search_all, store_lock, tag_filter, tracking_uri)
 
@@ -264,10 +263,9 @@ def write_record(path: Path, payload: dict) -> None:
 def record_failure(cfg: dict, db: str, model: str, fold: int | None, step: str, e: BaseException,
                    seed: int | None = None) -> Path | None:
     """Leave the record of a fold run of `seed` (default the job's; fold None: the parent run of
-    (db, model), over all seeds) that MLflow did not take:
-    results/_workflow/tracking_failed/<db>_<model>_seed<s>_fold<k>.json. Never raises."""
+    (db, model), over all seeds) that MLflow did not take (paths.tracking_failure). Never raises."""
     seed = None if fold is None else _seed(cfg, seed)
-    path = markers.tracking_failure(cfg, db, model, fold, seed)
+    path = paths.tracking_failure(cfg, db, model, fold, seed)
     payload = {"database": db, "model": model, "seed": seed, "fold": fold, "step": step, "uri": tracking_uri(cfg),
                "error": one_line(e), "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "relog": SYNC_COMMAND}
@@ -283,14 +281,14 @@ def record_failure(cfg: dict, db: str, model: str, fold: int | None, step: str, 
 def clear_failure(cfg: dict, db: str, model: str, fold: int | None, seed: int | None = None) -> None:
     """Remove the fold run's (or parent run's) failure record: it has been logged now."""
     try:
-        markers.tracking_failure(cfg, db, model, fold, None if fold is None else _seed(cfg, seed)).unlink(missing_ok=True)
+        paths.tracking_failure(cfg, db, model, fold, None if fold is None else _seed(cfg, seed)).unlink(missing_ok=True)
     except OSError:
         pass
 
 
 def recorded_failures(cfg: dict) -> list[dict]:
     """The failure records present, oldest first; an unreadable record still counts (by its name)."""
-    folder = markers.tracking_failures_dir(cfg)
+    folder = paths.tracking_failures_dir(cfg)
     out = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
@@ -334,6 +332,6 @@ def log_job(cfg: dict, verb: str, args) -> str:
 
 def finished_folds(cfg: dict, db: str, model: str) -> list[tuple[int, int]]:
     """(seed, fold) of every finished fold run of (db, model) (its metrics.json exists): the folds
-    range(n_folds) of the seeds of params `seeds`, as the reports count them."""
-    return sorted((int(seed), k) for seed in cfg["seeds"] for k in range(cfg["n_folds"])
+    range(n_folds) of the seeds of params `run_seeds`, as the reports count them."""
+    return sorted((int(seed), k) for seed in cfg["run_seeds"] for k in range(cfg["n_folds"])
                   if (fold_folder(cfg, db, model, k, seed) / paths.METRICS).is_file())

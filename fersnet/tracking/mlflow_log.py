@@ -14,7 +14,6 @@ from pathlib import Path
 
 from fersnet import catalog, paths
 from fersnet.errors import FersnetError
-from fersnet.tracking import markers
 from fersnet.tracking.folds import (finished_folds, fold_folder, fold_profile, job_config, log_fold,
                                     recorded_failures, result_stamp, write_record)
 from fersnet.tracking.parents import fold_statistics, log_parent
@@ -35,7 +34,7 @@ def init_store(cfg: dict) -> dict:
 
 
 def _on_disk(cfg: dict) -> list[tuple[str, str, int, int]]:
-    """(db, model, seed, fold) of every finished result under paths.results, seeds of params `seeds`."""
+    """(db, model, seed, fold) of every finished result under paths.results, seeds of params `run_seeds`."""
     return [(db, model, seed, fold) for db in catalog.database_keys() for model in catalog.tracked_models()
             for seed, fold in finished_folds(cfg, db, model)]
 
@@ -72,10 +71,10 @@ def _warn(what: str, e: Exception) -> str:
 def main(cfg: dict, args) -> dict:
     """`fersnet track --init | --sync | --parent DB MODEL`.
 
-    --init runs before the workflow's fan-out: a store that cannot be used is an error (no marker,
+    --init runs before the workflow's fan-out: a store that cannot be used is an error (no record,
     so no job starts with tracking silently broken). --parent is a workflow step after the folds:
     an MLflow failure there is a warning and a failure record, never a lost or blocked result, and
-    it writes its marker. --sync is asked for by a person, so a store that cannot be used is an error.
+    it writes its record. --sync is asked for by a person, so a store that cannot be used is an error.
     """
     enabled = cfg["mlflow"]["enabled"]
     if args.sync:
@@ -88,17 +87,17 @@ def main(cfg: dict, args) -> dict:
         except Exception as e:  # noqa: BLE001 - any store failure, phrased for the user
             raise store_error(cfg, e) from None
     if args.init:
-        marker = markers.init_marker(cfg)
+        record = paths.mlflow_init_record(cfg)
         payload = {"enabled": enabled, "uri": tracking_uri(cfg) if enabled else None,
                    "profile": cfg["profile"]}
         if enabled:
             try:
                 payload["parents"] = init_store(cfg)
             except Exception as e:  # noqa: BLE001 - any store failure, phrased for the user
-                marker.unlink(missing_ok=True)         # an older marker must not vouch for it either
+                record.unlink(missing_ok=True)         # an older record must not vouch for it either
                 raise store_error(cfg, e, "init") from None
-        write_record(marker, payload)
-        return {"marker": str(marker), "enabled": enabled}
+        write_record(record, payload)
+        return {"record": str(record), "enabled": enabled}
     db, model = args.parent
     if db not in catalog.database_keys() or model not in catalog.tracked_models():
         raise TrackingError(f"--parent {db} {model}: expected a database ({', '.join(catalog.database_keys())}) "
@@ -117,8 +116,8 @@ def main(cfg: dict, args) -> dict:
     else:
         payload = fold_statistics(cfg, db, model)
     payload["enabled"] = enabled
-    write_record(markers.parent_marker(cfg, db, model), payload)
-    return {"marker": str(markers.parent_marker(cfg, db, model)), "n_folds_done": payload["n_folds_done"],
+    write_record(paths.parent_record(cfg, db, model), payload)
+    return {"record": str(paths.parent_record(cfg, db, model)), "n_folds_done": payload["n_folds_done"],
             "n_runs_done": payload["n_runs_done"]}
 
 

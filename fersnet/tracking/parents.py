@@ -2,7 +2,7 @@
 
 Tags kind=parent, database, model, profile, and the seeds and folds it summarises; params: the
 settings the model's jobs read (provenance.job_params); metrics: mean, std over folds and std over
-seeds of the headline metrics (PARENT_METRICS) over all the (seed, fold) runs of params `seeds`
+seeds of the headline metrics (PARENT_METRICS) over all the (seed, fold) runs of params `run_seeds`
 (seed_fold_stats), and the jobs' time and memory (benchmarks.py).
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def seed_fold_stats(rows) -> dict:
 
 def fold_statistics(cfg: dict, db: str, model: str) -> dict:
     """Mean, std over folds and std over seeds (seed_fold_stats) of every final metric over the
-    finished (seed, fold) runs of (db, model), for the parent run and its marker."""
+    finished (seed, fold) runs of (db, model), for the parent run and its record."""
     per_run = {(s, k): final_metrics(fold_folder(cfg, db, model, k, s)) for s, k in finished_folds(cfg, db, model)}
     names = sorted({n for m in per_run.values() for n in m})
     stats = {name: seed_fold_stats((s, k, m[name]) for (s, k), m in per_run.items() if name in m)

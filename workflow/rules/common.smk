@@ -9,9 +9,9 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-# The project root (where the Snakefile lives) first on the path, so that the rules use this
-# checkout's fersnet even when the package is not installed into the running Python.
-sys.path.insert(0, str(Path(workflow.basedir)))
+# The project root (above workflow/, where the Snakefile lives) first on the path, so that the
+# rules use this checkout's fersnet even when the package is not installed into the running Python.
+sys.path.insert(0, str(Path(workflow.basedir).parent))
 
 from fersnet import catalog  # noqa: E402
 from fersnet import config as fconfig  # noqa: E402
@@ -20,7 +20,6 @@ from fersnet import paths  # noqa: E402
 from fersnet import workflow as fwork  # noqa: E402
 from fersnet.models import registry  # noqa: E402
 from fersnet.reports import contents as report_contents  # noqa: E402
-from fersnet.tracking import markers  # noqa: E402
 
 PARAMS_FILE = "params.yaml"
 
@@ -54,7 +53,7 @@ PARAMS_DIGEST_AT_START = fwork.file_digest(PARAMS_FILE)
 DATABASES = list(CFG["databases"])
 MODELS = list(CFG["models"])
 FOLDS = list(range(CFG["n_folds"]))
-SEEDS = list(CFG["seeds"])
+SEEDS = list(CFG["run_seeds"])
 # Models whose generator is scored (fes_da and fes_da_real share fersnet's generator; fersnet/cli.py `score`).
 SCORED = [m for m in MODELS if m in catalog.generators()]
 TRACKED_MODELS = catalog.tracked_models(MODELS)
@@ -95,9 +94,9 @@ def share_step_resources(steps=("train", "judge", "score")):
 
 
 share_step_resources()
-INIT_MARKER = str(markers.init_marker(CFG))
-FOLDS_MANIFEST = str(markers.manifest(CFG, "folds"))
-SCORES_MANIFEST = str(markers.manifest(CFG, "scores"))
+MLFLOW_INIT_RECORD = str(paths.mlflow_init_record(CFG))
+FOLDS_MANIFEST = str(paths.stage_manifest(CFG, "folds"))
+SCORES_MANIFEST = str(paths.stage_manifest(CFG, "scores"))
 
 
 def synth_folder(db):
@@ -217,7 +216,7 @@ def pool_inputs(wildcards):
 
 def parent_targets(dbs=None):
     dbs = DATABASES if dbs is None else dbs
-    return [str(markers.parent_marker(CFG, db, m)) for db in dbs for m in TRACKED_MODELS]
+    return [str(paths.parent_record(CFG, db, m)) for db in dbs for m in TRACKED_MODELS]
 
 
 HAVE_PDFLATEX = shutil.which("pdflatex") is not None

@@ -1,15 +1,16 @@
 # MLflow: the store, experiments and parent runs are created once, serially, before the fan-out
-# (SQLite and concurrent schema creation do not mix; docs/orchestration.md). Markers are written
-# even when mlflow.enabled is false, so the graph is the same either way. A store that cannot be
-# used stops track_init (no marker), so no job runs with its tracking silently lost; a fold that
-# fails to log later is recorded and counted in the summary line at the end of the run (Snakefile).
-# A marker lost while results exist is re-created here, before the jobs are planned: a missing
-# marker would otherwise re-run every training and judge job (fersnet/tracking/markers.py).
+# (SQLite and concurrent schema creation do not mix; docs/orchestration.md). The init and parent
+# records (fersnet/paths.py, workflow_dir) are written even when mlflow.enabled is false, so
+# the graph is the same either way. A store that cannot be used stops track_init (no record), so no
+# job runs with its tracking silently lost; a fold that fails to log later is recorded and counted
+# in the summary line at the end of the run (Snakefile). An init record lost while results exist is
+# re-created here, before the jobs are planned: a missing one would otherwise re-run every training
+# and judge job (fersnet/workflow.py, restore_init_record).
 from fersnet.errors import FersnetError  # noqa: E402
 
 try:
-    _restored = markers.restore_init_marker(CFG, training_targets(), ["fersnet", "track", "--params", PARAMS, "--init"],
-                                            "logs/track/init.log", markers.dry_run(sys.argv))
+    _restored = fwork.restore_init_record(CFG, training_targets(), ["fersnet", "track", "--params", PARAMS, "--init"],
+                                          "logs/track/init.log", fwork.dry_run(sys.argv))
 except FersnetError as e:
     raise WorkflowError(f"fersnet: {e}") from None
 if _restored:
@@ -22,7 +23,7 @@ localrules:
 
 rule track_init:
     output:
-        INIT_MARKER,
+        MLFLOW_INIT_RECORD,
     log:
         "logs/track/init.log",
     shell:
@@ -32,9 +33,9 @@ rule track_init:
 rule track_parent:
     input:
         fold_outputs,
-        ancient(INIT_MARKER),
+        ancient(MLFLOW_INIT_RECORD),
     output:
-        str(markers.parent_marker(CFG, "{db}", "{tracked}")),
+        str(paths.parent_record(CFG, "{db}", "{tracked}")),
     log:
         "logs/track/parent_{db}_{tracked}.log",
     shell:

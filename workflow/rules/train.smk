@@ -14,7 +14,7 @@ for _group in FOLD_GROUPS:
             f"train_{_tag}"
         input:
             group_train_inputs(_group),
-            ancient(INIT_MARKER),
+            ancient(MLFLOW_INIT_RECORD),
         output:
             [run_done("{db}", "{model}", k) for k in _group],
         log:
@@ -37,7 +37,7 @@ for _group in FOLD_GROUPS:
             f"judge_{_tag}"
         input:
             processed_files("{db}"),
-            ancient(INIT_MARKER),
+            ancient(MLFLOW_INIT_RECORD),
         output:
             [judge_done("{db}", k) for k in _group],
         log:

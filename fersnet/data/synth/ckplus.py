@@ -50,7 +50,7 @@ def fmt(v: float) -> str:
 
 def write(cfg: dict, root: Path) -> dict:
     """Write the CK+ stand-in under root; returns a summary."""
-    sc, seed = cfg["synth"], cfg["synth"]["seed"]
+    sc, seed = cfg["synth"], cfg["synth"]["data_seed"]
     rng = C.rng_for(seed, "ckplus", 0)
     subjects = subject_ids(rng, sc["subjects"])
     folds = assign_folds(subjects, cfg["n_folds"])

@@ -78,7 +78,7 @@ def plan_sessions(rng: np.random.Generator, subjects: list[str], n_folds: int) -
 
 def write(cfg: dict, root: Path) -> dict:
     """Write the MMI stand-in under root; returns a summary."""
-    sc, seed = cfg["synth"], cfg["synth"]["seed"]
+    sc, seed = cfg["synth"], cfg["synth"]["data_seed"]
     rng = C.rng_for(seed, "mmi", 0)
     subjects = subject_ids(rng, sc["subjects"])
     plan = plan_sessions(rng, subjects, cfg["n_folds"])

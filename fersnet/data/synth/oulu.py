@@ -35,7 +35,7 @@ def near_infrared(bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def write(cfg: dict, root: Path) -> dict:
     """Write the Oulu-CASIA stand-in under root; returns a summary."""
-    sc, seed = cfg["synth"], cfg["synth"]["seed"]
+    sc, seed = cfg["synth"], cfg["synth"]["data_seed"]
     size = C.scaled(NATIVE, sc["image_scale"])
     base = root / "OriginalImg"
     subjects = [f"P{i:03d}" for i in range(1, sc["subjects"] + 1)]
