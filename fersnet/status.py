@@ -375,7 +375,7 @@ def grid_outputs(cfg: dict, databases=None) -> list[Path]:
             out.append(paths.synth_dir(cfg, db))
         out += [r.done.parent for r in expected(cfg, [db])]
         out += [paths.pooled_file(cfg, db, model, seed) for model in catalog.generators(cfg["models"])
-                for seed in cfg["seeds"]]
+                for seed in cfg["run_seeds"]]
     return out + [paths.reports_dir(cfg)]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -162,7 +163,7 @@ def test_experiments_open_as_classic_ml_experiments_and_parents_carry_params_and
     metrics' means, fold runs that last as long as their jobs, with `accuracy` listed before the
     per-epoch curves."""
     from fersnet.tracking.mlflow_log import main
-    from fersnet.tracking.store import client_for
+    from fersnet.tracking.store import VIEW_KEY, VIEW_TAG, client_for, ui_url
     for k, acc in enumerate([0.5, 0.7]):
         folder = fake_fold(mlflow_cfg, "oulu", "fersnet", k, accuracy=acc, scores=fold_scores(36, 3.0))
         config = json.loads((folder / paths.CONFIG).read_text())
@@ -174,6 +175,15 @@ def test_experiments_open_as_classic_ml_experiments_and_parents_carry_params_and
     assert mlflow_cfg["mlflow"]["experiment_prefix"] == "fersnet/" and client.get_experiment_by_name("oulu") is None
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     (parent,) = store_runs(mlflow_cfg, "oulu", kind="parent")
+    # the saved view the UI opens from `?viewStateShareKey=` (store.ui_url): headline columns that the
+    # runs really carry, accuracy first
+    view = json.loads(exp.tags[VIEW_TAG])
+    shown = [c.split("`")[1] for c in view["selectedColumns"] if c.startswith("metrics.")]
+    assert shown[:3] == ["accuracy_mean", "accuracy_std", "accuracy"]
+    assert {"accuracy_mean", "accuracy_std", "synth/judge_accuracy_mean", "synth/judge_fid_mean"} <= set(parent.data.metrics) & set(shown)
+    assert {"accuracy", "synth/judge_accuracy", "synth/judge_fid"} <= set(store_runs(mlflow_cfg, "oulu")[0].data.metrics) & set(shown)
+    assert ui_url("http://127.0.0.1:5000", exp.experiment_id) == (
+        f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs?viewStateShareKey={VIEW_KEY}")
     assert parent.data.params["train.lr"] == str(mlflow_cfg["train"]["lr"])
     assert parent.data.params["profile"] == mlflow_cfg["profile"]
     assert parent.data.metrics["accuracy_mean"] == pytest.approx(0.6)
@@ -299,7 +309,9 @@ def test_compare_puts_two_models_of_a_real_store_in_one_row_each_and_filters_by_
     assert "70.0 ± 14.1" in fersnet                         # accuracy in %, sample std over the 2 folds
     no_convflu = next(line for line in fer.splitlines() if line.startswith("FERSNet w/o ConvFLU"))
     assert no_convflu.count("50.0 ± 0.0") == 3              # accuracy, balanced accuracy, macro F1
-    head, *body = synthesis.split("\n\n")[0].splitlines()
+    head, *body, link = synthesis.split("\n\n")[0].splitlines()
+    assert re.fullmatch(r"  in mlflow ui: http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?viewStateShareKey=fersnet-headline",
+                        link), link                          # the runs table with the headline columns
     assert "judge FD" in head and head.split()[-1] == "N"
     assert [line.split("  ")[0] for line in body] == ["FERSNet"]      # no synthesis logged for the other
     assert "3.00 ± 1.41" in body[0] and "153 ± 13" in body[0]         # judge FD and N, each one column
@@ -732,8 +744,8 @@ def test_two_seeds_are_two_runs_per_fold_and_the_parent_has_both_spreads(mlflow_
     fold_means = [mean(acc[(s, k)] for s in (0, 1)) for k in (0, 1)]
     seed_means = [mean(acc[(s, k)] for k in (0, 1)) for s in (0, 1)]
     assert row[1:5] == ["test", "2", "2", "4"]                              # profile, seeds, folds, runs
-    assert " ".join(row[5:10]) == (f"{mean(acc.values()):.4g} ± {stdev(fold_means):.2g} "
-                                   f"[± {stdev(seed_means):.2g}]")
+    assert " ".join(row[5:10]) == (f"{100 * mean(acc.values()):.1f} ± {100 * stdev(fold_means):.1f} "
+                                   f"[± {100 * stdev(seed_means):.1f}]")      # accuracy in %, as everywhere
 
 
 # --- the fold runs' params and which folds count ------------------------------------------------

@@ -19,7 +19,7 @@ from fersnet import names
 from fersnet import catalog
 from fersnet.errors import FersnetError
 from fersnet.tracking.parents import HEADLINE_METRICS, seed_fold_stats
-from fersnet.tracking.store import client_for, experiment_name, retry, store_error, tracking_uri
+from fersnet.tracking.store import client_for, experiment_name, retry, store_error, tracking_uri, ui_url
 
 # The columns, in order, when any run has them (parents.HEADLINE_METRICS).
 HEADLINE = HEADLINE_METRICS
@@ -32,6 +32,8 @@ COLUMNS = {
 }
 PERCENT = ("accuracy", "balanced_accuracy", "macro_f1", "synth/judge_accuracy")
 WIDTH = 119
+# where `mlflow ui --backend-store-uri ... --host 127.0.0.1` serves (README, "Comparing in MLflow")
+UI_BASE = "http://127.0.0.1:5000"
 
 
 def parse_tag_filters(items: list[str]) -> dict[str, str]:
@@ -146,17 +148,18 @@ def main(cfg: dict, args) -> None:
                 if getattr(args, "experiment", None):
                     raise FersnetError(f"--experiment {db}: no such experiment in {tracking_uri(cfg)}")
                 continue
-            found.append((db, fold_runs(cfg, exp.experiment_id, tags)))
+            found.append((db, fold_runs(cfg, exp.experiment_id, tags), exp.experiment_id))
     except FersnetError:
         raise
     except Exception as e:  # noqa: BLE001 - a corrupt, truncated or unreachable store: as `fersnet track` says it
         raise store_error(cfg, e) from None
     printed = 0
-    for db, runs in found:
+    for db, runs, exp_id in found:
         if runs.empty:
             continue
         columns, rows = summarise(runs)
-        print(format_table(db, columns, rows) + "\n")
+        print(format_table(db, columns, rows))
+        print(f"  in mlflow ui: {ui_url(UI_BASE, exp_id)}\n")
         printed += 1
     if not printed:
         print("no fold runs match" + (f" {tags}" if tags else "") + f" in {tracking_uri(cfg)}")

@@ -7,11 +7,13 @@ never log the same fold at once; opening the store and every store call also ret
 locked" (another program, e.g. `mlflow ui`, holding it) with jittered backoff for up to
 LOCK_WAIT_S seconds. Metrics and params go in batches (MlflowClient.log_batch, `log_batches`).
 Experiments are created as classic ML experiments (tag mlflow.experimentKind, so that MLflow's UI
-opens on its runs table), their artifacts under <project>/mlruns/<db>.
+opens on its runs table) with a saved view of the headline columns (`headline_view`, `ui_url`), their
+artifacts under <project>/mlruns/<db>.
 """
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import random
@@ -37,6 +39,13 @@ SYNC_COMMAND = "fersnet track --sync"
 # MLflow 3's UI opens an experiment in its GenAI view unless told it is a classic ML experiment
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 SUMMARY_WAIT_S = 15.0     # a summary does not wait for a locked store as long as a job does
+# A saved view of the runs table that MLflow's UI (3.15 and later) opens from a URL with
+# `?viewStateShareKey=<key>`: an experiment tag `mlflow.sharedViewState.<key>` holding the view as
+# JSON. fersnet's shows the headline columns: a parent run's mean and std over its folds, a fold run's
+# own value, in the order `fersnet compare` prints them.
+VIEW_KEY = "fersnet-headline"
+VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
+VIEW_METRICS = ("accuracy", "balanced_accuracy", "synth/judge_accuracy", "synth/judge_fid", "synth/fid")
 
 
 class TrackingError(FersnetError):
@@ -200,15 +209,30 @@ def ensure_experiment(client, cfg: dict, db: str) -> str:
         try:
             return retry(client.create_experiment, name,
                          artifact_location=artifact_location(tracking_uri(cfg), db),
-                         tags={"database": db, **EXPERIMENT_KIND})
+                         tags={"database": db, **EXPERIMENT_KIND, VIEW_TAG: headline_view()})
         except Exception:  # noqa: BLE001 - another process created it first
             exp = retry(client.get_experiment_by_name, name)
             if exp is None:
                 raise
-    for key, value in EXPERIMENT_KIND.items():
-        if exp.tags.get(key) != value:       # made before the kind was set
+    for key, value in {**EXPERIMENT_KIND, VIEW_TAG: headline_view()}.items():
+        if exp.tags.get(key) != value:       # made before the kind (or the view) was set
             retry(client.set_experiment_tag, exp.experiment_id, key, value)
     return exp.experiment_id
+
+
+def headline_view() -> str:
+    """The runs-table view (VIEW_TAG's value): the headline metric columns, parents' mean and std
+    beside the folds' own value, and the run list expanded to the table."""
+    columns = []
+    for name in VIEW_METRICS:
+        columns += [f"metrics.`{name}_mean`", f"metrics.`{name}_std`", f"metrics.`{name}`"]
+    return json.dumps({"selectedColumns": columns + ["tags.`profile`"], "runListHidden": False,
+                       "viewMaximized": False}, separators=(",", ":"))
+
+
+def ui_url(base: str, experiment_id: str) -> str:
+    """The address of an experiment's runs table with the headline view, under the `mlflow ui` at `base`."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
 
 
 def _oldest(runs: list):
