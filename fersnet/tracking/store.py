@@ -221,13 +221,15 @@ def ensure_experiment(client, cfg: dict, db: str) -> str:
 
 
 def headline_view() -> str:
-    """The runs-table view (VIEW_TAG's value): the headline metric columns, parents' mean and std
-    beside the folds' own value, and the run list expanded to the table."""
+    """The runs-table view (VIEW_TAG's value): the headline metric columns in this order, parents'
+    mean and std beside the folds' own value. The runs keep MLflow's default order (newest first),
+    which keeps each parent's folds nested under it; sorting by a metric would list them apart."""
     columns = []
     for name in VIEW_METRICS:
         columns += [f"metrics.`{name}_mean`", f"metrics.`{name}_std`", f"metrics.`{name}`"]
-    return json.dumps({"selectedColumns": columns + ["tags.`profile`"], "runListHidden": False,
-                       "viewMaximized": False}, separators=(",", ":"))
+    columns.append("tags.`profile`")
+    return json.dumps({"selectedColumns": columns, "columnOrder": columns,
+                       "runListHidden": False, "viewMaximized": False}, separators=(",", ":"))
 
 
 def ui_url(base: str, experiment_id: str) -> str:
