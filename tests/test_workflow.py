@@ -264,6 +264,35 @@ def check_one_page_report(proj: Path) -> None:
     assert "Confusion matrix of FERSNet" in results[figure]["caption"]
 
 
+def test_the_one_page_reports_front_page_says_when_it_holds_no_pdf(tmp_path):
+    """Without pdflatex on PATH the report holds no PDF: its front page says so and how to add it;
+    with it, the front page promises the PDF and does not say that."""
+    proj = make_project(tmp_path)
+    bare = tmp_path / "bin-without-latex"          # the system's tools, less pdflatex
+    bare.mkdir()
+    for folder in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for tool in Path(folder).glob("*"):
+            if tool.name != "pdflatex" and not (bare / tool.name).exists():
+                (bare / tool.name).symlink_to(tool)
+    from fersnet import config
+    from fersnet.reports import contents
+    cfg = config.load(proj / "params.yaml")
+    for item in contents.report_items(cfg, pdf=True):   # stand-ins for a finished report's files
+        (proj / "reports" / item.path).parent.mkdir(parents=True, exist_ok=True)
+        (proj / "reports" / item.path).write_bytes(b"%PDF-" if item.path.endswith(".pdf") else b"<table></table>")
+    cases = [(f"{BIN}{os.pathsep}{bare}", False)]
+    if shutil.which("pdflatex"):
+        cases.append((f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", True))
+    for path, latex in cases:
+        env = dict(os.environ, PATH=path)
+        made = subprocess.run([str(BIN / "snakemake"), "--report", "report.html"], cwd=proj, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert made.returncode == 0, (made.stdout + made.stderr)[-3000:]
+        page = (proj / "report.html").read_text()
+        assert ("No PDF in this report" in page) is (not latex), latex
+        assert ("the whole PDF report" in page) is latex, latex
+
+
 @pytest.mark.slow
 def test_dvc_repro_runs_everything_a_second_repro_is_a_no_op_and_experiments_keep_their_numbers(tmp_path):
     # folds_per_job 2: this test also covers jobs that run several folds in one process. DVC wraps the
