@@ -7,8 +7,11 @@ last line of LOG says how: `fersnet job: exit code 0 after 12.3 s` or `fersnet j
 SIGKILL (9) after 3.1 s`. A job that fails therefore always leaves something to read, even when it
 died before printing a line. The log fills while the job runs: it is written unbuffered, and a
 Python command runs with PYTHONUNBUFFERED=1 (its print()s would otherwise wait in an 8 KB buffer
-until it ends, since its output is a file, not a terminal). SIGTERM and SIGINT received by this wrapper (Snakemake cancelling a
-job, Ctrl-C) are passed on to the command, and the wrapper exits as the command did.
+until it ends, since its output is a file, not a terminal) and PYTHONFAULTHANDLER=1: a crash inside
+native code (a segmentation fault in a library), which Python itself reports with no line, leaves
+the Python stack of every thread in the log above the signal line. SIGTERM and SIGINT received by
+this wrapper (Snakemake cancelling a job, Ctrl-C) are passed on to the command, and the wrapper
+exits as the command did.
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ def run(log: Path, cmd: list[str]) -> int:
     with open(log, "wb", buffering=0) as out:
         try:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                    env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1"))
         except OSError as e:
             out.write(f"fersnet job: could not start {cmd[0]!r}: {e}\n".encode())
             out.write(end_line("exit code 127", time.monotonic() - t0).encode())

@@ -80,6 +80,17 @@ def test_every_job_log_ends_with_how_the_job_ended(tmp_path, code, last):
         assert "hello" in lines
 
 
+def test_a_job_that_crashes_in_native_code_leaves_its_python_stack_in_the_log(tmp_path):
+    """A segmentation fault prints nothing by itself; under jobrun the log holds where it happened."""
+    log = tmp_path / "job.log"
+    code = "import ctypes\ndef crash():\n    ctypes.string_at(0)\ncrash()\n"
+    out = subprocess.run([sys.executable, "-m", "fersnet.jobrun", str(log), "--", sys.executable, "-c", code],
+                         capture_output=True, text=True)
+    text = log.read_text()
+    assert out.returncode == 128 + 11 and "ended by signal SIGSEGV (11)" in text.splitlines()[-1]
+    assert "Fatal Python error: Segmentation fault" in text and "in crash" in text, text
+
+
 def test_jobrun_without_a_command_prints_its_usage_and_fails(capsys):
     assert jobrun.main(["log.txt"]) == 2
     assert "usage" in capsys.readouterr().err
