@@ -1,24 +1,25 @@
 # The commands of the README:
 #   make demo            set up (.venv from requirements.lock) and run the whole pipeline on the synthetic stand-in
 #   make test            set up and run the test suite
-#   make venv TORCH=cpu  set up with a CPU-only torch (no CUDA libraries); the default on a machine without
-#                        an NVIDIA GPU (no nvidia-smi)
+#   make venv TORCH=cpu  set up with a CPU-only torch (no CUDA libraries), for a machine without an NVIDIA GPU
 PY ?= python3
 # the oldest Python the pins support (pyproject's requires-python)
 PY_MIN := 3.11
 # cuda: the lock as it is (PyPI's torch is a CUDA build, ~6.5 GB of venv); cpu: CPU-only torch, no CUDA
-# libraries. Remembered in .venv/.torch, so a later re-install (e.g. after the lock changed) keeps the choice.
-# Not given and not remembered: cuda where an NVIDIA driver is installed (nvidia-smi on PATH), else cpu.
-TORCH_DETECTED := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
-TORCH ?= $(shell cat .venv/.torch 2>/dev/null || echo $(TORCH_DETECTED))
+# libraries, from PyTorch's own index (download.pytorch.org). Remembered in .venv/.torch, so a later
+# re-install (e.g. after the lock changed) keeps the choice. Not given and not remembered: cuda, the
+# lock as pinned, which installs wherever PyPI is reachable; on a machine without an NVIDIA driver (no
+# nvidia-smi on PATH) make says how to take the smaller CPU-only build instead.
+TORCH_DETECTED := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo none)
+TORCH ?= $(shell cat .venv/.torch 2>/dev/null || echo cuda)
 ifneq ($(filter command line environment,$(origin TORCH)),)
 TORCH_WHY := as asked
 else ifneq ($(wildcard .venv/.torch),)
 TORCH_WHY := as installed before, in .venv/.torch
-else ifeq ($(TORCH_DETECTED),cpu)
-TORCH_WHY := no NVIDIA GPU found (no nvidia-smi on PATH); make venv TORCH=cuda installs the CUDA build
+else ifeq ($(TORCH_DETECTED),none)
+TORCH_WHY := the lock as pinned; no NVIDIA GPU found: rm -rf .venv && make venv TORCH=cpu installs the CPU-only build instead
 else
-TORCH_WHY := an NVIDIA GPU found (nvidia-smi); make venv TORCH=cpu installs the CPU-only build
+TORCH_WHY := the lock as pinned; an NVIDIA GPU found (nvidia-smi)
 endif
 CPU_INDEX := https://download.pytorch.org/whl/cpu
 VENV := .venv

@@ -221,12 +221,13 @@ def test_the_readmes_paper_plan_counts_the_jobs_of_the_dry_run(tmp_path):
 
 @needs_make
 @pytest.mark.parametrize("gpu, asked, installs, says", [
-    (False, None, "cpu", "no NVIDIA GPU found (no nvidia-smi on PATH); make venv TORCH=cuda installs the CUDA build"),
-    (True, None, "cuda", "an NVIDIA GPU found (nvidia-smi); make venv TORCH=cpu installs the CPU-only build"),
-    (False, "cuda", "cuda", "as asked"),
+    (False, None, "cuda", "the lock as pinned; no NVIDIA GPU found: rm -rf .venv && make venv TORCH=cpu installs "
+                          "the CPU-only build instead"),
+    (True, None, "cuda", "the lock as pinned; an NVIDIA GPU found (nvidia-smi)"),
+    (False, "cpu", "cpu", "as asked"),
 ])
-def test_make_venv_picks_the_cpu_torch_on_a_machine_without_an_nvidia_gpu_and_says_so(tmp_path, gpu, asked,
-                                                                                      installs, says):
+def test_make_venv_installs_the_lock_as_pinned_unless_asked_and_names_the_cpu_build_without_a_gpu(
+        tmp_path, gpu, asked, installs, says):
     for name in ("Makefile", "requirements.lock", "pyproject.toml"):      # a fresh clone: no .venv yet
         shutil.copy(ROOT / name, tmp_path / name)
     tools = tmp_path / "tools"
