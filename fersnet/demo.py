@@ -42,7 +42,7 @@ def snakemake_processes(root) -> list[int]:
     A Snakemake process whose folder cannot be read (another user's) counts as running here: the
     lock is then left alone. Processes on other machines (a shared file system) are not seen.
     """
-    import psutil                      # a dependency of Snakemake
+    import psutil                      # requirements.in (also a dependency of Snakemake)
 
     root = Path(root).resolve()
     found = []
