@@ -279,13 +279,20 @@ def _params_databases(argv: list[str] | None) -> None:
         generic.register(config_mod.deep_merge(raw, config_mod.parse_sets(known.sets)))
 
 
+HELP_FLAGS = {"-h", "--help", "--version"}
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         _params_databases(argv)
         parser = build_parser()            # the choices come from the catalogue, plugins included
     except FersnetError as e:
-        print(f"fersnet: error: {e}", file=sys.stderr)
-        return 2
+        if not HELP_FLAGS & set(argv if argv is not None else sys.argv[1:]):
+            print(f"fersnet: error: {e}", file=sys.stderr)
+            return 2
+        # help and the version still answer: with the built-in choices, and the problem named
+        print(f"fersnet: note: {e} (the choices below leave out what params.yaml adds)", file=sys.stderr)
+        parser = build_parser()
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:

@@ -164,3 +164,16 @@ def test_compare_help_says_percent_once_as_a_person_writes_it(capsys):
         cli.main(["compare", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "accuracies in %," in text and "%%" not in text
+
+
+def test_help_and_version_answer_beside_a_broken_params_yaml_which_other_verbs_refuse(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("profile: [\n")
+    for argv in (["--help"], ["train", "--help"], ["--version"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        out, err = capsys.readouterr()
+        assert exit_.value.code == 0 and out.strip(), argv
+        assert err.startswith("fersnet: note: params.yaml: not valid YAML"), err
+    assert cli.main(["status"]) == 2
+    assert capsys.readouterr().err.startswith("fersnet: error: params.yaml: not valid YAML")
