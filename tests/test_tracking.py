@@ -300,6 +300,7 @@ def test_compare_puts_two_models_of_a_real_store_in_one_row_each_and_filters_by_
     lines = out.splitlines()
     tables = [line for line in lines if not line.startswith("MLflow:")]     # the store's summary names a path
     assert max(map(len, tables)) < 120                      # no line wraps in a terminal
+    assert lines[0].startswith("CK+ (experiment fersnet/ckplus): ")      # the name MLflow shows
     header = lines[1]
     assert header.split()[:4] == ["profile", "seeds", "folds", "runs"]
     assert "accuracy %" in header and "balanced acc. %" in header and "macro F1 %" in header

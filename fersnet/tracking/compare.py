@@ -106,15 +106,16 @@ def _cells(rows: pd.DataFrame, columns: list[str]) -> dict[str, list[str]]:
                                         for s, n in zip(rows[c], rows["runs"])] for c in columns}
 
 
-def format_table(db: str, columns: list[str], rows: pd.DataFrame) -> str:
+def format_table(db: str, columns: list[str], rows: pd.DataFrame, experiment: str | None = None) -> str:
     """Plain-text tables (pandas to_string), one line per (model, profile), cells `mean ± std over
     folds [± std over seeds]`: recognition (the runs, accuracies in %), then synthesis (the
-    `synth/` metrics, for the models that have any). Lines longer than WIDTH wrap (pandas)."""
+    `synth/` metrics, for the models that have any). Lines longer than WIDTH wrap (pandas).
+    `experiment`: the MLflow experiment's name, as the store and its UI spell it (default `db`)."""
     index = [names.MODEL.get(m, m) for m in rows["model"]]
     fer = [c for c in columns if not c.startswith("synth/")]
     synth = [c for c in columns if c.startswith("synth/")]
     several = bool((rows["seeds"] > 1).any())
-    title = (f"{names.DATABASE.get(db, db)} (experiment {db}): mean over runs ± std over folds"
+    title = (f"{names.DATABASE.get(db, db)} (experiment {experiment or db}): mean over runs ± std over folds"
              + (" [± std over seeds]" if several else ""))
     recognition = pd.DataFrame({"profile": rows["profile"], "seeds": rows["seeds"], "folds": rows["folds"],
                                 "runs": rows["runs"], **_cells(rows, fer)})
@@ -158,7 +159,7 @@ def main(cfg: dict, args) -> None:
         if runs.empty:
             continue
         columns, rows = summarise(runs)
-        print(format_table(db, columns, rows))
+        print(format_table(db, columns, rows, experiment_name(cfg, db)))
         print(f"  in mlflow ui: {ui_url(UI_BASE, exp_id)}\n")
         printed += 1
     if not printed:
