@@ -244,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if said:
             print(said, flush=True)
+        from fersnet import status
+        clash = status.workflow_profile_clash(cfg, args.targets)
+        if clash:                # Snakemake would stop at its start; say it here, without "resume"
+            print(clash, file=sys.stderr)
+            return 2
     print("fersnet demo: " + " ".join(cmd[1:]), flush=True)
     t0 = time.perf_counter()
     rc = run_with_progress(cmd, env, args.targets)

@@ -108,6 +108,11 @@ def test_a_workflow_run_of_another_profile_beside_the_demo_stops_naming_its_fold
     assert "data/synthetic/ckplus, data/processed/ckplus, results/ckplus/fersnet/seed0/fold0 and" in line
     assert "nothing was changed" in line and "Traceback" not in said
     assert outputs_digest(demo_project) == before
+    # the demo of another profile stops the same way before Snakemake starts, without advice to resume
+    demo = run([str(BIN / "python"), "-m", "fersnet.demo", "--profile", "test", "--cores", "2"], demo_project)
+    assert demo.returncode == 2 and "profile test was asked for" in demo.stderr, demo.stderr[-2000:]
+    assert "resume" not in demo.stdout + demo.stderr and "Snakemake failed" not in demo.stderr
+    assert outputs_digest(demo_project) == before
     # a dry run only plans: it shows the jobs, and says nothing of the clash
     plan = snakemake(demo_project, "-n", "all", "--config", "profile=test")
     assert plan.returncode == 0 and "train_folds0_1" in plan.stdout, plan.stderr[-3000:]

@@ -224,7 +224,9 @@ def check_demo_quality_bench(proj: Path) -> None:
     out = run([str(BIN / "python"), str(ROOT / "bench/demo_quality.py"), "--results", "results",
                "--before", "ckplus=90,0", "--out", "quality.json"], proj)
     assert out.returncode == 0, out.stderr[-3000:]
-    quality = json.loads((proj / "quality.json").read_text())["per_database"]["ckplus"]
+    doc = json.loads((proj / "quality.json").read_text())
+    assert doc["schema"] == "fersnet-bench/results/1"        # bench/README.md, "Results"
+    quality = doc["numbers"]["per_database"]["ckplus"]
     fer = [100 * json.loads((proj / f"results/ckplus/fersnet/seed0/fold{k}/metrics.json").read_text())["accuracy"]
            for k in (0, 1)]
     real = [100 * json.loads((proj / f"results/ckplus/judge/seed0/fold{k}/metrics.json").read_text())["accuracy"]
